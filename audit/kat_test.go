@@ -1,0 +1,153 @@
+package audit
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Known answers. The expected hashes were computed outside Go, from the
+// canonical bytes written out by hand in this file, with (LC_ALL=C, bash):
+//
+//	c1='<kat1Canonical>'
+//	{ printf 'ztp-audit-v1\0'; head -c 32 /dev/zero; printf '%016x' ${#c1} | xxd -r -p; printf '%s' "$c1"; } | sha256sum
+//	→ e01a58a1afacba37db8bde6e5d73f245da579e69ca5c7a15eb4ef98404255823   (len 523)
+//	c2='<kat2Canonical>'
+//	{ printf 'ztp-audit-v1\0'; printf '%s' $h1 | xxd -r -p; printf '%016x' ${#c2} | xxd -r -p; printf '%s' "$c2"; } | sha256sum
+//	→ d657b84a97015caabc4a019db9616a8314a5658d56b5f8f16041502b2560722d   (len 216)
+//
+// and cross-checked for c1 with Python:
+//
+//	hashlib.sha256(b'ztp-audit-v1\x00' + bytes(32) + struct.pack('>Q', len(c)) + c).hexdigest()
+const (
+	kat1Hash      = "e01a58a1afacba37db8bde6e5d73f245da579e69ca5c7a15eb4ef98404255823"
+	kat1Canonical = `{"decision":"allow","justification":"rotate <key> & INC-4711","message_index":0,` +
+		`"method":"/etcdserverpb.KV/DeleteRange","peer":"127.0.0.1:53312","policy_version":"sha256:abc",` +
+		`"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000",` +
+		`"principal":{"authn":"mtls","groups":["sre"],"id":"spiffe://example.org/user/alice","kind":"human"},` +
+		`"request":{"key":"Zm9v","rangeEnd":"AA=="},"request_decoded":true,"seq":1,"ticket":"INC-4711",` +
+		`"time":"2026-11-26T10:00:00.123456789Z","type":"request","upstream":"etcd"}`
+	kat2Hash      = "d657b84a97015caabc4a019db9616a8314a5658d56b5f8f16041502b2560722d"
+	kat2Canonical = `{"code":"OK","duration_ms":1.7,"messages_in":1,"messages_out":1,` +
+		`"prev_hash":"` + kat1Hash + `","ref":1,"seq":2,"time":"2026-11-26T10:00:00.125000000Z","type":"outcome"}`
+)
+
+func katRecords() []*Record {
+	return []*Record{
+		{
+			Time:           time.Date(2026, 11, 26, 11, 0, 0, 123456789, time.FixedZone("CET", 3600)),
+			Type:           TypeRequest,
+			Principal:      &Principal{ID: "spiffe://example.org/user/alice", Kind: "human", Groups: []string{"sre"}, Authn: "mtls"},
+			Peer:           "127.0.0.1:53312",
+			Method:         "/etcdserverpb.KV/DeleteRange",
+			Upstream:       "etcd",
+			Request:        json.RawMessage(`{ "rangeEnd": "AA==", "key": "Zm9v" }`),
+			RequestDecoded: true,
+			Justification:  "rotate <key> & INC-4711",
+			Ticket:         "INC-4711",
+			Decision:       DecisionAllow,
+			PolicyVersion:  "sha256:abc",
+		},
+		{
+			Type: TypeOutcome, Ref: 1, Code: "OK", DurationMS: 1.7, MessagesIn: 1, MessagesOut: 1,
+		},
+	}
+}
+
+// withHash inserts the hash member where the documentation says it goes.
+func withHash(canon, hash string) string {
+	i := strings.Index(canon, `"justification"`)
+	if i < 0 {
+		i = strings.Index(canon, `"message_index"`)
+	}
+	if i < 0 {
+		i = strings.Index(canon, `"messages_in"`)
+	}
+	return canon[:i] + `"hash":"` + hash + `",` + canon[i:]
+}
+
+func TestKnownAnswer(t *testing.T) {
+	clock := func() time.Time { return time.Date(2026, 11, 26, 10, 0, 0, 125000000, time.UTC) }
+	s, _ := openTestStore(t, Options{Now: clock})
+	recs := katRecords()
+	for i, want := range []struct{ canon, hash string }{{kat1Canonical, kat1Hash}, {kat2Canonical, kat2Hash}} {
+		r := recs[i]
+		mustAppend(t, s, r)
+		if r.Hash != want.hash {
+			t.Errorf("record %d: hash = %s, want %s", i+1, r.Hash, want.hash)
+		}
+		line := storeLines(t, s)[i]
+		if got, wantLine := string(line), withHash(want.canon, want.hash); got != wantLine {
+			t.Errorf("record %d: stored line\n got %s\nwant %s", i+1, got, wantLine)
+		}
+		canon, _, err := splitLine(line)
+		if err != nil || string(canon) != want.canon {
+			t.Errorf("splitLine(record %d) = %s, %v; want %s", i+1, canon, err, want.canon)
+		}
+	}
+	if seq, head := s.Head(); seq != 2 || head != kat2Hash {
+		t.Errorf("Head() = %d, %s; want 2, %s", seq, head, kat2Hash)
+	}
+}
+
+// TestHashFirstMember covers the other branch of the recipe: a record with
+// no key sorting before "hash" gets the hash as its first member.
+func TestHashFirstMember(t *testing.T) {
+	s, _ := openTestStore(t, Options{Now: fixedClock()})
+	mustAppend(t, s, &Record{Type: TypeSystem})
+	line := storeLines(t, s)[0]
+	if !strings.HasPrefix(string(line), `{"hash":"`) {
+		t.Fatalf("line = %s, want it to start with the hash member", line)
+	}
+	if _, err := VerifyLine(line); err != nil {
+		t.Fatalf("VerifyLine(%s) = %v", line, err)
+	}
+}
+
+// TestPythonVerifier runs the independent verifier from testdata on an
+// export: the documented recipe works without this package's code.
+func TestPythonVerifier(t *testing.T) {
+	py, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 not installed")
+	}
+	s, path := openTestStore(t, Options{Now: fixedClock()})
+	for _, r := range katRecords() {
+		mustAppend(t, s, r)
+	}
+	mustAppend(t, s, &Record{Type: TypeSystem, Detail: "weird \u2028 \x01 \"chars\" 🎉 \xff"})
+	mustAppend(t, s, &Record{Type: TypeRequest, Request: json.RawMessage(`{"n":1e2,"hash":"x","f":1.50}`), Metadata: map[string][]string{"x-request-id": {"1"}}})
+	mustAppend(t, s, &Record{Type: TypeOutcome, Ref: 4, Code: "PERMISSION_DENIED", DurationMS: 1e-7})
+	_, head := s.Head()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	export := filepath.Join(t.TempDir(), "export.jsonl")
+	var b strings.Builder
+	for _, l := range exportLines(t, path) {
+		b.Write(l)
+		b.WriteByte('\n')
+	}
+	if err := os.WriteFile(export, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	out, err := exec.CommandContext(ctx, py, "testdata/verify_audit.py", export).CombinedOutput()
+	if want := "ok 5 " + head + "\n"; err != nil || string(out) != want {
+		t.Fatalf("verify_audit.py = %q, %v; want %q", out, err, want)
+	}
+
+	// And it notices an edit.
+	tampered := strings.Replace(b.String(), "PERMISSION_DENIED", "OK", 1)
+	if err := os.WriteFile(export, []byte(tampered), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.CommandContext(ctx, py, "testdata/verify_audit.py", export).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "bad 5: hash mismatch") {
+		t.Fatalf("verify_audit.py on an edited export = %q, %v; want failure at 5", out, err)
+	}
+}

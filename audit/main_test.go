@@ -1,0 +1,11 @@
+package audit
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// TestMain fails the run if a test leaves a goroutine behind, e.g. a
+// writer that Close did not stop.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

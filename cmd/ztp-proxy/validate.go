@@ -1,0 +1,52 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ztp-dev/ztp/config"
+	"github.com/ztp-dev/ztp/decode"
+	"github.com/ztp-dev/ztp/policy"
+)
+
+type validateOptions struct {
+	config string
+}
+
+func newValidateCommand() *cobra.Command {
+	o := &validateOptions{}
+	cmd := &cobra.Command{
+		Use:   "validate --config FILE",
+		Short: "Check a config file, its policies and descriptor sets without serving",
+		Example: `  # in CI, before rolling out a config change
+  ztp-proxy validate --config /etc/ztp/ztp.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(o.config)
+			if err != nil {
+				return err
+			}
+			paths := make([]string, len(cfg.Policy.Paths))
+			for i, p := range cfg.Policy.Paths {
+				paths[i] = cfg.Resolve(p)
+			}
+			eng, err := policy.Load(cmd.Context(), policy.Options{Paths: paths})
+			if err != nil {
+				return fmt.Errorf("policy: %w", err)
+			}
+			for i, u := range cfg.Upstreams {
+				if u.Descriptors == "" {
+					continue
+				}
+				if _, err := decode.LoadProtoset(cfg.Resolve(u.Descriptors)); err != nil {
+					return fmt.Errorf("upstreams[%d].descriptors: %w", i, err)
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (policy %s, %d upstreams)\n", o.config, eng.Version(), len(cfg.Upstreams))
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&o.config, "config", "c", "ztp.yaml", "config file")
+	return cmd
+}

@@ -1,0 +1,464 @@
+package config
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the parsed ztp.yaml. Field names mirror the YAML keys.
+type Config struct {
+	Listen    string     `yaml:"listen"`
+	TLS       ServerTLS  `yaml:"tls"`
+	Identity  Identity   `yaml:"identity"`
+	Upstreams []Upstream `yaml:"upstreams"`
+	Policy    Policy     `yaml:"policy"`
+	Audit     Audit      `yaml:"audit"`
+	Limits    Limits     `yaml:"limits"`
+
+	// File is the absolute path the config was read from ("" when parsed from bytes).
+	File string `yaml:"-"`
+}
+
+// ServerTLS is the proxy's own certificate and the CA its clients' certificates must chain to.
+type ServerTLS struct {
+	Cert       string `yaml:"cert"`
+	Key        string `yaml:"key"`
+	ClientCA   string `yaml:"client_ca"`
+	ClientAuth string `yaml:"client_auth"` // require | verify_if_given
+}
+
+// Identity configures how authenticated ids become principals.
+type Identity struct {
+	Principals []PrincipalRule `yaml:"principals"`
+}
+
+// PrincipalRule classifies principal ids matching a glob; the first matching rule wins.
+type PrincipalRule struct {
+	Match  string   `yaml:"match"`
+	Kind   string   `yaml:"kind"`
+	Groups []string `yaml:"groups"`
+}
+
+// Upstream is one backend and the services routed to it.
+type Upstream struct {
+	Name        string      `yaml:"name"`
+	Address     string      `yaml:"address"`
+	Services    []string    `yaml:"services"`
+	Descriptors string      `yaml:"descriptors"`
+	Reflection  bool        `yaml:"reflection"`
+	TLS         UpstreamTLS `yaml:"tls"`
+}
+
+// UpstreamTLS is how the proxy connects to an upstream.
+type UpstreamTLS struct {
+	Insecure   bool   `yaml:"insecure"`
+	CA         string `yaml:"ca"`
+	Cert       string `yaml:"cert"`
+	Key        string `yaml:"key"`
+	ServerName string `yaml:"server_name"`
+}
+
+// Policy locates the Rego policies.
+type Policy struct {
+	Paths []string `yaml:"paths"`
+	Mode  string   `yaml:"mode"` // enforce | dryrun
+}
+
+// Audit configures the audit log.
+type Audit struct {
+	Path   string   `yaml:"path"`
+	Redact []string `yaml:"redact"`
+}
+
+// Limits bound what one caller can make the proxy do.
+type Limits struct {
+	MaxMessageBytes      int           `yaml:"max_message_bytes"`
+	MaxConcurrentStreams uint32        `yaml:"max_concurrent_streams"`
+	MaxUnaryDeadline     time.Duration `yaml:"max_unary_deadline"`
+}
+
+// Defaults applied to keys the file leaves out.
+const (
+	DefaultMaxMessageBytes      = 4 << 20
+	DefaultMaxConcurrentStreams = 1000
+	maxMessageBytesCeiling      = 256 << 20
+)
+
+// Error is one problem with the file, located by line and key path.
+type Error struct {
+	File string
+	Line int    // 0 when the key is absent from the file
+	Key  string // e.g. "upstreams[0].address"
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(filepath.Base(e.File))
+		if e.Line > 0 {
+			b.WriteString(":" + strconv.Itoa(e.Line))
+		}
+		b.WriteString(": ")
+	}
+	if e.Key != "" {
+		b.WriteString(e.Key + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Load reads, parses and validates the file at path.
+func Load(file string) (*Config, error) {
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(abs, data)
+}
+
+// Parse parses and validates data as if read from file (used to resolve relative paths
+// and to name the file in errors).
+func Parse(file string, data []byte) (*Config, error) {
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil {
+		return nil, &Error{File: file, Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	p := &parser{file: file, lines: map[string]int{}}
+	doc := &root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		doc = doc.Content[0]
+	}
+	if doc.Kind != yaml.MappingNode {
+		return nil, &Error{File: file, Line: doc.Line, Msg: "top level must be a mapping of keys"}
+	}
+	p.walk(doc, reflect.TypeFor[Config](), "")
+	if len(p.errs) > 0 {
+		return nil, errors.Join(p.errs...)
+	}
+	var c Config
+	if err := doc.Decode(&c); err != nil {
+		return nil, p.decodeError(err)
+	}
+	c.File = file
+	c.applyDefaults()
+	p.validate(&c)
+	if len(p.errs) > 0 {
+		return nil, errors.Join(p.errs...)
+	}
+	return &c, nil
+}
+
+// parser collects errors and remembers the line of every key path so that
+// validation errors, found after decoding, can still point into the file.
+type parser struct {
+	file  string
+	lines map[string]int
+	errs  []error
+}
+
+func (p *parser) errorf(key, format string, args ...any) {
+	p.errs = append(p.errs, &Error{File: p.file, Line: p.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// line finds the line of key, or of its closest present parent.
+func (p *parser) line(key string) int {
+	for k := key; k != ""; {
+		if l, ok := p.lines[k]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(k, ".[")
+		if i < 0 {
+			break
+		}
+		k = k[:i]
+	}
+	return 0
+}
+
+// walk checks n against the yaml-tagged struct type t, reporting unknown keys
+// and recording lines; it descends into structs and slices of structs.
+func (p *parser) walk(n *yaml.Node, t reflect.Type, prefix string) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if t == reflect.TypeFor[time.Duration]() {
+			return
+		}
+		if n.Kind != yaml.MappingNode {
+			if !(n.Kind == yaml.ScalarNode && n.Tag == "!!null") {
+				p.errs = append(p.errs, &Error{File: p.file, Line: n.Line, Key: prefix, Msg: "must be a mapping"})
+			}
+			return
+		}
+		fields := map[string]reflect.Type{}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name != "" && name != "-" {
+				fields[name] = f.Type
+			}
+		}
+		seen := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			key := k.Value
+			if prefix != "" {
+				key = prefix + "." + k.Value
+			}
+			p.lines[key] = k.Line
+			ft, ok := fields[k.Value]
+			if !ok {
+				p.errs = append(p.errs, &Error{File: p.file, Line: k.Line, Key: key, Msg: "unknown key" + suggest(k.Value, fields)})
+				continue
+			}
+			if seen[k.Value] {
+				p.errs = append(p.errs, &Error{File: p.file, Line: k.Line, Key: key, Msg: "duplicate key"})
+			}
+			seen[k.Value] = true
+			p.walk(v, ft, key)
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return // a scalar where a list belongs is reported by the decoder
+		}
+		for i, item := range n.Content {
+			key := fmt.Sprintf("%s[%d]", prefix, i)
+			p.lines[key] = item.Line
+			p.walk(item, t.Elem(), key)
+		}
+	}
+}
+
+func suggest(got string, fields map[string]reflect.Type) string {
+	var names []string
+	for name := range fields {
+		names = append(names, name)
+	}
+	for _, name := range names {
+		if strings.EqualFold(strings.ReplaceAll(name, "_", ""), strings.ReplaceAll(strings.ReplaceAll(got, "-", ""), "_", "")) {
+			return fmt.Sprintf(" (did you mean %q?)", name)
+		}
+	}
+	return ""
+}
+
+// decodeError turns yaml.v3's type errors ("line 7: cannot unmarshal !!str `x` into int")
+// into located errors.
+func (p *parser) decodeError(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return &Error{File: p.file, Msg: err.Error()}
+	}
+	var errs []error
+	for _, msg := range te.Errors {
+		line := 0
+		if rest, ok := strings.CutPrefix(msg, "line "); ok {
+			num, tail, _ := strings.Cut(rest, ": ")
+			if l, err := strconv.Atoi(num); err == nil {
+				line, msg = l, tail
+			}
+		}
+		key := ""
+		for k, l := range p.lines {
+			if l == line && (key == "" || len(k) > len(key)) {
+				key = k
+			}
+		}
+		errs = append(errs, &Error{File: p.file, Line: line, Key: key, Msg: msg})
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) applyDefaults() {
+	if c.TLS.ClientAuth == "" {
+		c.TLS.ClientAuth = "require"
+	}
+	if c.Policy.Mode == "" {
+		c.Policy.Mode = "enforce"
+	}
+	if c.Limits.MaxMessageBytes == 0 {
+		c.Limits.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.Limits.MaxConcurrentStreams == 0 {
+		c.Limits.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+}
+
+// Resolve makes a path from the file absolute relative to the file's directory.
+func (c *Config) Resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) || c.File == "" {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.File), p)
+}
+
+func (p *parser) validate(c *Config) {
+	p.checkAddr("listen", c.Listen, true)
+
+	// The proxy authenticates every caller by its certificate: TLS is not optional.
+	p.checkFile(c, "tls.cert", c.TLS.Cert, true)
+	p.checkFile(c, "tls.key", c.TLS.Key, true)
+	p.checkFile(c, "tls.client_ca", c.TLS.ClientCA, true)
+	if c.TLS.Cert != "" && c.TLS.Key != "" && len(p.errs) == 0 {
+		if _, err := tls.LoadX509KeyPair(c.Resolve(c.TLS.Cert), c.Resolve(c.TLS.Key)); err != nil {
+			p.errorf("tls.cert", "cannot load key pair: %v", err)
+		}
+	}
+	if c.TLS.ClientCA != "" {
+		p.checkCA(c, "tls.client_ca", c.TLS.ClientCA)
+	}
+	switch c.TLS.ClientAuth {
+	case "require", "verify_if_given":
+	default:
+		p.errorf("tls.client_auth", "must be require or verify_if_given, got %q", c.TLS.ClientAuth)
+	}
+
+	if len(c.Identity.Principals) == 0 {
+		p.errorf("identity.principals", "at least one rule is required: principals matching no rule are rejected")
+	}
+	for i, r := range c.Identity.Principals {
+		key := fmt.Sprintf("identity.principals[%d]", i)
+		p.checkGlob(key+".match", r.Match)
+		if r.Kind != "automation" && r.Kind != "human" {
+			p.errorf(key+".kind", "must be automation or human, got %q", r.Kind)
+		}
+	}
+
+	if len(c.Upstreams) == 0 {
+		p.errorf("upstreams", "at least one upstream is required")
+	}
+	names := map[string]bool{}
+	for i, u := range c.Upstreams {
+		key := fmt.Sprintf("upstreams[%d]", i)
+		switch {
+		case u.Name == "":
+			p.errorf(key+".name", "required")
+		case names[u.Name]:
+			p.errorf(key+".name", "duplicate upstream name %q", u.Name)
+		}
+		names[u.Name] = true
+		p.checkAddr(key+".address", u.Address, false)
+		if len(u.Services) == 0 {
+			p.errorf(key+".services", "at least one service glob is required")
+		}
+		for j, s := range u.Services {
+			p.checkGlob(fmt.Sprintf("%s.services[%d]", key, j), s)
+		}
+		if u.Descriptors != "" && u.Reflection {
+			p.errorf(key+".reflection", "set either descriptors or reflection, not both")
+		}
+		p.checkFile(c, key+".descriptors", u.Descriptors, false)
+		t := u.TLS
+		if t.Insecure && (t.CA != "" || t.Cert != "" || t.Key != "") {
+			p.errorf(key+".tls.insecure", "insecure cannot be combined with ca, cert or key")
+		}
+		if (t.Cert == "") != (t.Key == "") {
+			p.errorf(key+".tls.cert", "cert and key must be given together")
+		}
+		p.checkFile(c, key+".tls.ca", t.CA, false)
+		p.checkFile(c, key+".tls.cert", t.Cert, false)
+		p.checkFile(c, key+".tls.key", t.Key, false)
+		if t.CA != "" {
+			p.checkCA(c, key+".tls.ca", t.CA)
+		}
+	}
+
+	if len(c.Policy.Paths) == 0 {
+		p.errorf("policy.paths", "at least one policy file or directory is required")
+	}
+	for i, pp := range c.Policy.Paths {
+		p.checkFile(c, fmt.Sprintf("policy.paths[%d]", i), pp, true)
+	}
+	if c.Policy.Mode != "enforce" && c.Policy.Mode != "dryrun" {
+		p.errorf("policy.mode", "must be enforce or dryrun, got %q", c.Policy.Mode)
+	}
+
+	if c.Audit.Path == "" {
+		p.errorf("audit.path", "required: nothing is forwarded without an audit log")
+	} else if dir := filepath.Dir(c.Resolve(c.Audit.Path)); !isDir(dir) {
+		p.errorf("audit.path", "directory %s does not exist", dir)
+	}
+
+	if c.Limits.MaxMessageBytes < 0 || c.Limits.MaxMessageBytes > maxMessageBytesCeiling {
+		p.errorf("limits.max_message_bytes", "must be between 1 and %d", maxMessageBytesCeiling)
+	}
+	if c.Limits.MaxUnaryDeadline < 0 {
+		p.errorf("limits.max_unary_deadline", "must not be negative")
+	}
+}
+
+func (p *parser) checkAddr(key, addr string, listen bool) {
+	if addr == "" {
+		p.errorf(key, "required (host:port)")
+		return
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		p.errorf(key, "%v", strings.TrimPrefix(err.Error(), "address "+addr+": "))
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 || (!listen && n == 0) {
+		p.errorf(key, "bad port %q", port)
+	}
+	if !listen && host == "" {
+		p.errorf(key, "host is required")
+	}
+}
+
+func (p *parser) checkGlob(key, pattern string) {
+	if pattern == "" {
+		p.errorf(key, "empty pattern")
+		return
+	}
+	if _, err := path.Match(pattern, ""); err != nil {
+		p.errorf(key, "bad glob %q: %v", pattern, err)
+	}
+}
+
+func (p *parser) checkFile(c *Config, key, name string, required bool) {
+	if name == "" {
+		if required {
+			p.errorf(key, "required")
+		}
+		return
+	}
+	if _, err := os.Stat(c.Resolve(name)); err != nil {
+		p.errorf(key, "%s: %v", name, errors.Unwrap(err))
+	}
+}
+
+func (p *parser) checkCA(c *Config, key, name string) {
+	data, err := os.ReadFile(c.Resolve(name))
+	if err != nil {
+		return // reported by checkFile
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(data) {
+		p.errorf(key, "%s holds no PEM certificate", name)
+	}
+}
+
+func isDir(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
+}

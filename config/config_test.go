@@ -1,0 +1,168 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ztp-dev/ztp/pki"
+)
+
+// fixture writes a valid config with real certificates, policies and a protoset
+// placeholder into a temp dir and returns the dir.
+func fixture(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	ca, err := pki.NewCA("test ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "proxy", DNSNames: []string{"localhost"}, Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, os.MkdirAll(filepath.Join(dir, "certs"), 0o755))
+	must(t, pki.WriteFiles(filepath.Join(dir, "certs"), "proxy", leaf))
+	must(t, os.WriteFile(filepath.Join(dir, "certs", "ca.pem"), ca.CertPEM, 0o644))
+	must(t, os.MkdirAll(filepath.Join(dir, "policies"), 0o755))
+	must(t, os.WriteFile(filepath.Join(dir, "policies", "p.rego"), []byte("package ztp\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "etcd.protoset"), nil, 0o644))
+	must(t, os.MkdirAll(filepath.Join(dir, "data"), 0o755))
+	return dir
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+const valid = `listen: 127.0.0.1:7443
+tls:
+  cert: certs/proxy.pem
+  key: certs/proxy-key.pem
+  client_ca: certs/ca.pem
+identity:
+  principals:
+    - match: "spiffe://example.org/ns/prod/sa/*"
+      kind: automation
+      groups: [deployers]
+    - match: "spiffe://example.org/user/*"
+      kind: human
+      groups: [sre]
+upstreams:
+  - name: etcd
+    address: 127.0.0.1:2379
+    services: ["etcdserverpb.*"]
+    descriptors: etcd.protoset
+    tls: { insecure: true }
+policy:
+  paths: [policies/]
+audit:
+  path: data/audit.db
+  redact: ["password"]
+limits:
+  max_unary_deadline: 30s
+`
+
+func TestParseValid(t *testing.T) {
+	dir := fixture(t)
+	c, err := Parse(filepath.Join(dir, "ztp.yaml"), []byte(valid))
+	if err != nil {
+		t.Fatalf("Parse(valid) = %v", err)
+	}
+	if got, want := c.Resolve(c.Upstreams[0].Descriptors), filepath.Join(dir, "etcd.protoset"); got != want {
+		t.Errorf("Resolve(descriptors) = %q, want %q", got, want)
+	}
+	if c.Policy.Mode != "enforce" || c.TLS.ClientAuth != "require" {
+		t.Errorf("defaults: mode %q client_auth %q, want enforce, require", c.Policy.Mode, c.TLS.ClientAuth)
+	}
+	if c.Limits.MaxMessageBytes != DefaultMaxMessageBytes || c.Limits.MaxConcurrentStreams != DefaultMaxConcurrentStreams {
+		t.Errorf("limit defaults = %+v", c.Limits)
+	}
+	if c.Limits.MaxUnaryDeadline != 30*time.Second {
+		t.Errorf("max_unary_deadline = %v, want 30s", c.Limits.MaxUnaryDeadline)
+	}
+	if c.Identity.Principals[1].Groups[0] != "sre" {
+		t.Errorf("principals[1] = %+v", c.Identity.Principals[1])
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	dir := fixture(t)
+	tests := []struct {
+		name string
+		edit func(string) string
+		want []string // substrings of the error
+	}{
+		{"unknown top-level key", add("colour: blue\n"), []string{"ztp.yaml:27: colour: unknown key"}},
+		{"unknown nested key with hint", repl("client_ca:", "clientCA:"), []string{"ztp.yaml:5: tls.clientCA: unknown key", `did you mean "client_ca"`}},
+		{"missing port", repl("127.0.0.1:2379", "127.0.0.1"), []string{"ztp.yaml:16: upstreams[0].address: missing port"}},
+		{"bad listen port", repl("127.0.0.1:7443", "127.0.0.1:http9"), []string{"listen: bad port"}},
+		{"bad glob", repl(`"etcdserverpb.*"`, `"etcd[.*"`), []string{"upstreams[0].services[0]: bad glob"}},
+		{"bad principal glob", repl(`"spiffe://example.org/user/*"`, `"spiffe://[x"`), []string{"ztp.yaml:11: identity.principals[1].match: bad glob"}},
+		{"bad kind", repl("kind: human", "kind: robot"), []string{"identity.principals[1].kind: must be automation or human"}},
+		{"missing cert file", repl("certs/proxy.pem", "certs/nope.pem"), []string{"tls.cert: certs/nope.pem: no such file"}},
+		{"missing protoset", repl("etcd.protoset", "gone.protoset"), []string{"upstreams[0].descriptors: gone.protoset: no such file"}},
+		{"bad mode", add("  mode: yolo\n", "  paths: [policies/]\n"), []string{"policy.mode: must be enforce or dryrun"}},
+		{"wrong type", repl("max_unary_deadline: 30s", "max_unary_deadline: soon"), []string{"ztp.yaml:26:", "limits.max_unary_deadline"}},
+		{"duplicate upstream", add("  - name: etcd\n    address: a:1\n    services: [x]\n", "    tls: { insecure: true }\n"), []string{"upstreams[1].name: duplicate upstream name"}},
+		{"no audit path", repl("  path: data/audit.db\n", ""), []string{"audit.path: required"}},
+		{"audit dir missing", repl("data/audit.db", "nodir/audit.db"), []string{"audit.path: directory"}},
+		{"insecure with ca", repl("{ insecure: true }", "{ insecure: true, ca: certs/ca.pem }"), []string{"upstreams[0].tls.insecure: insecure cannot be combined"}},
+		{"several errors at once", func(s string) string { return repl("kind: human", "kind: x")(repl("127.0.0.1:2379", "nohost")(s)) }, []string{"principals[1].kind", "upstreams[0].address"}},
+		{"not yaml", func(string) string { return "listen: [\n" }, []string{"not valid YAML"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			src := tc.edit(valid)
+			_, err := Parse(filepath.Join(dir, "ztp.yaml"), []byte(src))
+			if err == nil {
+				t.Fatalf("Parse() = nil error, want one containing %q\n%s", tc.want, src)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Parse() error = %q\nwant it to contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func repl(old, new string) func(string) string {
+	return func(s string) string {
+		if !strings.Contains(s, old) {
+			panic("fixture does not contain " + old)
+		}
+		return strings.Replace(s, old, new, 1)
+	}
+}
+
+// add appends text at the end, or after the line `after` when given.
+func add(text string, after ...string) func(string) string {
+	return func(s string) string {
+		if len(after) == 0 {
+			return s + text
+		}
+		return strings.Replace(s, after[0], after[0]+text, 1)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
+	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
+		t.Fatalf("Load(missing) = %v, want error naming the file", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(valid))
+	f.Add([]byte("listen: [\n"))
+	f.Add([]byte("upstreams: {a: 1}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, _ = Parse("/nonexistent/ztp.yaml", data) // must not panic
+	})
+}

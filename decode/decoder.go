@@ -1,0 +1,239 @@
+package decode
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/dynamicpb"
+)
+
+// Resolver finds a method's descriptor by full gRPC method name
+// "/pkg.Service/Method". Implementations must be safe for concurrent use.
+type Resolver interface {
+	FindMethod(ctx context.Context, fullMethod string) (protoreflect.MethodDescriptor, error)
+}
+
+// MethodInfo describes a method as far as the proxy needs it without decoding.
+// The zero value means the method is unknown.
+type MethodInfo struct {
+	Known           bool
+	ClientStreaming bool
+	ServerStreaming bool
+}
+
+// Decoder renders request messages for the policy. It is safe for concurrent
+// use; build one per descriptor source and keep it.
+type Decoder struct {
+	r Resolver
+
+	mu sync.RWMutex
+	// methods holds, per full method name, what decoding needs beyond the
+	// descriptor. It only ever holds methods the Resolver found, so its size is
+	// bounded by the schema, not by what clients send.
+	methods map[string]*method
+}
+
+type method struct {
+	md    protoreflect.MethodDescriptor
+	info  MethodInfo
+	types typeResolver
+	// partialOK is true when no message reachable from the input has proto2
+	// required fields, so the unmarshal-time initialisation check, which
+	// allocates on dynamic messages, can be skipped without changing results.
+	partialOK bool
+}
+
+// NewDecoder returns a Decoder that looks methods up in r.
+func NewDecoder(r Resolver) *Decoder {
+	return &Decoder{r: r, methods: make(map[string]*method)}
+}
+
+// Decode unmarshals b as the method's input message and renders it as
+// [ToMap] does. ok is false when the method is unknown, the bytes do not
+// parse, or the message has no protojson form; info is still filled in when
+// the method is known. Numbers in req are json.Number, never float64, and
+// encoding req with encoding/json gives the protojson form.
+//
+// Decode never panics and never fails the call: what an undecodable request
+// means is the policy's decision.
+func (d *Decoder) Decode(ctx context.Context, fullMethod string, b []byte) (req map[string]any, info MethodInfo, ok bool) {
+	req, info, err := d.DecodeErr(ctx, fullMethod, b)
+	return req, info, err == nil
+}
+
+// DecodeErr is [Decoder.Decode] with the reason for a failure, for logs and
+// audit records. The error wraps one of the package's sentinel errors.
+func (d *Decoder) DecodeErr(ctx context.Context, fullMethod string, b []byte) (req map[string]any, info MethodInfo, err error) {
+	m, err := d.method(ctx, fullMethod)
+	if err != nil {
+		return nil, MethodInfo{}, err
+	}
+	// gRPC does not recover handler panics, so a panic here would take the
+	// whole proxy down. This is not hypothetical: proto.Unmarshal in
+	// google.golang.org/protobuf v1.36.12 panics on some malformed map
+	// entries of dynamic messages (see TestDecode).
+	defer func() {
+		if p := recover(); p != nil {
+			req, info, err = nil, m.info, fmt.Errorf("%w: %s: panic while decoding: %v", ErrUndecodable, fullMethod, p)
+		}
+	}()
+	msg := dynamicpb.NewMessage(m.md.Input())
+	// Unknown fields are kept (and later ignored) so that a newer client's
+	// fields never make a request undecodable; AllowPartial stays false, so
+	// missing proto2 required fields are rejected here as protojson would.
+	opts := proto.UnmarshalOptions{DiscardUnknown: false, Resolver: m.types, AllowPartial: m.partialOK}
+	if err := opts.Unmarshal(b, msg); err != nil {
+		return nil, m.info, fmt.Errorf("%w: %s: %w", ErrUndecodable, fullMethod, err)
+	}
+	req, err = toMap(msg, m.types, false)
+	if err != nil {
+		return nil, m.info, fmt.Errorf("%s: %w", fullMethod, err)
+	}
+	return req, m.info, nil
+}
+
+// Info returns the method's streaming shape without decoding anything; the
+// zero MethodInfo when the method is unknown.
+func (d *Decoder) Info(ctx context.Context, fullMethod string) MethodInfo {
+	m, err := d.method(ctx, fullMethod)
+	if err != nil {
+		return MethodInfo{}
+	}
+	return m.info
+}
+
+func (d *Decoder) method(ctx context.Context, fullMethod string) (*method, error) {
+	md, err := d.r.FindMethod(ctx, fullMethod)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.RLock()
+	m := d.methods[fullMethod]
+	d.mu.RUnlock()
+	// A resolver may hand out a new descriptor for the same name after a
+	// refresh; the cached types then belong to the old schema.
+	if m != nil && m.md == md {
+		return m, nil
+	}
+	m = &method{
+		md: md,
+		info: MethodInfo{
+			Known:           true,
+			ClientStreaming: md.IsStreamingClient(),
+			ServerStreaming: md.IsStreamingServer(),
+		},
+		types:     typesFor(d.r, md),
+		partialOK: !mayHaveRequired(md.Input(), make(map[protoreflect.FullName]bool)),
+	}
+	d.mu.Lock()
+	d.methods[fullMethod] = m
+	d.mu.Unlock()
+	return m, nil
+}
+
+// mayHaveRequired reports whether a message of type md can contain a proto2
+// required field anywhere inside it. Extensions are counted as possible
+// carriers because any extension could be a message with required fields.
+func mayHaveRequired(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName]bool) bool {
+	if seen[md.FullName()] {
+		return false
+	}
+	seen[md.FullName()] = true
+	if md.RequiredNumbers().Len() > 0 || md.ExtensionRanges().Len() > 0 {
+		return true
+	}
+	fields := md.Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		if fd.IsMap() {
+			fd = fd.MapValue()
+		}
+		if sub := fd.Message(); sub != nil && mayHaveRequired(sub, seen) {
+			return true
+		}
+	}
+	return false
+}
+
+// typeSource is implemented by resolvers that know more types than a method's
+// own imports, such as a whole protoset.
+type typeSource interface {
+	types() *dynamicpb.Types
+}
+
+// typesFor returns the types used to recognise extensions in requests and to
+// expand google.protobuf.Any: the resolver's own when it has them, otherwise
+// the transitive imports of the method's file. Any falls back to the global
+// registry so that well-known types packed in an Any still print.
+func typesFor(r Resolver, md protoreflect.MethodDescriptor) typeResolver {
+	if ts, ok := r.(typeSource); ok {
+		return withGlobalMessages{ts.types()}
+	}
+	files := new(protoregistry.Files)
+	seen := make(map[string]bool)
+	var add func(f protoreflect.FileDescriptor)
+	add = func(f protoreflect.FileDescriptor) {
+		if seen[f.Path()] || f.IsPlaceholder() {
+			return
+		}
+		seen[f.Path()] = true
+		imports := f.Imports()
+		for i := range imports.Len() {
+			add(imports.Get(i).FileDescriptor)
+		}
+		// The closure of one linked file cannot conflict with itself; if it
+		// did, the type would merely be missing and Any would not resolve.
+		_ = files.RegisterFile(f)
+	}
+	add(md.ParentFile())
+	return withGlobalMessages{dynamicpb.NewTypes(files)}
+}
+
+// withGlobalMessages resolves extensions only from the request's own
+// descriptors (a global extension of a same-named message would be a
+// different schema), and message types for Any from them first, then from
+// the global registry.
+type withGlobalMessages struct {
+	local *dynamicpb.Types
+}
+
+func (w withGlobalMessages) FindExtensionByName(name protoreflect.FullName) (protoreflect.ExtensionType, error) {
+	return w.local.FindExtensionByName(name)
+}
+
+func (w withGlobalMessages) FindExtensionByNumber(message protoreflect.FullName, field protoreflect.FieldNumber) (protoreflect.ExtensionType, error) {
+	return w.local.FindExtensionByNumber(message, field)
+}
+
+func (w withGlobalMessages) FindMessageByName(name protoreflect.FullName) (protoreflect.MessageType, error) {
+	if mt, err := w.local.FindMessageByName(name); err == nil {
+		return mt, nil
+	}
+	return protoregistry.GlobalTypes.FindMessageByName(name)
+}
+
+func (w withGlobalMessages) FindMessageByURL(url string) (protoreflect.MessageType, error) {
+	if mt, err := w.local.FindMessageByURL(url); err == nil {
+		return mt, nil
+	}
+	return protoregistry.GlobalTypes.FindMessageByURL(url)
+}
+
+// splitMethod splits "/pkg.Service/Method" into its service and method names.
+func splitMethod(fullMethod string) (protoreflect.FullName, protoreflect.Name, error) {
+	rest, ok := strings.CutPrefix(fullMethod, "/")
+	if !ok {
+		return "", "", fmt.Errorf("%w: %q", ErrBadMethodName, fullMethod)
+	}
+	svc, meth, ok := strings.Cut(rest, "/")
+	service, name := protoreflect.FullName(svc), protoreflect.Name(meth)
+	if !ok || !service.IsValid() || !name.IsValid() {
+		return "", "", fmt.Errorf("%w: %q", ErrBadMethodName, fullMethod)
+	}
+	return service, name, nil
+}

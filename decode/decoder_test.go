@@ -1,0 +1,326 @@
+package decode
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+func testContext(t testing.TB) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// wire marshals a message, or builds one from protojson text against the
+// protoset's descriptors, and returns its bytes.
+func wire(t testing.TB, m proto.Message) []byte {
+	t.Helper()
+	b, err := proto.MarshalOptions{AllowPartial: true}.Marshal(m)
+	if err != nil {
+		t.Fatalf("marshal %T: %v", m, err)
+	}
+	return b
+}
+
+func wireJSON(t testing.TB, p *Protoset, name protoreflect.FullName, text string) []byte {
+	t.Helper()
+	d, err := p.files.FindDescriptorByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := dynamicpb.NewMessage(d.(protoreflect.MessageDescriptor))
+	if err := (protojson.UnmarshalOptions{Resolver: p.types()}).Unmarshal([]byte(text), m); err != nil {
+		t.Fatalf("building %s from %s: %v", name, text, err)
+	}
+	return wire(t, m)
+}
+
+func TestDecode(t *testing.T) {
+	p := testProtoset(t)
+	d := NewDecoder(p)
+	ctx := testContext(t)
+
+	unary := MethodInfo{Known: true}
+	bidi := MethodInfo{Known: true, ClientStreaming: true, ServerStreaming: true}
+	withUnknownField := append(wire(t, &grpc_testing.SimpleRequest{ResponseSize: 3}),
+		protowire.AppendTag(nil, 999, protowire.BytesType)...)
+	withUnknownField = protowire.AppendBytes(withUnknownField, []byte("future"))
+
+	tests := []struct {
+		name     string
+		method   string
+		in       []byte
+		wantOK   bool
+		wantInfo MethodInfo
+		want     string // encoding/json of the result, when ok
+		wantErr  error
+	}{
+		{name: "unary grpc_testing", method: "/grpc.testing.TestService/UnaryCall",
+			in:     wire(t, &grpc_testing.SimpleRequest{ResponseSize: 10, Payload: &grpc_testing.Payload{Body: []byte("hi")}, FillUsername: true}),
+			wantOK: true, wantInfo: unary, want: `{"fillUsername":true,"payload":{"body":"aGk="},"responseSize":10}`},
+		{name: "bidi streaming", method: "/grpc.testing.TestService/FullDuplexCall",
+			in:     wire(t, &grpc_testing.StreamingOutputCallRequest{ResponseParameters: []*grpc_testing.ResponseParameters{{Size: 5}}}),
+			wantOK: true, wantInfo: bidi, want: `{"responseParameters":[{"size":5}]}`},
+		{name: "client streaming", method: "/grpc.testing.TestService/StreamingInputCall",
+			in:     wire(t, &grpc_testing.StreamingInputCallRequest{}),
+			wantOK: true, wantInfo: MethodInfo{Known: true, ClientStreaming: true}, want: `{}`},
+		{name: "server streaming", method: "/grpc.testing.TestService/StreamingOutputCall",
+			in:     nil,
+			wantOK: true, wantInfo: MethodInfo{Known: true, ServerStreaming: true}, want: `{}`},
+		{name: "etcd-like put", method: "/ztpetcd.KV/Put",
+			in:     wireJSON(t, p, "ztpetcd.PutRequest", `{"key":"Zm9v","value":"YmFy","lease":"7587869813298837514","prevKv":true}`),
+			wantOK: true, wantInfo: unary, want: `{"key":"Zm9v","lease":"7587869813298837514","prevKv":true,"value":"YmFy"}`},
+		{name: "etcd-like delete-all txn", method: "/ztpetcd.KV/Txn",
+			in:     wireJSON(t, p, "ztpetcd.TxnRequest", `{"success":[{"requestDeleteRange":{"key":"AA==","rangeEnd":"AA=="}}]}`),
+			wantOK: true, wantInfo: unary, want: `{"success":[{"requestDeleteRange":{"key":"AA==","rangeEnd":"AA=="}}]}`},
+		{name: "proto2 extension resolved from the protoset", method: "/ztptest.Admin/Old",
+			in:     wireJSON(t, p, "ztptest.Legacy", `{"id":1,"[ztptest.ext_name]":"x"}`),
+			wantOK: true, wantInfo: unary, want: `{"[ztptest.ext_name]":"x","id":1}`},
+		{name: "Any of a protoset type", method: "/ztptest.Admin/Do",
+			in:     wireJSON(t, p, "ztptest.All", `{"any":{"@type":"type.googleapis.com/ztptest.Legacy","id":2}}`),
+			wantOK: true, wantInfo: unary, want: `{"any":{"@type":"type.googleapis.com/ztptest.Legacy","id":2}}`},
+		{name: "unknown fields ignored", method: "/grpc.testing.TestService/UnaryCall",
+			in: withUnknownField, wantOK: true, wantInfo: unary, want: `{"responseSize":3}`},
+		{name: "Empty input", method: "/ztptest.Admin/Nothing", in: wire(t, &emptypb.Empty{}),
+			wantOK: true, wantInfo: unary, want: `{}`},
+		{name: "bytes that do not parse", method: "/grpc.testing.TestService/UnaryCall",
+			in: []byte{0xff, 0xff, 0xff}, wantInfo: unary, wantErr: ErrUndecodable},
+		{name: "truncated message", method: "/grpc.testing.TestService/UnaryCall",
+			in: wire(t, &grpc_testing.SimpleRequest{Payload: &grpc_testing.Payload{Body: []byte("truncate me")}})[:5], wantInfo: unary, wantErr: ErrUndecodable},
+		// The upstream's parser sees a known field with the wrong wire type
+		// as an unknown field too, so the policy sees what the upstream sees.
+		{name: "wrong wire type is an unknown field", method: "/grpc.testing.TestService/UnaryCall",
+			in: protowire.AppendVarint(protowire.AppendTag(nil, 3, protowire.VarintType), 1), wantOK: true, wantInfo: unary, want: `{}`},
+		{name: "invalid UTF-8 in a proto3 string", method: "/ztptest.Admin/Do",
+			in: protowire.AppendString(protowire.AppendTag(nil, 9, protowire.BytesType), "\xff"), wantInfo: unary, wantErr: ErrUndecodable},
+		{name: "invalid UTF-8 in a proto2 string", method: "/ztptest.Admin/Old",
+			in:       protowire.AppendString(protowire.AppendTag(protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 1), 2, protowire.BytesType), "\xff"),
+			wantInfo: unary, wantErr: ErrUnrenderable},
+		// Found by FuzzDecode: proto.Unmarshal of google.golang.org/protobuf
+		// v1.36.12 panics on a dynamic message whose map entry repeats its key
+		// with a wrong wire type. Decode must survive it.
+		{name: "map entry that panics the protobuf runtime", method: "/ztptest.Admin/Do",
+			in: []byte{0xb2, 0x04, 0x04, 0x08, 0x01, 0x0a, 0x00}, wantInfo: unary, wantErr: ErrUndecodable},
+		{name: "missing required field", method: "/ztptest.Admin/Old", in: nil, wantInfo: unary, wantErr: ErrUndecodable},
+		{name: "input whose protojson form is not an object", method: "/ztptest.Admin/When",
+			in: wire(t, timestamppb.New(time.Unix(0, 0))), wantInfo: unary, wantErr: ErrNotObject},
+		{name: "unknown method", method: "/grpc.testing.TestService/Nope", in: nil, wantErr: ErrUnknownMethod},
+		{name: "unknown service", method: "/nope.Service/Call", in: nil, wantErr: ErrUnknownService},
+		{name: "malformed method name", method: "UnaryCall", in: nil, wantErr: ErrBadMethodName},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req, info, ok := d.Decode(ctx, tc.method, tc.in)
+			if ok != tc.wantOK || info != tc.wantInfo {
+				t.Fatalf("Decode(%s) ok=%v info=%+v; want ok=%v info=%+v", tc.method, ok, info, tc.wantOK, tc.wantInfo)
+			}
+			if d.Info(ctx, tc.method) != tc.wantInfo {
+				t.Errorf("Info(%s) = %+v, want %+v", tc.method, d.Info(ctx, tc.method), tc.wantInfo)
+			}
+			_, _, err := d.DecodeErr(ctx, tc.method, tc.in)
+			if !ok {
+				if req != nil {
+					t.Errorf("Decode(%s) req = %v with ok=false, want nil", tc.method, req)
+				}
+				if !errors.Is(err, tc.wantErr) {
+					t.Errorf("DecodeErr(%s) error = %v, want %v", tc.method, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Errorf("DecodeErr(%s) error = %v after Decode succeeded", tc.method, err)
+			}
+			b, err := json.Marshal(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(b) != tc.want {
+				t.Errorf("Decode(%s) → json:\n got  %s\n want %s", tc.method, b, tc.want)
+			}
+			if err := checkTypes(req, "$"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// TestDecodeDoesNotTouchInput proves decoding is read-only: the proxy
+// forwards the very bytes it decoded.
+func TestDecodeDoesNotTouchInput(t *testing.T) {
+	d := NewDecoder(testProtoset(t))
+	in := wire(t, &grpc_testing.SimpleRequest{Payload: &grpc_testing.Payload{Body: []byte("payload")}, ResponseSize: 1})
+	orig := append([]byte(nil), in...)
+	req, _, ok := d.Decode(testContext(t), "/grpc.testing.TestService/UnaryCall", in)
+	if !ok {
+		t.Fatal("Decode failed")
+	}
+	req["payload"].(map[string]any)["body"] = "changed"
+	if string(in) != string(orig) {
+		t.Fatalf("input bytes changed by Decode: got %x, want %x", in, orig)
+	}
+}
+
+// stubResolver hands out a given descriptor, to exercise the Decoder's
+// per-method cache when a resolver's descriptors change (a refresh).
+type stubResolver struct {
+	mu sync.Mutex
+	md protoreflect.MethodDescriptor
+}
+
+func (s *stubResolver) FindMethod(context.Context, string) (protoreflect.MethodDescriptor, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.md, nil
+}
+
+func TestDecodeFollowsNewDescriptors(t *testing.T) {
+	ctx := testContext(t)
+	svc := grpc_testing.File_grpc_testing_test_proto.Services().ByName("TestService")
+	r := &stubResolver{md: svc.Methods().ByName("UnaryCall")}
+	d := NewDecoder(r)
+	in := wire(t, &grpc_testing.StreamingOutputCallRequest{ResponseParameters: []*grpc_testing.ResponseParameters{{Size: 1}}})
+	const method = "/grpc.testing.TestService/Whatever"
+	if info := d.Info(ctx, method); info.ClientStreaming {
+		t.Fatalf("Info before = %+v, want unary", info)
+	}
+	r.mu.Lock()
+	r.md = svc.Methods().ByName("FullDuplexCall")
+	r.mu.Unlock()
+	req, info, ok := d.Decode(ctx, method, in)
+	if !ok || !info.ClientStreaming {
+		t.Fatalf("Decode after the resolver changed = %v, %+v, %v; want the new descriptor's shape", req, info, ok)
+	}
+	if _, has := req["responseParameters"]; !has {
+		t.Fatalf("Decode after the resolver changed = %v, want responseParameters", req)
+	}
+}
+
+func TestDecodeConcurrent(t *testing.T) {
+	d := NewDecoder(testProtoset(t))
+	ctx := testContext(t)
+	in := wire(t, &grpc_testing.SimpleRequest{ResponseSize: 42})
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Go(func() {
+			for range 200 {
+				req, _, ok := d.Decode(ctx, "/grpc.testing.TestService/UnaryCall", in)
+				if !ok || req["responseSize"] != json.Number("42") {
+					errs <- fmt.Errorf("Decode = %v, %v; want responseSize 42", req, ok)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// FuzzDecode feeds arbitrary bytes to every test method. It must never
+// panic, and whenever the bytes parse, Decode must agree with protojson on
+// both the rendering and whether there is one.
+func FuzzDecode(f *testing.F) {
+	p := testProtoset(f)
+	d := NewDecoder(p)
+	types := withGlobalMessages{p.types()}
+	methods := []string{
+		"/ztptest.Admin/Do",
+		"/ztptest.Admin/Old",
+		"/ztpetcd.KV/Txn",
+		"/grpc.testing.TestService/UnaryCall",
+		"/grpc.testing.TestService/FullDuplexCall",
+	}
+	rng := newSeededPopulator()
+	for i, method := range methods {
+		md, err := p.FindMethod(context.Background(), method)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for range 8 {
+			m := dynamicpb.NewMessage(md.Input())
+			rng.message(m, 0)
+			b, err := proto.MarshalOptions{AllowPartial: true}.Marshal(m)
+			if err != nil {
+				continue
+			}
+			f.Add(uint8(i), b)
+		}
+		f.Add(uint8(i), []byte{})
+		f.Add(uint8(i), []byte{0x0a, 0x02, 0x08, 0x01})
+	}
+	f.Fuzz(func(t *testing.T, sel uint8, b []byte) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		method := methods[int(sel)%len(methods)]
+		req, info, err := d.DecodeErr(ctx, method, b)
+		if !info.Known {
+			t.Fatalf("DecodeErr(%s) info = %+v, want Known", method, info)
+		}
+		md, _ := p.FindMethod(ctx, method)
+		ref := dynamicpb.NewMessage(md.Input())
+		if uerr := unmarshalNoPanic(b, ref, types); uerr != nil {
+			if !errors.Is(err, ErrUndecodable) {
+				t.Fatalf("DecodeErr(%s, %x) = %v, %v; proto.Unmarshal failed (%v), want ErrUndecodable", method, b, req, err, uerr)
+			}
+			return
+		}
+		want, werr := protojson.MarshalOptions{Resolver: types}.Marshal(ref)
+		if werr != nil {
+			if !errors.Is(err, ErrUnrenderable) {
+				t.Fatalf("DecodeErr(%s, %x) = %v, %v; protojson failed (%v), want ErrUnrenderable", method, b, req, err, werr)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("DecodeErr(%s, %x) failed: %v; protojson gave %s", method, b, err, want)
+		}
+		got, err := json.Marshal(req)
+		if err != nil {
+			t.Fatalf("encoding/json cannot encode %#v: %v", req, err)
+		}
+		g, err := normalise(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := normalise(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(g, w) {
+			t.Fatalf("DecodeErr(%s, %x):\n got  %s\n want %s (protojson)", method, b, got, want)
+		}
+		if err := checkTypes(req, "$"); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// unmarshalNoPanic is the fuzz reference parse; the protobuf runtime itself
+// panics on some inputs for dynamic messages (see TestDecode).
+func unmarshalNoPanic(b []byte, m proto.Message, types typeResolver) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("proto.Unmarshal panicked: %v", p)
+		}
+	}()
+	return proto.UnmarshalOptions{Resolver: types}.Unmarshal(b, m)
+}

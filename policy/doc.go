@@ -1,0 +1,30 @@
+// Package policy loads the Rego policies that decide every message ztp forwards, and turns an
+// evaluation into the proxy's verdict.
+//
+// Policies live in package ztp and are written in OPA v1 Rego. Load reads them once, together
+// with any data files beside them, compiles them with network and runtime built-ins removed
+// (see Capabilities), and prepares a single query. Engine.Eval then runs that prepared query
+// once per client message; nothing is parsed or compiled on the request path.
+//
+// The contract with policy authors (DESIGN.md, "Policy contract"):
+//
+//   - data.ztp.allow: boolean, must be true for the message to pass. Missing, undefined or
+//     false means not allowed.
+//   - data.ztp.deny: set of strings; any member denies. An active break-glass grant overrides it.
+//   - data.ztp.forbid: set of strings; any member denies. Nothing overrides it.
+//   - data.ztp.budgets: set of {"key": string, "cost": number}, the change budgets the message
+//     draws on.
+//
+// Only the rules a policy actually defines are queried, so a policy without deny, forbid or
+// budgets rules still evaluates: an absent set is empty. A value of the wrong shape (allow that
+// is not a boolean, deny that is not a set of strings, ...) is an evaluation error, and so is a
+// failing built-in: the engine runs with strict built-in errors, so `to_number("x")` inside a
+// forbid rule can never quietly make that rule undefined and let a message through.
+//
+// Decide combines a Result (or an evaluation error) with the policy mode and an active
+// break-glass grant into a Verdict. Every path that is not an explicit allow ends in a denial:
+// errors, undefined results, unknown modes and malformed values all fail closed.
+//
+// An Engine is immutable and safe for concurrent use. Reloading is building a new Engine with
+// Load and swapping it in; a failed Load leaves the caller's current Engine untouched.
+package policy

@@ -1,0 +1,20 @@
+// Package proxy is the ztp-proxy gateway: a gRPC server that accepts any
+// service, runs every client message through the safety pipeline and forwards
+// the original bytes to the upstream that serves the method.
+//
+// It is split the way the data flows:
+//
+//   - codec.go: a pass-through codec, so frames are never re-encoded;
+//   - forward.go: the transparent forwarder (grpc.UnknownServiceHandler). It
+//     only routes and copies frames, headers and trailers in both directions and
+//     knows nothing of policy;
+//   - pipeline.go: the stages around the forwarder, readable top-down:
+//     authenticate, route, decode, decide, audit, and the outcome record. It
+//     hooks RecvMsg of the server stream, so a message is handed to the
+//     forwarder only after its decision is durably audited;
+//   - server.go: assembles the parts from a config.Config and runs the listener.
+//
+// Nothing reaches an upstream before the pipeline passed the first client
+// message: the forwarder opens the upstream stream only after it received (and
+// the pipeline admitted) that message.
+package proxy

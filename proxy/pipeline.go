@@ -1,0 +1,376 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/ztp-dev/ztp/audit"
+	"github.com/ztp-dev/ztp/decode"
+	"github.com/ztp-dev/ztp/identity"
+	"github.com/ztp-dev/ztp/policy"
+)
+
+// Metadata keys the caller sets to explain a change; they reach the policy and the
+// audit record, never the upstream.
+const (
+	HeaderJustification = "x-ztp-justification"
+	HeaderTicket        = "x-ztp-ticket"
+)
+
+// Authenticator turns a call's transport credentials into a classified principal.
+type Authenticator interface {
+	Authenticate(ctx context.Context) (identity.Principal, error)
+}
+
+// Evaluator is a loaded policy. Version names the content that made a decision.
+type Evaluator interface {
+	Eval(ctx context.Context, input map[string]any) (policy.Result, error)
+	Version() string
+}
+
+// Auditor durably appends records; a nil error means the record is committed.
+type Auditor interface {
+	Append(ctx context.Context, r *audit.Record) (uint64, error)
+}
+
+// Decoder renders a method's request bytes for the policy (read-only).
+type Decoder interface {
+	Decode(ctx context.Context, fullMethod string, b []byte) (map[string]any, decode.MethodInfo, bool)
+	Info(ctx context.Context, fullMethod string) decode.MethodInfo
+}
+
+// Pipeline runs the safety stages around the forwarder for every call and every
+// client message. The steps appear in intercept and decide in the order they run.
+type Pipeline struct {
+	auth             Authenticator
+	routes           *router
+	policy           atomic.Pointer[Evaluator]
+	mode             policy.Mode
+	audit            Auditor
+	now              func() time.Time
+	maxUnaryDeadline time.Duration
+	auditTimeout     time.Duration
+	log              *slog.Logger
+
+	// outcomes tracks outcome records still being appended; they are written
+	// after the call returned so the client does not wait for their fsync.
+	outcomes sync.WaitGroup
+}
+
+// SetPolicy swaps the active policy; calls in flight finish their current message
+// with the policy they loaded for it.
+func (p *Pipeline) SetPolicy(e Evaluator) { p.policy.Store(&e) }
+
+// call is the per-call state shared by the pipeline's stages and the forwarder.
+type call struct {
+	start         time.Time
+	method        string
+	service, rpc  string
+	peer          string
+	principal     identity.Principal
+	upstream      *upstream
+	info          decode.MethodInfo
+	metadata      map[string][]string // sanitized client metadata, for policy and audit
+	mdInput       map[string]any      // the same, shaped for the policy input
+	justification string
+	ticket        string
+
+	// Messages received from the client / sent to it. Atomic: a pump goroutine
+	// may still be receiving while the outcome is recorded.
+	in, out  atomic.Int64
+	firstSeq uint64 // audit seq of the first decision record; outcome records point here
+}
+
+type callKey struct{}
+
+func callFromContext(ctx context.Context) *call {
+	c, _ := ctx.Value(callKey{}).(*call)
+	return c
+}
+
+// intercept is the grpc.StreamServerInterceptor wrapping the forwarder.
+func (p *Pipeline) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx := ss.Context()
+	c := &call{start: p.now(), method: info.FullMethod, peer: peerAddr(ctx)}
+	c.service, c.rpc, _ = splitMethod(c.method)
+
+	// 1+2. Authenticate and classify. Identity comes from the verified transport
+	// credentials only, never from metadata.
+	pr, err := p.auth.Authenticate(ctx)
+	if err != nil {
+		p.refuse(ctx, c, nil, err.Error())
+		return status.Error(codes.Unauthenticated, "ztp: "+err.Error())
+	}
+	c.principal = pr
+
+	// 3. Route.
+	c.upstream = p.routes.lookup(c.method)
+	if c.upstream == nil {
+		p.refuse(ctx, c, &pr, "no upstream serves "+c.method)
+		return status.Errorf(codes.Unimplemented, "ztp: no upstream serves %s", c.method)
+	}
+	if c.upstream.decoder != nil {
+		c.info = c.upstream.decoder.Info(ctx, c.method)
+	}
+	// Unary calls get the configured maximum deadline; streams never get one
+	// (an etcd watch may stay open for days).
+	if p.maxUnaryDeadline > 0 && c.info.Known && !c.info.ClientStreaming && !c.info.ServerStreaming {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.maxUnaryDeadline)
+		defer cancel()
+	}
+	c.readMetadata(ctx)
+	ctx = context.WithValue(ctx, callKey{}, c)
+
+	// 4..8 run per message inside RecvMsg; the forwarder only sees admitted messages.
+	err = handler(srv, &stream{ServerStream: ss, ctx: ctx, p: p, c: c})
+
+	// 9. Outcome, appended in the background: the decision record already made
+	// the call accountable, and the caller need not wait for a second fsync.
+	if c.firstSeq != 0 {
+		end := p.now()
+		p.outcomes.Go(func() { p.outcome(ctx, c, err, end) })
+	}
+	return err
+}
+
+// stream hooks RecvMsg so each client message is decided and audited before the
+// forwarder may send it on.
+type stream struct {
+	grpc.ServerStream
+	ctx context.Context
+	p   *Pipeline
+	c   *call
+}
+
+func (s *stream) Context() context.Context { return s.ctx }
+
+func (s *stream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		if errors.Is(err, io.EOF) && s.c.in.Load() == 0 {
+			// A call that sends no message still makes the upstream run its
+			// handler: decide it too, with no request.
+			if derr := s.p.decide(s.ctx, s.c, nil); derr != nil {
+				return derr
+			}
+		}
+		return err
+	}
+	f, ok := m.(*frame)
+	if !ok {
+		return status.Error(codes.Internal, "ztp: unexpected message type")
+	}
+	return s.p.decide(s.ctx, s.c, f)
+}
+
+func (s *stream) SendMsg(m any) error {
+	if err := s.ServerStream.SendMsg(m); err != nil {
+		return err
+	}
+	s.c.out.Add(1)
+	return nil
+}
+
+// decide runs decode, policy and audit for one client message (msg == nil: the
+// call carried none). A nil return admits the message to the forwarder.
+func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
+	idx := int(c.in.Add(1) - 1)
+
+	// 5. Decode (read-only; the original bytes are what gets forwarded).
+	var req map[string]any
+	decoded := false
+	if msg != nil && c.upstream.decoder != nil {
+		req, _, decoded = c.upstream.decoder.Decode(ctx, c.method, msg.data)
+		if decoded && req == nil {
+			req = map[string]any{} // an all-default message is {}, as protojson prints it
+		}
+	}
+
+	// 6. Decide.
+	eng := *p.policy.Load()
+	res, evalErr := eng.Eval(ctx, p.input(c, req, decoded, idx))
+	v := policy.Decide(res, evalErr, p.mode, "")
+
+	// 7. Audit, durably, before anything is forwarded.
+	rec := p.record(c, "request")
+	rec.MessageIndex = idx
+	rec.RequestDecoded = decoded
+	if decoded {
+		if b, err := json.Marshal(req); err == nil {
+			rec.Request = b
+		}
+	}
+	rec.Decision = v.Decision
+	rec.Reasons = v.Reasons
+	rec.BreakglassGrant = v.Grant
+	rec.PolicyVersion = eng.Version()
+	seq, err := p.append(ctx, rec)
+	if err != nil {
+		p.log.Error("audit append failed; refusing call", "method", c.method, "principal", c.principal.ID, "err", err)
+		return status.Error(codes.Unavailable, "ztp: audit log unavailable; request not forwarded")
+	}
+	if idx == 0 {
+		c.firstSeq = seq
+	}
+	p.log.Debug("decision", "seq", seq, "method", c.method, "principal", c.principal.ID, "decision", v.Decision, "reasons", v.Reasons)
+
+	if v.Forward() {
+		return nil
+	}
+	return status.Error(codes.PermissionDenied, policy.DeniedMessage(v.Reasons))
+}
+
+// input builds the policy input document of DESIGN.md ("Policy contract").
+func (p *Pipeline) input(c *call, req map[string]any, decoded bool, idx int) map[string]any {
+	var reqv any
+	if decoded {
+		reqv = req
+	}
+	upstream := ""
+	if c.upstream != nil {
+		upstream = c.upstream.name
+	}
+	groups := make([]any, len(c.principal.Groups))
+	for i, g := range c.principal.Groups {
+		groups[i] = g
+	}
+	return map[string]any{
+		"principal": map[string]any{
+			"id":     c.principal.ID,
+			"kind":   c.principal.Kind,
+			"groups": groups,
+			"authn":  c.principal.Authn,
+		},
+		"method":          c.method,
+		"service":         c.service,
+		"rpc":             c.rpc,
+		"upstream":        upstream,
+		"request":         reqv,
+		"request_decoded": decoded,
+		"stream": map[string]any{
+			"client_streaming": c.info.ClientStreaming,
+			"server_streaming": c.info.ServerStreaming,
+			"message_index":    json.Number(itoa(idx)),
+		},
+		"metadata":      c.mdInput,
+		"justification": c.justification,
+		"ticket":        c.ticket,
+		"breakglass":    map[string]any{"active": false},
+		"time":          p.now().UTC().Format(time.RFC3339),
+	}
+}
+
+// readMetadata keeps what the policy and the auditors may see of the client's
+// metadata: credentials and every x-ztp-* header (which only the proxy sets) are
+// dropped, except that justification and ticket are lifted into their own fields.
+func (c *call) readMetadata(ctx context.Context) {
+	in, _ := metadata.FromIncomingContext(ctx)
+	c.metadata = make(map[string][]string, len(in))
+	c.mdInput = make(map[string]any, len(in))
+	for k, vs := range in {
+		switch {
+		case k == HeaderJustification:
+			c.justification = strings.Join(vs, " ")
+		case k == HeaderTicket:
+			c.ticket = strings.Join(vs, " ")
+		case sensitiveHeader(k):
+		default:
+			c.metadata[k] = vs
+			l := make([]any, len(vs))
+			for i, v := range vs {
+				l[i] = v
+			}
+			c.mdInput[k] = l
+		}
+	}
+}
+
+// sensitiveHeader names metadata never copied into policy input or audit records.
+func sensitiveHeader(k string) bool {
+	return strippedHeader(k) || k == "token" || k == "cookie" || strings.HasSuffix(k, "-bin")
+}
+
+// WaitOutcomes blocks until the outcome records of finished calls are appended.
+func (p *Pipeline) WaitOutcomes() { p.outcomes.Wait() }
+
+// refuse audits a call turned away before any message was read.
+func (p *Pipeline) refuse(ctx context.Context, c *call, pr *identity.Principal, reason string) {
+	rec := p.record(c, "request")
+	if pr == nil {
+		rec.Principal = nil
+	}
+	rec.Decision = policy.DecisionDeny
+	rec.Reasons = []string{reason}
+	if _, err := p.append(ctx, rec); err != nil {
+		p.log.Error("audit append failed for refused call", "method", c.method, "err", err)
+	}
+}
+
+// outcome appends the record that closes a call, linked to its first decision.
+func (p *Pipeline) outcome(ctx context.Context, c *call, err error, end time.Time) {
+	rec := p.record(c, "outcome")
+	rec.Ref = c.firstSeq
+	rec.Code = codeName(status.Code(err))
+	if err != nil {
+		rec.Detail = status.Convert(err).Message()
+	}
+	rec.DurationMS = float64(end.Sub(c.start).Microseconds()) / 1000
+	rec.MessagesIn = uint64(c.in.Load())
+	rec.MessagesOut = uint64(c.out.Load())
+	if _, aerr := p.append(ctx, rec); aerr != nil {
+		p.log.Error("audit append failed for outcome", "method", c.method, "ref", c.firstSeq, "err", aerr)
+	}
+}
+
+func (p *Pipeline) record(c *call, typ string) *audit.Record {
+	pr := c.principal
+	rec := &audit.Record{
+		Time:          p.now().UTC(),
+		Type:          typ,
+		Principal:     &audit.Principal{ID: pr.ID, Kind: pr.Kind, Groups: pr.Groups, Authn: pr.Authn},
+		Peer:          c.peer,
+		Method:        c.method,
+		Justification: c.justification,
+		Ticket:        c.ticket,
+	}
+	if c.upstream != nil {
+		rec.Upstream = c.upstream.name
+	}
+	if typ == "request" && len(c.metadata) > 0 {
+		rec.Metadata = c.metadata
+	}
+	return rec
+}
+
+// append writes with a context detached from the caller's: a client hanging up
+// must not drop a record that is already on its way, but a stuck disk must not hold
+// the call forever either.
+func (p *Pipeline) append(ctx context.Context, rec *audit.Record) (uint64, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.auditTimeout)
+	defer cancel()
+	return p.audit.Append(ctx, rec)
+}
+
+func peerAddr(ctx context.Context) string {
+	if pr, ok := peer.FromContext(ctx); ok && pr.Addr != nil {
+		if a, ok := pr.Addr.(*net.TCPAddr); ok {
+			return a.String()
+		}
+		return pr.Addr.String()
+	}
+	return ""
+}

@@ -1,0 +1,232 @@
+package proxy
+
+import (
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/ztp-dev/ztp/audit"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestUnaryAllowedIsForwardedAndAudited(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.dial(t, deployerID)
+	ctx := metadata.AppendToOutgoingContext(testCtx(t),
+		"x-ztp-principal", "spiffe://example.org/user/root", // forged: must not survive
+		"x-ztp-justification", "rotate key",
+		"x-ztp-ticket", "INC-1",
+		"authorization", "Bearer secret-for-the-proxy",
+		"x-request-id", "r-1",
+	)
+	var header, trailer metadata.MD
+	resp, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("hello")}},
+		grpc.Header(&header), grpc.Trailer(&trailer))
+	if err != nil {
+		t.Fatalf("UnaryCall: %v", err)
+	}
+	if string(resp.GetPayload().GetBody()) != "hello" || resp.GetUsername() != "backend" {
+		t.Errorf("UnaryCall response = %v, want the backend's echo", resp)
+	}
+	if got := header.Get("x-backend-header"); len(got) != 1 || got[0] != "h1" {
+		t.Errorf("response header x-backend-header = %v, want [h1]", got)
+	}
+	if got := trailer.Get("x-backend-trailer"); len(got) != 1 || got[0] != "t1" {
+		t.Errorf("trailer x-backend-trailer = %v, want [t1]", got)
+	}
+
+	md := e.backend.md()
+	if got := md.Get(HeaderPrincipal); len(got) != 1 || got[0] != deployerID {
+		t.Errorf("backend saw %s = %v, want [%s]", HeaderPrincipal, got, deployerID)
+	}
+	for _, k := range []string{"authorization", "x-ztp-justification", "x-ztp-ticket"} {
+		if got := md.Get(k); len(got) != 0 {
+			t.Errorf("backend saw %s = %v, want it stripped", k, got)
+		}
+	}
+	if got := md.Get("x-request-id"); len(got) != 1 || got[0] != "r-1" {
+		t.Errorf("backend saw x-request-id = %v, want [r-1]", got)
+	}
+
+	recs := e.records(t)
+	var req, out = findType(recs, "request"), findType(recs, "outcome")
+	if req == nil || out == nil {
+		t.Fatalf("audit records = %v, want a request and an outcome record", recs)
+	}
+	if req.Principal == nil || req.Principal.ID != deployerID || req.Principal.Kind != "automation" {
+		t.Errorf("request record principal = %+v, want %s automation", req.Principal, deployerID)
+	}
+	if req.Decision != "allow" || req.Method != "/grpc.testing.TestService/UnaryCall" || req.Upstream != "test" {
+		t.Errorf("request record = decision %q method %q upstream %q", req.Decision, req.Method, req.Upstream)
+	}
+	if req.Justification != "rotate key" || req.Ticket != "INC-1" {
+		t.Errorf("request record justification/ticket = %q/%q", req.Justification, req.Ticket)
+	}
+	var decoded map[string]any
+	if err := json.Unmarshal(req.Request, &decoded); err != nil || decoded["payload"].(map[string]any)["body"] != "aGVsbG8=" {
+		t.Errorf("request record request = %s (%v), want payload.body aGVsbG8=", req.Request, err)
+	}
+	if _, leaked := req.Metadata["authorization"]; leaked {
+		t.Errorf("audit record metadata holds authorization: %v", req.Metadata)
+	}
+	if !strings.HasPrefix(req.PolicyVersion, "sha256:") {
+		t.Errorf("policy_version = %q, want sha256:…", req.PolicyVersion)
+	}
+	if out.Ref != req.Seq || out.Code != "OK" {
+		t.Errorf("outcome record ref %d code %q, want ref %d code OK", out.Ref, out.Code, req.Seq)
+	}
+}
+
+func findType(recs []*audit.Record, typ string) *audit.Record {
+	for _, r := range recs {
+		if r.Type == typ {
+			return r
+		}
+	}
+	return nil
+}
+
+func TestDeniedNeverReachesBackend(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.dial(t, aliceID)
+	_, err := c.UnaryCall(testCtx(t), &testgrpc.SimpleRequest{})
+	wantCode(t, "UnaryCall as human", err, codes.PermissionDenied, "ztp: denied: not allowed by policy")
+
+	stream, err := c.StreamingInputCall(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.Send(&testgrpc.StreamingInputCallRequest{Payload: &testgrpc.Payload{Body: []byte("x")}})
+	_, err = stream.CloseAndRecv()
+	wantCode(t, "StreamingInputCall as human", err, codes.PermissionDenied, "ztp: denied: humans may not upload")
+
+	_, err = e.dial(t, deployerID).UnaryCall(testCtx(t), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("forbidden")}})
+	wantCode(t, "UnaryCall with forbidden payload", err, codes.PermissionDenied, "payload 'forbidden' is never allowed")
+
+	if n := e.backend.calls.Load(); n != 0 {
+		t.Errorf("backend handled %d calls, want 0", n)
+	}
+	recs := e.requests(t, "/grpc.testing.TestService/UnaryCall")
+	if len(recs) != 2 || recs[0].Decision != "deny" || recs[1].Decision != "deny" {
+		t.Fatalf("UnaryCall request records = %+v, want two denials", recs)
+	}
+}
+
+func TestAllRPCKinds(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.dial(t, deployerID)
+
+	t.Run("server streaming", func(t *testing.T) {
+		s, err := c.StreamingOutputCall(testCtx(t), &testgrpc.StreamingOutputCallRequest{
+			ResponseParameters: []*testgrpc.ResponseParameters{{Size: 1}, {Size: 2}, {Size: 3}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sizes []int
+		for {
+			m, err := s.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("Recv: %v", err)
+			}
+			sizes = append(sizes, len(m.GetPayload().GetBody()))
+		}
+		if len(sizes) != 3 || sizes[2] != 3 {
+			t.Errorf("received sizes %v, want [1 2 3]", sizes)
+		}
+	})
+
+	t.Run("client streaming", func(t *testing.T) {
+		s, err := c.StreamingInputCall(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range []string{"ab", "cde", "f"} {
+			if err := s.Send(&testgrpc.StreamingInputCallRequest{Payload: &testgrpc.Payload{Body: []byte(b)}}); err != nil {
+				t.Fatalf("Send: %v", err)
+			}
+		}
+		resp, err := s.CloseAndRecv()
+		if err != nil || resp.GetAggregatedPayloadSize() != 6 {
+			t.Fatalf("CloseAndRecv = %v, %v; want size 6", resp, err)
+		}
+		recs := e.requests(t, "/grpc.testing.TestService/StreamingInputCall")
+		if len(recs) != 3 {
+			t.Fatalf("got %d request records, want one per message (3)", len(recs))
+		}
+		for i, r := range recs {
+			if r.MessageIndex != i || r.Decision != "allow" {
+				t.Errorf("record %d: message_index %d decision %q", i, r.MessageIndex, r.Decision)
+			}
+		}
+	})
+
+	t.Run("bidi", func(t *testing.T) {
+		s, err := c.FullDuplexCall(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range []string{"one", "two"} {
+			if err := s.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: []byte(b)}}); err != nil {
+				t.Fatal(err)
+			}
+			m, err := s.Recv()
+			if err != nil || string(m.GetPayload().GetBody()) != b {
+				t.Fatalf("Recv = %v, %v; want echo %q", m, err, b)
+			}
+		}
+		s.CloseSend()
+		if _, err := s.Recv(); err != io.EOF {
+			t.Fatalf("Recv after CloseSend = %v, want EOF", err)
+		}
+	})
+
+	t.Run("bidi later message denied", func(t *testing.T) {
+		before := e.backend.messages.Load()
+		s, err := c.FullDuplexCall(testCtx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: []byte("fine")}})
+		if _, err := s.Recv(); err != nil {
+			t.Fatalf("first Recv: %v", err)
+		}
+		s.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: []byte("forbidden")}})
+		_, err = s.Recv()
+		wantCode(t, "Recv after forbidden message", err, codes.PermissionDenied, "never allowed")
+		if got := e.backend.messages.Load() - before; got != 1 {
+			t.Errorf("backend received %d messages of the call, want 1", got)
+		}
+	})
+
+	t.Run("upstream status passes through", func(t *testing.T) {
+		var trailer metadata.MD
+		_, err := c.UnaryCall(testCtx(t), &testgrpc.SimpleRequest{ResponseStatus: &testgrpc.EchoStatus{Code: int32(codes.FailedPrecondition), Message: "backend says no"}}, grpc.Trailer(&trailer))
+		wantCode(t, "UnaryCall with echo status", err, codes.FailedPrecondition, "backend says no")
+		if got := trailer.Get("x-backend-trailer"); len(got) != 1 {
+			t.Errorf("trailer on error = %v, want x-backend-trailer", trailer)
+		}
+		var out *audit.Record
+		for _, r := range e.records(t) {
+			if r.Type == "outcome" && r.Method == "/grpc.testing.TestService/UnaryCall" {
+				out = r
+			}
+		}
+		if out == nil || out.Code != "FAILED_PRECONDITION" {
+			t.Errorf("outcome record = %+v, want code FAILED_PRECONDITION", out)
+		}
+	})
+}

@@ -1,0 +1,233 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/ztp-dev/ztp/pki"
+)
+
+// TestAuthenticationFailsClosed: every way of not being a known principal ends the
+// call before the backend hears of it.
+func TestAuthenticationFailsClosed(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	foreign, err := pki.NewCA("someone else's CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(ca *pki.CA, o pki.LeafOptions) tls.Certificate {
+		o.Client = true
+		l, err := ca.Issue(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.TLS
+	}
+	tests := []struct {
+		name  string
+		certs []tls.Certificate
+		code  codes.Code
+		msg   string
+	}{
+		{"no certificate", nil, codes.Unavailable, ""},
+		{"foreign CA", []tls.Certificate{issue(foreign, pki.LeafOptions{URIs: []string{deployerID}})}, codes.Unavailable, ""},
+		{"expired", []tls.Certificate{issue(e.ca, pki.LeafOptions{URIs: []string{deployerID}, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})}, codes.Unavailable, ""},
+		{"not yet valid", []tls.Certificate{issue(e.ca, pki.LeafOptions{URIs: []string{deployerID}, NotBefore: time.Now().Add(time.Hour), NotAfter: time.Now().Add(2 * time.Hour)})}, codes.Unavailable, ""},
+		{"matches no principal rule", []tls.Certificate{issue(e.ca, pki.LeafOptions{URIs: []string{strangerID}})}, codes.Unauthenticated, "ztp:"},
+		{"CN only, no rule for cn:", []tls.Certificate{issue(e.ca, pki.LeafOptions{CommonName: "deployer"})}, codes.Unauthenticated, "ztp:"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := e.dialTLS(t, &tls.Config{Certificates: tc.certs, RootCAs: e.ca.Pool(), ServerName: "localhost"})
+			_, err := c.EmptyCall(testCtx(t), &testgrpc.Empty{})
+			if err == nil {
+				t.Fatal("EmptyCall succeeded, want it refused")
+			}
+			wantCode(t, "EmptyCall", err, tc.code, tc.msg)
+		})
+	}
+	if n := e.backend.calls.Load(); n != 0 {
+		t.Errorf("backend handled %d calls, want 0", n)
+	}
+	// Refusals past the handshake are audited too.
+	var refused int
+	for _, r := range e.records(t) {
+		if r.Type == "request" && r.Decision == "deny" && strings.HasPrefix(strings.Join(r.Reasons, ""), "unauthenticated") {
+			refused++
+		}
+	}
+	if refused != 2 {
+		t.Errorf("audited %d unauthenticated refusals, want 2", refused)
+	}
+}
+
+func TestPolicyFailuresDeny(t *testing.T) {
+	tests := []struct {
+		name     string
+		policy   string
+		decision string
+		msg      string
+	}{
+		{"runtime error", "package ztp\n\nallow if to_number(input.rpc) > 0\n", "error", "ztp: denied: "},
+		{"undefined allow", "package ztp\n\nallow if input.no.such.field\n", "deny", "ztp: denied: "},
+		{"allow not boolean", "package ztp\n\nallow := \"yes\"\n", "error", "ztp: denied: "},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{policy: tc.policy})
+			_, err := e.dial(t, deployerID).EmptyCall(testCtx(t), &testgrpc.Empty{})
+			wantCode(t, "EmptyCall", err, codes.PermissionDenied, tc.msg)
+			if n := e.backend.calls.Load(); n != 0 {
+				t.Errorf("backend handled %d calls, want 0", n)
+			}
+			recs := e.requests(t, "/grpc.testing.TestService/EmptyCall")
+			if len(recs) != 1 || recs[0].Decision != tc.decision {
+				t.Errorf("request records = %+v, want one with decision %q", recs, tc.decision)
+			}
+		})
+	}
+}
+
+func TestDryRunForwardsAndRecords(t *testing.T) {
+	e := newEnv(t, envOptions{mode: "dryrun"})
+	if _, err := e.dial(t, aliceID).UnaryCall(testCtx(t), &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatalf("UnaryCall in dryrun = %v, want it forwarded", err)
+	}
+	recs := e.requests(t, "/grpc.testing.TestService/UnaryCall")
+	if len(recs) != 1 || recs[0].Decision != "dryrun_deny" || len(recs[0].Reasons) == 0 {
+		t.Errorf("request records = %+v, want one dryrun_deny with reasons", recs)
+	}
+	if n := e.backend.calls.Load(); n != 1 {
+		t.Errorf("backend handled %d calls, want 1", n)
+	}
+}
+
+// TestAuditFailureRefusesCall: with the audit log closed under it, the proxy refuses
+// with UNAVAILABLE and forwards nothing.
+func TestAuditFailureRefusesCall(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.dial(t, deployerID)
+	if _, err := c.EmptyCall(testCtx(t), &testgrpc.Empty{}); err != nil {
+		t.Fatalf("EmptyCall before failure: %v", err)
+	}
+	if err := e.srv.AuditStore().Close(); err != nil {
+		t.Fatal(err)
+	}
+	before := e.backend.calls.Load()
+	_, err := c.EmptyCall(testCtx(t), &testgrpc.Empty{})
+	wantCode(t, "EmptyCall with audit closed", err, codes.Unavailable, "audit")
+	s, err := c.FullDuplexCall(testCtx(t))
+	if err == nil {
+		s.Send(&testgrpc.StreamingOutputCallRequest{})
+		_, err = s.Recv()
+	}
+	wantCode(t, "FullDuplexCall with audit closed", err, codes.Unavailable, "audit")
+	if n := e.backend.calls.Load() - before; n != 0 {
+		t.Errorf("backend handled %d calls after the audit failure, want 0", n)
+	}
+}
+
+func TestNoRouteIsUnimplemented(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	leaf, _ := e.ca.Issue(pki.LeafOptions{URIs: []string{deployerID}, Client: true})
+	conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{leaf.TLS}, RootCAs: e.ca.Pool(), ServerName: "localhost"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	err = conn.Invoke(testCtx(t), "/other.Service/Do", &testgrpc.Empty{}, &testgrpc.Empty{})
+	wantCode(t, "Invoke(/other.Service/Do)", err, codes.Unimplemented, "no upstream serves /other.Service/Do")
+}
+
+func TestOversizedMessageRefused(t *testing.T) {
+	e := newEnv(t, envOptions{limits: "  max_message_bytes: 1024\n"})
+	c := e.dial(t, deployerID)
+	_, err := c.UnaryCall(testCtx(t), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: make([]byte, 4096)}})
+	wantCode(t, "UnaryCall with 4 KiB payload", err, codes.ResourceExhausted, "")
+	if n := e.backend.calls.Load(); n != 0 {
+		t.Errorf("backend handled %d calls, want 0", n)
+	}
+	// A response above the limit is refused too (the backend answers, the proxy won't relay).
+	s, err := c.StreamingOutputCall(testCtx(t), &testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 4096}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Recv()
+	wantCode(t, "Recv of 4 KiB response", err, codes.ResourceExhausted, "")
+}
+
+func TestDeadlines(t *testing.T) {
+	e := newEnv(t, envOptions{limits: "  max_unary_deadline: 2s\n"})
+	c := e.dial(t, deployerID)
+
+	// The client's own (shorter) deadline reaches the backend.
+	ctx, cancel := context.WithTimeout(testCtx(t), time.Second)
+	defer cancel()
+	if _, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.backend.deadlineLeft(); d <= 0 || d > time.Second {
+		t.Errorf("backend deadline with 1s client deadline = %v, want (0, 1s]", d)
+	}
+	// The configured maximum caps a longer one.
+	if _, err := c.UnaryCall(testCtx(t), &testgrpc.SimpleRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.backend.deadlineLeft(); d <= 0 || d > 2*time.Second {
+		t.Errorf("backend deadline with 20s client deadline = %v, want (0, 2s]", d)
+	}
+	// Streams get none imposed.
+	s, err := c.FullDuplexCall(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Send(&testgrpc.StreamingOutputCallRequest{})
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.backend.deadlineLeft(); d != 0 {
+		t.Errorf("backend deadline on a stream = %v, want none", d)
+	}
+	s.CloseSend()
+	s.Recv()
+}
+
+func TestCancellationReachesBackend(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx, cancel := context.WithCancel(testCtx(t))
+	s, err := e.dial(t, deployerID).FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Send(&testgrpc.StreamingOutputCallRequest{})
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case <-e.backend.canceled:
+	case <-testCtx(t).Done():
+		t.Fatal("backend stream was not cancelled after the client cancelled")
+	}
+}
+
+// TestEmptyMessageDecodesAsObject: an all-default message is {} for the policy (as
+// protojson prints it), not null, so rules reading its fields evaluate instead of erroring.
+func TestEmptyMessageDecodesAsObject(t *testing.T) {
+	e := newEnv(t, envOptions{policy: "package ztp\n\nallow if {\n\tinput.request == {}\n\tinput.request_decoded\n}\n"})
+	if _, err := e.dial(t, deployerID).EmptyCall(testCtx(t), &testgrpc.Empty{}); err != nil {
+		t.Fatalf("EmptyCall = %v, want allowed by a policy matching request == {}", err)
+	}
+	recs := e.requests(t, "/grpc.testing.TestService/EmptyCall")
+	if len(recs) != 1 || string(recs[0].Request) != "{}" {
+		t.Errorf("request records = %+v, want one with request {}", recs)
+	}
+}

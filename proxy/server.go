@@ -1,0 +1,269 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/ztp-dev/ztp/audit"
+	"github.com/ztp-dev/ztp/config"
+	"github.com/ztp-dev/ztp/decode"
+	"github.com/ztp-dev/ztp/identity"
+	"github.com/ztp-dev/ztp/policy"
+)
+
+// upstream is one configured backend connection.
+type upstream struct {
+	name    string
+	conn    *grpc.ClientConn
+	decoder Decoder // nil when neither descriptors nor reflection are configured
+}
+
+// Options carries what a Server takes from its environment rather than the config file.
+type Options struct {
+	Logger *slog.Logger
+	// Now is the clock for records and policy input (default time.Now).
+	Now func() time.Time
+	// AuditTimeout bounds one audit append (default 5s); past it the call is refused.
+	AuditTimeout time.Duration
+}
+
+// Server is a running ztp-proxy: the gRPC listener, the pipeline, the upstream
+// connections and the audit store it owns.
+type Server struct {
+	grpc      *grpc.Server
+	pipeline  *Pipeline
+	upstreams []*upstream
+	store     *audit.Store
+	log       *slog.Logger
+	now       func() time.Time
+}
+
+// New builds a Server from a validated config. It fails (and releases what it had
+// opened) when the policy does not compile, a descriptor set cannot be read, or the
+// audit log cannot be opened for writing: the proxy must not start without them.
+func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.AuditTimeout == 0 {
+		opts.AuditTimeout = 5 * time.Second
+	}
+	s := &Server{log: opts.Logger, now: opts.Now}
+	defer func() {
+		if err != nil {
+			s.closeUpstreams()
+			if s.store != nil {
+				s.store.Close()
+			}
+		}
+	}()
+
+	creds, err := serverCredentials(cfg)
+	if err != nil {
+		return nil, err
+	}
+	rules := make([]identity.Rule, len(cfg.Identity.Principals))
+	for i, r := range cfg.Identity.Principals {
+		rules[i] = identity.Rule{Match: r.Match, Kind: r.Kind, Groups: r.Groups}
+	}
+	classifier, err := identity.NewClassifier(rules)
+	if err != nil {
+		return nil, err
+	}
+
+	paths := make([]string, len(cfg.Policy.Paths))
+	for i, p := range cfg.Policy.Paths {
+		paths[i] = cfg.Resolve(p)
+	}
+	engine, err := policy.Load(ctx, policy.Options{Paths: paths})
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+
+	rt := &router{}
+	for i, uc := range cfg.Upstreams {
+		up, err := dialUpstream(cfg, uc, cfg.Limits.MaxMessageBytes)
+		if err != nil {
+			return nil, fmt.Errorf("upstreams[%d] (%s): %w", i, uc.Name, err)
+		}
+		s.upstreams = append(s.upstreams, up)
+		for _, g := range uc.Services {
+			rt.routes = append(rt.routes, route{glob: g, upstream: up})
+		}
+	}
+
+	s.store, err = audit.Open(cfg.Resolve(cfg.Audit.Path), audit.Options{Redact: cfg.Audit.Redact, Now: opts.Now})
+	if err != nil {
+		return nil, fmt.Errorf("audit.path: %w", err)
+	}
+
+	s.pipeline = &Pipeline{
+		auth:             identity.NewAuthenticator(classifier),
+		routes:           rt,
+		mode:             policy.Mode(cfg.Policy.Mode),
+		audit:            s.store,
+		now:              opts.Now,
+		maxUnaryDeadline: cfg.Limits.MaxUnaryDeadline,
+		auditTimeout:     opts.AuditTimeout,
+		log:              opts.Logger,
+	}
+	s.pipeline.SetPolicy(engine)
+
+	fwd := &forwarder{route: rt.lookup}
+	s.grpc = grpc.NewServer(
+		grpc.Creds(creds),
+		grpc.ForceServerCodecV2(rawCodec{}),
+		grpc.UnknownServiceHandler(fwd.handle),
+		grpc.StreamInterceptor(s.pipeline.intercept),
+		grpc.MaxRecvMsgSize(cfg.Limits.MaxMessageBytes),
+		grpc.MaxSendMsgSize(cfg.Limits.MaxMessageBytes),
+		grpc.MaxConcurrentStreams(cfg.Limits.MaxConcurrentStreams),
+		// Clients such as etcdctl ping every 10s, also on idle watches; the default
+		// enforcement policy would answer with GOAWAY and cut long-lived streams.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+
+	s.system(ctx, fmt.Sprintf("started; policy %s mode %s", engine.Version(), cfg.Policy.Mode))
+	return s, nil
+}
+
+// Serve accepts connections on lis until Shutdown.
+func (s *Server) Serve(lis net.Listener) error {
+	err := s.grpc.Serve(lis)
+	if errors.Is(err, grpc.ErrServerStopped) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting calls, lets calls in flight finish until ctx ends (then
+// cuts the rest: long-lived watches would otherwise hold shutdown forever), closes
+// the upstream connections and finally the audit log, after recording the stop.
+func (s *Server) Shutdown(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-done
+	}
+	s.closeUpstreams()
+	s.pipeline.WaitOutcomes()
+	s.system(context.Background(), "stopped")
+	return s.store.Close()
+}
+
+// Pipeline exposes the pipeline (for policy reloads).
+func (s *Server) Pipeline() *Pipeline { return s.pipeline }
+
+// AuditStore exposes the audit store the server writes to.
+func (s *Server) AuditStore() *audit.Store { return s.store }
+
+func (s *Server) system(ctx context.Context, detail string) {
+	rec := &audit.Record{Time: s.now().UTC(), Type: "system", Detail: detail}
+	if _, err := s.store.Append(ctx, rec); err != nil {
+		s.log.Error("audit append failed for system record", "detail", detail, "err", err)
+	}
+}
+
+func (s *Server) closeUpstreams() {
+	for _, u := range s.upstreams {
+		u.conn.Close()
+	}
+}
+
+func serverCredentials(cfg *config.Config) (credentials.TransportCredentials, error) {
+	cert, err := tls.LoadX509KeyPair(cfg.Resolve(cfg.TLS.Cert), cfg.Resolve(cfg.TLS.Key))
+	if err != nil {
+		return nil, fmt.Errorf("tls.cert: %w", err)
+	}
+	pool, err := loadPool(cfg.Resolve(cfg.TLS.ClientCA))
+	if err != nil {
+		return nil, fmt.Errorf("tls.client_ca: %w", err)
+	}
+	auth := tls.RequireAndVerifyClientCert
+	if cfg.TLS.ClientAuth == "verify_if_given" {
+		auth = tls.VerifyClientCertIfGiven
+	}
+	return credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientCAs:    pool,
+		ClientAuth:   auth,
+		MinVersion:   tls.VersionTLS12,
+	}), nil
+}
+
+func loadPool(file string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s: no PEM certificate found", file)
+	}
+	return pool, nil
+}
+
+func dialUpstream(cfg *config.Config, uc config.Upstream, maxMsg int) (*upstream, error) {
+	var creds credentials.TransportCredentials
+	if uc.TLS.Insecure {
+		creds = insecure.NewCredentials()
+	} else {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: uc.TLS.ServerName}
+		if uc.TLS.CA != "" {
+			pool, err := loadPool(cfg.Resolve(uc.TLS.CA))
+			if err != nil {
+				return nil, fmt.Errorf("tls.ca: %w", err)
+			}
+			tc.RootCAs = pool
+		}
+		if uc.TLS.Cert != "" {
+			cert, err := tls.LoadX509KeyPair(cfg.Resolve(uc.TLS.Cert), cfg.Resolve(uc.TLS.Key))
+			if err != nil {
+				return nil, fmt.Errorf("tls.cert: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	conn, err := grpc.NewClient(uc.Address,
+		grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg)),
+	)
+	if err != nil {
+		return nil, err
+	}
+	up := &upstream{name: uc.Name, conn: conn}
+	switch {
+	case uc.Descriptors != "":
+		ps, err := decode.LoadProtoset(cfg.Resolve(uc.Descriptors))
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("descriptors: %w", err)
+		}
+		up.decoder = decode.NewDecoder(ps)
+	case uc.Reflection:
+		up.decoder = decode.NewDecoder(decode.NewReflection(conn, decode.ReflectionOptions{}))
+	}
+	return up, nil
+}
