@@ -9,7 +9,7 @@ all: lint test build
 
 build:
 	$(GO) build -o $(BIN)/ztp-proxy ./cmd/ztp-proxy
-	@if [ -d cmd/ztpctl ]; then $(GO) build -o $(BIN)/ztpctl ./cmd/ztpctl; fi
+	$(GO) build -o $(BIN)/ztpctl ./cmd/ztpctl
 
 ## test: the whole suite with the race detector (the etcd end-to-end test needs
 ## Debian's etcd-server and etcd-client; .ci/run installs them).
@@ -53,3 +53,18 @@ protoset-etcd:
 
 clean:
 	rm -rf $(BIN)
+
+## proto: regenerate committed code from .proto files (pinned generator versions).
+PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
+GENBIN             := $(CURDIR)/.gen/bin
+.PHONY: proto
+proto:
+	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install -y protobuf-compiler libprotobuf-dev"; exit 1; }
+	GOBIN=$(GENBIN) $(GO) install $(PROTOC_GEN_GO)
+	GOBIN=$(GENBIN) $(GO) install $(PROTOC_GEN_GO_GRPC)
+	PATH=$(GENBIN):$$PATH protoc -I api -I /usr/include --go_out=. --go_opt=module=github.com/ztp-dev/ztp \
+	  --go-grpc_out=. --go-grpc_opt=module=github.com/ztp-dev/ztp api/ztp/v1/ztp.proto
+	PATH=$(GENBIN):$$PATH protoc -I examples/fleet/fleetpb --go_out=. --go_opt=module=github.com/ztp-dev/ztp \
+	  --go-grpc_out=. --go-grpc_opt=module=github.com/ztp-dev/ztp examples/fleet/fleetpb/fleet.proto
+	protoc -I examples/fleet/fleetpb --include_imports --descriptor_set_out=examples/fleet/fleet.protoset examples/fleet/fleetpb/fleet.proto

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -20,13 +21,17 @@ import (
 
 // Config is the parsed ztp.yaml. Field names mirror the YAML keys.
 type Config struct {
-	Listen    string     `yaml:"listen"`
-	TLS       ServerTLS  `yaml:"tls"`
-	Identity  Identity   `yaml:"identity"`
-	Upstreams []Upstream `yaml:"upstreams"`
-	Policy    Policy     `yaml:"policy"`
-	Audit     Audit      `yaml:"audit"`
-	Limits    Limits     `yaml:"limits"`
+	Listen     string          `yaml:"listen"`
+	TLS        ServerTLS       `yaml:"tls"`
+	Identity   Identity        `yaml:"identity"`
+	Upstreams  []Upstream      `yaml:"upstreams"`
+	Policy     Policy          `yaml:"policy"`
+	RateLimits []RateLimitRule `yaml:"rate_limits"`
+	Budgets    []Budget        `yaml:"budgets"`
+	Audit      Audit           `yaml:"audit"`
+	Breakglass Breakglass      `yaml:"breakglass"`
+	Metrics    Metrics         `yaml:"metrics"`
+	Limits     Limits          `yaml:"limits"`
 
 	// File is the absolute path the config was read from ("" when parsed from bytes).
 	File string `yaml:"-"`
@@ -42,7 +47,55 @@ type ServerTLS struct {
 
 // Identity configures how authenticated ids become principals.
 type Identity struct {
+	JWT        *JWT            `yaml:"jwt"`
 	Principals []PrincipalRule `yaml:"principals"`
+}
+
+// JWT configures bearer-token authentication (humans via an OIDC provider).
+type JWT struct {
+	Issuer         string        `yaml:"issuer"`
+	Audience       string        `yaml:"audience"`
+	JWKSFile       string        `yaml:"jwks_file"`
+	PrincipalClaim string        `yaml:"principal_claim"` // default "sub"
+	Leeway         time.Duration `yaml:"leeway"`          // clock skew allowed on exp/nbf/iat; default 30s
+}
+
+// RateLimitRule gives the callers it matches a token bucket; the first matching rule wins.
+type RateLimitRule struct {
+	Match RateLimitMatch `yaml:"match"`
+	RPS   float64        `yaml:"rps"`
+	Burst int            `yaml:"burst"`
+	// BreakglassBypass lets calls admitted by a break-glass grant skip this rule.
+	BreakglassBypass bool `yaml:"breakglass_bypass"`
+}
+
+// RateLimitMatch selects callers; empty fields match anything. Principal and method are globs.
+type RateLimitMatch struct {
+	Principal string `yaml:"principal"`
+	Kind      string `yaml:"kind"`
+	Group     string `yaml:"group"`
+	Method    string `yaml:"method"`
+}
+
+// Budget bounds the change budgets that policies draw on (data.ztp.budgets): every key
+// starting with Prefix may spend at most Limit cost units Per period.
+type Budget struct {
+	Prefix string        `yaml:"prefix"`
+	Limit  float64       `yaml:"limit"`
+	Per    time.Duration `yaml:"per"`
+}
+
+// Breakglass configures emergency grants.
+type Breakglass struct {
+	MaxDuration       time.Duration `yaml:"max_duration"`       // default 1h
+	ApprovalsRequired int           `yaml:"approvals_required"` // 0 = self-service
+	ApproverGroups    []string      `yaml:"approver_groups"`
+	NotifyWebhook     string        `yaml:"notify_webhook"`
+}
+
+// Metrics configures the operational HTTP endpoint.
+type Metrics struct {
+	Listen string `yaml:"listen"`
 }
 
 // PrincipalRule classifies principal ids matching a glob; the first matching rule wins.
@@ -79,8 +132,12 @@ type Policy struct {
 
 // Audit configures the audit log.
 type Audit struct {
-	Path   string   `yaml:"path"`
-	Redact []string `yaml:"redact"`
+	Path       string   `yaml:"path"`
+	Redact     []string `yaml:"redact"`
+	SigningKey string   `yaml:"signing_key"` // ed25519 PEM; signs checkpoints of the chain head
+	// CheckpointInterval is how often a signed checkpoint is written (default 1m).
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	Readers            []string      `yaml:"readers"` // groups allowed to export/verify via the control API
 }
 
 // Limits bound what one caller can make the proxy do.
@@ -297,6 +354,20 @@ func (c *Config) applyDefaults() {
 	if c.Policy.Mode == "" {
 		c.Policy.Mode = "enforce"
 	}
+	if c.Identity.JWT != nil {
+		if c.Identity.JWT.PrincipalClaim == "" {
+			c.Identity.JWT.PrincipalClaim = "sub"
+		}
+		if c.Identity.JWT.Leeway == 0 {
+			c.Identity.JWT.Leeway = 30 * time.Second
+		}
+	}
+	if c.Breakglass.MaxDuration == 0 {
+		c.Breakglass.MaxDuration = time.Hour
+	}
+	if c.Audit.CheckpointInterval == 0 {
+		c.Audit.CheckpointInterval = time.Minute
+	}
 	if c.Limits.MaxMessageBytes == 0 {
 		c.Limits.MaxMessageBytes = DefaultMaxMessageBytes
 	}
@@ -334,6 +405,21 @@ func (p *parser) validate(c *Config) {
 		p.errorf("tls.client_auth", "must be require or verify_if_given, got %q", c.TLS.ClientAuth)
 	}
 
+	if j := c.Identity.JWT; j != nil {
+		if j.Issuer == "" {
+			p.errorf("identity.jwt.issuer", "required")
+		}
+		if j.Audience == "" {
+			p.errorf("identity.jwt.audience", "required")
+		}
+		p.checkFile(c, "identity.jwt.jwks_file", j.JWKSFile, true)
+		if j.Leeway < 0 || j.Leeway > 5*time.Minute {
+			p.errorf("identity.jwt.leeway", "must be between 0s and 5m")
+		}
+		if c.TLS.ClientAuth == "require" {
+			p.errorf("tls.client_auth", "is require, so token-only clients cannot connect: use verify_if_given with identity.jwt")
+		}
+	}
 	if len(c.Identity.Principals) == 0 {
 		p.errorf("identity.principals", "at least one rule is required: principals matching no rule are rejected")
 	}
@@ -394,10 +480,69 @@ func (p *parser) validate(c *Config) {
 		p.errorf("policy.mode", "must be enforce or dryrun, got %q", c.Policy.Mode)
 	}
 
+	for i, r := range c.RateLimits {
+		key := fmt.Sprintf("rate_limits[%d]", i)
+		if r.Match.Principal != "" {
+			p.checkGlob(key+".match.principal", r.Match.Principal)
+		}
+		if r.Match.Method != "" {
+			p.checkGlob(key+".match.method", r.Match.Method)
+		}
+		if r.Match.Kind != "" && r.Match.Kind != "automation" && r.Match.Kind != "human" {
+			p.errorf(key+".match.kind", "must be automation or human, got %q", r.Match.Kind)
+		}
+		if r.RPS <= 0 {
+			p.errorf(key+".rps", "must be greater than 0")
+		}
+		if r.Burst < 1 {
+			p.errorf(key+".burst", "must be at least 1")
+		}
+	}
+	prefixes := map[string]bool{}
+	for i, b := range c.Budgets {
+		key := fmt.Sprintf("budgets[%d]", i)
+		if b.Prefix == "" {
+			p.errorf(key+".prefix", "required")
+		} else if prefixes[b.Prefix] {
+			p.errorf(key+".prefix", "duplicate prefix %q", b.Prefix)
+		}
+		prefixes[b.Prefix] = true
+		if b.Limit <= 0 {
+			p.errorf(key+".limit", "must be greater than 0")
+		}
+		if b.Per <= 0 {
+			p.errorf(key+".per", "must be a positive duration such as 1h")
+		}
+	}
+
+	bg := c.Breakglass
+	if bg.MaxDuration < time.Minute || bg.MaxDuration > 7*24*time.Hour {
+		p.errorf("breakglass.max_duration", "must be between 1m and 168h")
+	}
+	if bg.ApprovalsRequired < 0 || bg.ApprovalsRequired > 10 {
+		p.errorf("breakglass.approvals_required", "must be between 0 and 10")
+	}
+	if bg.ApprovalsRequired > 0 && len(bg.ApproverGroups) == 0 {
+		p.errorf("breakglass.approver_groups", "required when approvals_required > 0")
+	}
+	if bg.NotifyWebhook != "" {
+		if u, err := url.Parse(bg.NotifyWebhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p.errorf("breakglass.notify_webhook", "must be an http(s) URL")
+		}
+	}
+	if c.Metrics.Listen != "" {
+		p.checkAddr("metrics.listen", c.Metrics.Listen, true)
+	}
+
 	if c.Audit.Path == "" {
 		p.errorf("audit.path", "required: nothing is forwarded without an audit log")
 	} else if dir := filepath.Dir(c.Resolve(c.Audit.Path)); !isDir(dir) {
 		p.errorf("audit.path", "directory %s does not exist", dir)
+	}
+
+	p.checkFile(c, "audit.signing_key", c.Audit.SigningKey, false)
+	if c.Audit.CheckpointInterval < time.Second {
+		p.errorf("audit.checkpoint_interval", "must be at least 1s")
 	}
 
 	if c.Limits.MaxMessageBytes < 0 || c.Limits.MaxMessageBytes > maxMessageBytesCeiling {

@@ -1,8 +1,9 @@
-package proxy
+package proxy_test
 
 import (
 	"context"
 	"fmt"
+	"github.com/ztp-dev/ztp/proxy/proxytest"
 	"sort"
 	"sync"
 	"testing"
@@ -23,9 +24,9 @@ import (
 func BenchmarkOverhead(b *testing.B) {
 	for _, conc := range []int{1, 64} {
 		b.Run(fmt.Sprintf("c=%d", conc), func(b *testing.B) {
-			e := newEnv(b, envOptions{})
-			direct := dialDirect(b, e.backend.addr)
-			proxied := e.dial(b, deployerID)
+			e := proxytest.Start(b, proxytest.Options{})
+			direct := dialDirect(b, e.Backend.Addr)
+			proxied := e.Dial(b, proxytest.DeployerID)
 			req := &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("benchmark payload of a typical admin request")}}
 			// Warm both paths (connections, caches).
 			run(b, direct, req, conc, 200)

@@ -1,9 +1,8 @@
 package proxy
 
 import (
-	"fmt"
-
 	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 )
 
@@ -12,27 +11,30 @@ type frame struct {
 	data []byte
 }
 
-// rawCodec passes message bytes through untouched. It reports the name "proto"
-// so that the content-type stays application/grpc(+proto) on both legs.
+// rawCodec passes proxied message bytes through untouched, and encodes the
+// proxy's own control-API messages with the regular proto codec. It reports the
+// name "proto" so that the content-type stays application/grpc(+proto) on both
+// legs.
 type rawCodec struct{}
 
-var _ encoding.CodecV2 = rawCodec{}
+var (
+	_          encoding.CodecV2 = rawCodec{}
+	protoCodec                  = encoding.GetCodecV2(proto.Name)
+)
 
 func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	f, ok := v.(*frame)
-	if !ok {
-		return nil, fmt.Errorf("proxy: raw codec cannot marshal %T", v)
+	if f, ok := v.(*frame); ok {
+		return mem.BufferSlice{mem.SliceBuffer(f.data)}, nil
 	}
-	return mem.BufferSlice{mem.SliceBuffer(f.data)}, nil
+	return protoCodec.Marshal(v)
 }
 
 func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	f, ok := v.(*frame)
-	if !ok {
-		return fmt.Errorf("proxy: raw codec cannot unmarshal into %T", v)
+	if f, ok := v.(*frame); ok {
+		f.data = data.Materialize()
+		return nil
 	}
-	f.data = data.Materialize()
-	return nil
+	return protoCodec.Unmarshal(data, v)
 }
 
-func (rawCodec) Name() string { return "proto" }
+func (rawCodec) Name() string { return proto.Name }

@@ -58,7 +58,8 @@ type Decoder interface {
 type Pipeline struct {
 	auth             Authenticator
 	routes           *router
-	policy           atomic.Pointer[Evaluator]
+	policy           atomic.Pointer[activePolicy]
+	control          controlAuthz
 	mode             policy.Mode
 	audit            Auditor
 	now              func() time.Time
@@ -73,7 +74,11 @@ type Pipeline struct {
 
 // SetPolicy swaps the active policy; calls in flight finish their current message
 // with the policy they loaded for it.
-func (p *Pipeline) SetPolicy(e Evaluator) { p.policy.Store(&e) }
+func (p *Pipeline) SetPolicy(e Evaluator) {
+	p.policy.Store(&activePolicy{eval: e, loaded: p.now()})
+}
+
+func (p *Pipeline) active() *activePolicy { return p.policy.Load() }
 
 // call is the per-call state shared by the pipeline's stages and the forwarder.
 type call struct {
@@ -104,6 +109,9 @@ func callFromContext(ctx context.Context) *call {
 
 // intercept is the grpc.StreamServerInterceptor wrapping the forwarder.
 func (p *Pipeline) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if strings.HasPrefix(info.FullMethod, controlPrefix) {
+		return p.controlStream(srv, ss, info, handler)
+	}
 	ctx := ss.Context()
 	c := &call{start: p.now(), method: info.FullMethod, peer: peerAddr(ctx)}
 	c.service, c.rpc, _ = splitMethod(c.method)
@@ -201,7 +209,7 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	}
 
 	// 6. Decide.
-	eng := *p.policy.Load()
+	eng := p.policy.Load().eval
 	res, evalErr := eng.Eval(ctx, p.input(c, req, decoded, idx))
 	v := policy.Decide(res, evalErr, p.mode, "")
 

@@ -1,7 +1,9 @@
-package proxy
+package proxy_test
 
 import (
 	"encoding/json"
+	"github.com/ztp-dev/ztp/proxy"
+	"github.com/ztp-dev/ztp/proxy/proxytest"
 	"io"
 	"strings"
 	"testing"
@@ -20,9 +22,9 @@ func TestMain(m *testing.M) {
 }
 
 func TestUnaryAllowedIsForwardedAndAudited(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	c := e.dial(t, deployerID)
-	ctx := metadata.AppendToOutgoingContext(testCtx(t),
+	e := proxytest.Start(t, proxytest.Options{})
+	c := e.Dial(t, proxytest.DeployerID)
+	ctx := metadata.AppendToOutgoingContext(proxytest.Ctx(t),
 		"x-ztp-principal", "spiffe://example.org/user/root", // forged: must not survive
 		"x-ztp-justification", "rotate key",
 		"x-ztp-ticket", "INC-1",
@@ -45,9 +47,9 @@ func TestUnaryAllowedIsForwardedAndAudited(t *testing.T) {
 		t.Errorf("trailer x-backend-trailer = %v, want [t1]", got)
 	}
 
-	md := e.backend.md()
-	if got := md.Get(HeaderPrincipal); len(got) != 1 || got[0] != deployerID {
-		t.Errorf("backend saw %s = %v, want [%s]", HeaderPrincipal, got, deployerID)
+	md := e.Backend.MD()
+	if got := md.Get(proxy.HeaderPrincipal); len(got) != 1 || got[0] != proxytest.DeployerID {
+		t.Errorf("backend saw %s = %v, want [%s]", proxy.HeaderPrincipal, got, proxytest.DeployerID)
 	}
 	for _, k := range []string{"authorization", "x-ztp-justification", "x-ztp-ticket"} {
 		if got := md.Get(k); len(got) != 0 {
@@ -58,13 +60,13 @@ func TestUnaryAllowedIsForwardedAndAudited(t *testing.T) {
 		t.Errorf("backend saw x-request-id = %v, want [r-1]", got)
 	}
 
-	recs := e.records(t)
+	recs := e.Records(t)
 	var req, out = findType(recs, "request"), findType(recs, "outcome")
 	if req == nil || out == nil {
 		t.Fatalf("audit records = %v, want a request and an outcome record", recs)
 	}
-	if req.Principal == nil || req.Principal.ID != deployerID || req.Principal.Kind != "automation" {
-		t.Errorf("request record principal = %+v, want %s automation", req.Principal, deployerID)
+	if req.Principal == nil || req.Principal.ID != proxytest.DeployerID || req.Principal.Kind != "automation" {
+		t.Errorf("request record principal = %+v, want %s automation", req.Principal, proxytest.DeployerID)
 	}
 	if req.Decision != "allow" || req.Method != "/grpc.testing.TestService/UnaryCall" || req.Upstream != "test" {
 		t.Errorf("request record = decision %q method %q upstream %q", req.Decision, req.Method, req.Upstream)
@@ -97,37 +99,37 @@ func findType(recs []*audit.Record, typ string) *audit.Record {
 }
 
 func TestDeniedNeverReachesBackend(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	c := e.dial(t, aliceID)
-	_, err := c.UnaryCall(testCtx(t), &testgrpc.SimpleRequest{})
-	wantCode(t, "UnaryCall as human", err, codes.PermissionDenied, "ztp: denied: not allowed by policy")
+	e := proxytest.Start(t, proxytest.Options{})
+	c := e.Dial(t, proxytest.AliceID)
+	_, err := c.UnaryCall(proxytest.Ctx(t), &testgrpc.SimpleRequest{})
+	proxytest.WantCode(t, "UnaryCall as human", err, codes.PermissionDenied, "ztp: denied: not allowed by policy")
 
-	stream, err := c.StreamingInputCall(testCtx(t))
+	stream, err := c.StreamingInputCall(proxytest.Ctx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	stream.Send(&testgrpc.StreamingInputCallRequest{Payload: &testgrpc.Payload{Body: []byte("x")}})
 	_, err = stream.CloseAndRecv()
-	wantCode(t, "StreamingInputCall as human", err, codes.PermissionDenied, "ztp: denied: humans may not upload")
+	proxytest.WantCode(t, "StreamingInputCall as human", err, codes.PermissionDenied, "ztp: denied: humans may not upload")
 
-	_, err = e.dial(t, deployerID).UnaryCall(testCtx(t), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("forbidden")}})
-	wantCode(t, "UnaryCall with forbidden payload", err, codes.PermissionDenied, "payload 'forbidden' is never allowed")
+	_, err = e.Dial(t, proxytest.DeployerID).UnaryCall(proxytest.Ctx(t), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("forbidden")}})
+	proxytest.WantCode(t, "UnaryCall with forbidden payload", err, codes.PermissionDenied, "payload 'forbidden' is never allowed")
 
-	if n := e.backend.calls.Load(); n != 0 {
+	if n := e.Backend.Calls.Load(); n != 0 {
 		t.Errorf("backend handled %d calls, want 0", n)
 	}
-	recs := e.requests(t, "/grpc.testing.TestService/UnaryCall")
+	recs := e.Requests(t, "/grpc.testing.TestService/UnaryCall")
 	if len(recs) != 2 || recs[0].Decision != "deny" || recs[1].Decision != "deny" {
 		t.Fatalf("UnaryCall request records = %+v, want two denials", recs)
 	}
 }
 
 func TestAllRPCKinds(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	c := e.dial(t, deployerID)
+	e := proxytest.Start(t, proxytest.Options{})
+	c := e.Dial(t, proxytest.DeployerID)
 
 	t.Run("server streaming", func(t *testing.T) {
-		s, err := c.StreamingOutputCall(testCtx(t), &testgrpc.StreamingOutputCallRequest{
+		s, err := c.StreamingOutputCall(proxytest.Ctx(t), &testgrpc.StreamingOutputCallRequest{
 			ResponseParameters: []*testgrpc.ResponseParameters{{Size: 1}, {Size: 2}, {Size: 3}},
 		})
 		if err != nil {
@@ -150,7 +152,7 @@ func TestAllRPCKinds(t *testing.T) {
 	})
 
 	t.Run("client streaming", func(t *testing.T) {
-		s, err := c.StreamingInputCall(testCtx(t))
+		s, err := c.StreamingInputCall(proxytest.Ctx(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,7 +165,7 @@ func TestAllRPCKinds(t *testing.T) {
 		if err != nil || resp.GetAggregatedPayloadSize() != 6 {
 			t.Fatalf("CloseAndRecv = %v, %v; want size 6", resp, err)
 		}
-		recs := e.requests(t, "/grpc.testing.TestService/StreamingInputCall")
+		recs := e.Requests(t, "/grpc.testing.TestService/StreamingInputCall")
 		if len(recs) != 3 {
 			t.Fatalf("got %d request records, want one per message (3)", len(recs))
 		}
@@ -175,7 +177,7 @@ func TestAllRPCKinds(t *testing.T) {
 	})
 
 	t.Run("bidi", func(t *testing.T) {
-		s, err := c.FullDuplexCall(testCtx(t))
+		s, err := c.FullDuplexCall(proxytest.Ctx(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -195,8 +197,8 @@ func TestAllRPCKinds(t *testing.T) {
 	})
 
 	t.Run("bidi later message denied", func(t *testing.T) {
-		before := e.backend.messages.Load()
-		s, err := c.FullDuplexCall(testCtx(t))
+		before := e.Backend.Messages.Load()
+		s, err := c.FullDuplexCall(proxytest.Ctx(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -206,21 +208,21 @@ func TestAllRPCKinds(t *testing.T) {
 		}
 		s.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: []byte("forbidden")}})
 		_, err = s.Recv()
-		wantCode(t, "Recv after forbidden message", err, codes.PermissionDenied, "never allowed")
-		if got := e.backend.messages.Load() - before; got != 1 {
+		proxytest.WantCode(t, "Recv after forbidden message", err, codes.PermissionDenied, "never allowed")
+		if got := e.Backend.Messages.Load() - before; got != 1 {
 			t.Errorf("backend received %d messages of the call, want 1", got)
 		}
 	})
 
 	t.Run("upstream status passes through", func(t *testing.T) {
 		var trailer metadata.MD
-		_, err := c.UnaryCall(testCtx(t), &testgrpc.SimpleRequest{ResponseStatus: &testgrpc.EchoStatus{Code: int32(codes.FailedPrecondition), Message: "backend says no"}}, grpc.Trailer(&trailer))
-		wantCode(t, "UnaryCall with echo status", err, codes.FailedPrecondition, "backend says no")
+		_, err := c.UnaryCall(proxytest.Ctx(t), &testgrpc.SimpleRequest{ResponseStatus: &testgrpc.EchoStatus{Code: int32(codes.FailedPrecondition), Message: "backend says no"}}, grpc.Trailer(&trailer))
+		proxytest.WantCode(t, "UnaryCall with echo status", err, codes.FailedPrecondition, "backend says no")
 		if got := trailer.Get("x-backend-trailer"); len(got) != 1 {
 			t.Errorf("trailer on error = %v, want x-backend-trailer", trailer)
 		}
 		var out *audit.Record
-		for _, r := range e.records(t) {
+		for _, r := range e.Records(t) {
 			if r.Type == "outcome" && r.Method == "/grpc.testing.TestService/UnaryCall" {
 				out = r
 			}

@@ -1,8 +1,9 @@
-package proxy
+package proxy_test
 
 import (
 	"context"
 	"crypto/tls"
+	"github.com/ztp-dev/ztp/proxy/proxytest"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ import (
 // TestAuthenticationFailsClosed: every way of not being a known principal ends the
 // call before the backend hears of it.
 func TestAuthenticationFailsClosed(t *testing.T) {
-	e := newEnv(t, envOptions{})
+	e := proxytest.Start(t, proxytest.Options{})
 	foreign, err := pki.NewCA("someone else's CA")
 	if err != nil {
 		t.Fatal(err)
@@ -38,28 +39,28 @@ func TestAuthenticationFailsClosed(t *testing.T) {
 		msg   string
 	}{
 		{"no certificate", nil, codes.Unavailable, ""},
-		{"foreign CA", []tls.Certificate{issue(foreign, pki.LeafOptions{URIs: []string{deployerID}})}, codes.Unavailable, ""},
-		{"expired", []tls.Certificate{issue(e.ca, pki.LeafOptions{URIs: []string{deployerID}, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})}, codes.Unavailable, ""},
-		{"not yet valid", []tls.Certificate{issue(e.ca, pki.LeafOptions{URIs: []string{deployerID}, NotBefore: time.Now().Add(time.Hour), NotAfter: time.Now().Add(2 * time.Hour)})}, codes.Unavailable, ""},
-		{"matches no principal rule", []tls.Certificate{issue(e.ca, pki.LeafOptions{URIs: []string{strangerID}})}, codes.Unauthenticated, "ztp:"},
-		{"CN only, no rule for cn:", []tls.Certificate{issue(e.ca, pki.LeafOptions{CommonName: "deployer"})}, codes.Unauthenticated, "ztp:"},
+		{"foreign CA", []tls.Certificate{issue(foreign, pki.LeafOptions{URIs: []string{proxytest.DeployerID}})}, codes.Unavailable, ""},
+		{"expired", []tls.Certificate{issue(e.CA, pki.LeafOptions{URIs: []string{proxytest.DeployerID}, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})}, codes.Unavailable, ""},
+		{"not yet valid", []tls.Certificate{issue(e.CA, pki.LeafOptions{URIs: []string{proxytest.DeployerID}, NotBefore: time.Now().Add(time.Hour), NotAfter: time.Now().Add(2 * time.Hour)})}, codes.Unavailable, ""},
+		{"matches no principal rule", []tls.Certificate{issue(e.CA, pki.LeafOptions{URIs: []string{proxytest.StrangerID}})}, codes.Unauthenticated, "ztp:"},
+		{"CN only, no rule for cn:", []tls.Certificate{issue(e.CA, pki.LeafOptions{CommonName: "deployer"})}, codes.Unauthenticated, "ztp:"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c := e.dialTLS(t, &tls.Config{Certificates: tc.certs, RootCAs: e.ca.Pool(), ServerName: "localhost"})
-			_, err := c.EmptyCall(testCtx(t), &testgrpc.Empty{})
+			c := e.DialTLS(t, &tls.Config{Certificates: tc.certs, RootCAs: e.CA.Pool(), ServerName: "localhost"})
+			_, err := c.EmptyCall(proxytest.Ctx(t), &testgrpc.Empty{})
 			if err == nil {
 				t.Fatal("EmptyCall succeeded, want it refused")
 			}
-			wantCode(t, "EmptyCall", err, tc.code, tc.msg)
+			proxytest.WantCode(t, "EmptyCall", err, tc.code, tc.msg)
 		})
 	}
-	if n := e.backend.calls.Load(); n != 0 {
+	if n := e.Backend.Calls.Load(); n != 0 {
 		t.Errorf("backend handled %d calls, want 0", n)
 	}
 	// Refusals past the handshake are audited too.
 	var refused int
-	for _, r := range e.records(t) {
+	for _, r := range e.Records(t) {
 		if r.Type == "request" && r.Decision == "deny" && strings.HasPrefix(strings.Join(r.Reasons, ""), "unauthenticated") {
 			refused++
 		}
@@ -82,13 +83,13 @@ func TestPolicyFailuresDeny(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, envOptions{policy: tc.policy})
-			_, err := e.dial(t, deployerID).EmptyCall(testCtx(t), &testgrpc.Empty{})
-			wantCode(t, "EmptyCall", err, codes.PermissionDenied, tc.msg)
-			if n := e.backend.calls.Load(); n != 0 {
+			e := proxytest.Start(t, proxytest.Options{Policy: tc.policy})
+			_, err := e.Dial(t, proxytest.DeployerID).EmptyCall(proxytest.Ctx(t), &testgrpc.Empty{})
+			proxytest.WantCode(t, "EmptyCall", err, codes.PermissionDenied, tc.msg)
+			if n := e.Backend.Calls.Load(); n != 0 {
 				t.Errorf("backend handled %d calls, want 0", n)
 			}
-			recs := e.requests(t, "/grpc.testing.TestService/EmptyCall")
+			recs := e.Requests(t, "/grpc.testing.TestService/EmptyCall")
 			if len(recs) != 1 || recs[0].Decision != tc.decision {
 				t.Errorf("request records = %+v, want one with decision %q", recs, tc.decision)
 			}
@@ -97,15 +98,15 @@ func TestPolicyFailuresDeny(t *testing.T) {
 }
 
 func TestDryRunForwardsAndRecords(t *testing.T) {
-	e := newEnv(t, envOptions{mode: "dryrun"})
-	if _, err := e.dial(t, aliceID).UnaryCall(testCtx(t), &testgrpc.SimpleRequest{}); err != nil {
+	e := proxytest.Start(t, proxytest.Options{Mode: "dryrun"})
+	if _, err := e.Dial(t, proxytest.AliceID).UnaryCall(proxytest.Ctx(t), &testgrpc.SimpleRequest{}); err != nil {
 		t.Fatalf("UnaryCall in dryrun = %v, want it forwarded", err)
 	}
-	recs := e.requests(t, "/grpc.testing.TestService/UnaryCall")
+	recs := e.Requests(t, "/grpc.testing.TestService/UnaryCall")
 	if len(recs) != 1 || recs[0].Decision != "dryrun_deny" || len(recs[0].Reasons) == 0 {
 		t.Errorf("request records = %+v, want one dryrun_deny with reasons", recs)
 	}
-	if n := e.backend.calls.Load(); n != 1 {
+	if n := e.Backend.Calls.Load(); n != 1 {
 		t.Errorf("backend handled %d calls, want 1", n)
 	}
 }
@@ -113,75 +114,75 @@ func TestDryRunForwardsAndRecords(t *testing.T) {
 // TestAuditFailureRefusesCall: with the audit log closed under it, the proxy refuses
 // with UNAVAILABLE and forwards nothing.
 func TestAuditFailureRefusesCall(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	c := e.dial(t, deployerID)
-	if _, err := c.EmptyCall(testCtx(t), &testgrpc.Empty{}); err != nil {
+	e := proxytest.Start(t, proxytest.Options{})
+	c := e.Dial(t, proxytest.DeployerID)
+	if _, err := c.EmptyCall(proxytest.Ctx(t), &testgrpc.Empty{}); err != nil {
 		t.Fatalf("EmptyCall before failure: %v", err)
 	}
-	if err := e.srv.AuditStore().Close(); err != nil {
+	if err := e.Server.AuditStore().Close(); err != nil {
 		t.Fatal(err)
 	}
-	before := e.backend.calls.Load()
-	_, err := c.EmptyCall(testCtx(t), &testgrpc.Empty{})
-	wantCode(t, "EmptyCall with audit closed", err, codes.Unavailable, "audit")
-	s, err := c.FullDuplexCall(testCtx(t))
+	before := e.Backend.Calls.Load()
+	_, err := c.EmptyCall(proxytest.Ctx(t), &testgrpc.Empty{})
+	proxytest.WantCode(t, "EmptyCall with audit closed", err, codes.Unavailable, "audit")
+	s, err := c.FullDuplexCall(proxytest.Ctx(t))
 	if err == nil {
 		s.Send(&testgrpc.StreamingOutputCallRequest{})
 		_, err = s.Recv()
 	}
-	wantCode(t, "FullDuplexCall with audit closed", err, codes.Unavailable, "audit")
-	if n := e.backend.calls.Load() - before; n != 0 {
+	proxytest.WantCode(t, "FullDuplexCall with audit closed", err, codes.Unavailable, "audit")
+	if n := e.Backend.Calls.Load() - before; n != 0 {
 		t.Errorf("backend handled %d calls after the audit failure, want 0", n)
 	}
 }
 
 func TestNoRouteIsUnimplemented(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	leaf, _ := e.ca.Issue(pki.LeafOptions{URIs: []string{deployerID}, Client: true})
-	conn, err := grpc.NewClient(e.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{leaf.TLS}, RootCAs: e.ca.Pool(), ServerName: "localhost"})))
+	e := proxytest.Start(t, proxytest.Options{})
+	leaf, _ := e.CA.Issue(pki.LeafOptions{URIs: []string{proxytest.DeployerID}, Client: true})
+	conn, err := grpc.NewClient(e.Addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{leaf.TLS}, RootCAs: e.CA.Pool(), ServerName: "localhost"})))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	err = conn.Invoke(testCtx(t), "/other.Service/Do", &testgrpc.Empty{}, &testgrpc.Empty{})
-	wantCode(t, "Invoke(/other.Service/Do)", err, codes.Unimplemented, "no upstream serves /other.Service/Do")
+	err = conn.Invoke(proxytest.Ctx(t), "/other.Service/Do", &testgrpc.Empty{}, &testgrpc.Empty{})
+	proxytest.WantCode(t, "Invoke(/other.Service/Do)", err, codes.Unimplemented, "no upstream serves /other.Service/Do")
 }
 
 func TestOversizedMessageRefused(t *testing.T) {
-	e := newEnv(t, envOptions{limits: "  max_message_bytes: 1024\n"})
-	c := e.dial(t, deployerID)
-	_, err := c.UnaryCall(testCtx(t), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: make([]byte, 4096)}})
-	wantCode(t, "UnaryCall with 4 KiB payload", err, codes.ResourceExhausted, "")
-	if n := e.backend.calls.Load(); n != 0 {
+	e := proxytest.Start(t, proxytest.Options{Limits: "  max_message_bytes: 1024\n"})
+	c := e.Dial(t, proxytest.DeployerID)
+	_, err := c.UnaryCall(proxytest.Ctx(t), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: make([]byte, 4096)}})
+	proxytest.WantCode(t, "UnaryCall with 4 KiB payload", err, codes.ResourceExhausted, "")
+	if n := e.Backend.Calls.Load(); n != 0 {
 		t.Errorf("backend handled %d calls, want 0", n)
 	}
 	// A response above the limit is refused too (the backend answers, the proxy won't relay).
-	s, err := c.StreamingOutputCall(testCtx(t), &testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 4096}}})
+	s, err := c.StreamingOutputCall(proxytest.Ctx(t), &testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 4096}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = s.Recv()
-	wantCode(t, "Recv of 4 KiB response", err, codes.ResourceExhausted, "")
+	proxytest.WantCode(t, "Recv of 4 KiB response", err, codes.ResourceExhausted, "")
 }
 
 func TestDeadlines(t *testing.T) {
-	e := newEnv(t, envOptions{limits: "  max_unary_deadline: 2s\n"})
-	c := e.dial(t, deployerID)
+	e := proxytest.Start(t, proxytest.Options{Limits: "  max_unary_deadline: 2s\n"})
+	c := e.Dial(t, proxytest.DeployerID)
 
 	// The client's own (shorter) deadline reaches the backend.
-	ctx, cancel := context.WithTimeout(testCtx(t), time.Second)
+	ctx, cancel := context.WithTimeout(proxytest.Ctx(t), time.Second)
 	defer cancel()
 	if _, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	if d := e.backend.deadlineLeft(); d <= 0 || d > time.Second {
+	if d := e.Backend.DeadlineLeft(); d <= 0 || d > time.Second {
 		t.Errorf("backend deadline with 1s client deadline = %v, want (0, 1s]", d)
 	}
 	// The configured maximum caps a longer one.
-	if _, err := c.UnaryCall(testCtx(t), &testgrpc.SimpleRequest{}); err != nil {
+	if _, err := c.UnaryCall(proxytest.Ctx(t), &testgrpc.SimpleRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	if d := e.backend.deadlineLeft(); d <= 0 || d > 2*time.Second {
+	if d := e.Backend.DeadlineLeft(); d <= 0 || d > 2*time.Second {
 		t.Errorf("backend deadline with 20s client deadline = %v, want (0, 2s]", d)
 	}
 	// Streams get none imposed.
@@ -193,7 +194,7 @@ func TestDeadlines(t *testing.T) {
 	if _, err := s.Recv(); err != nil {
 		t.Fatal(err)
 	}
-	if d := e.backend.deadlineLeft(); d != 0 {
+	if d := e.Backend.DeadlineLeft(); d != 0 {
 		t.Errorf("backend deadline on a stream = %v, want none", d)
 	}
 	s.CloseSend()
@@ -201,9 +202,9 @@ func TestDeadlines(t *testing.T) {
 }
 
 func TestCancellationReachesBackend(t *testing.T) {
-	e := newEnv(t, envOptions{})
-	ctx, cancel := context.WithCancel(testCtx(t))
-	s, err := e.dial(t, deployerID).FullDuplexCall(ctx)
+	e := proxytest.Start(t, proxytest.Options{})
+	ctx, cancel := context.WithCancel(proxytest.Ctx(t))
+	s, err := e.Dial(t, proxytest.DeployerID).FullDuplexCall(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,8 +214,8 @@ func TestCancellationReachesBackend(t *testing.T) {
 	}
 	cancel()
 	select {
-	case <-e.backend.canceled:
-	case <-testCtx(t).Done():
+	case <-e.Backend.Canceled:
+	case <-proxytest.Ctx(t).Done():
 		t.Fatal("backend stream was not cancelled after the client cancelled")
 	}
 }
@@ -222,11 +223,11 @@ func TestCancellationReachesBackend(t *testing.T) {
 // TestEmptyMessageDecodesAsObject: an all-default message is {} for the policy (as
 // protojson prints it), not null, so rules reading its fields evaluate instead of erroring.
 func TestEmptyMessageDecodesAsObject(t *testing.T) {
-	e := newEnv(t, envOptions{policy: "package ztp\n\nallow if {\n\tinput.request == {}\n\tinput.request_decoded\n}\n"})
-	if _, err := e.dial(t, deployerID).EmptyCall(testCtx(t), &testgrpc.Empty{}); err != nil {
+	e := proxytest.Start(t, proxytest.Options{Policy: "package ztp\n\nallow if {\n\tinput.request == {}\n\tinput.request_decoded\n}\n"})
+	if _, err := e.Dial(t, proxytest.DeployerID).EmptyCall(proxytest.Ctx(t), &testgrpc.Empty{}); err != nil {
 		t.Fatalf("EmptyCall = %v, want allowed by a policy matching request == {}", err)
 	}
-	recs := e.requests(t, "/grpc.testing.TestService/EmptyCall")
+	recs := e.Requests(t, "/grpc.testing.TestService/EmptyCall")
 	if len(recs) != 1 || string(recs[0].Request) != "{}" {
 		t.Errorf("request records = %+v, want one with request {}", recs)
 	}

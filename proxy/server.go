@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
+	ztpv1 "github.com/ztp-dev/ztp/api/ztp/v1"
 	"github.com/ztp-dev/ztp/audit"
 	"github.com/ztp-dev/ztp/config"
 	"github.com/ztp-dev/ztp/decode"
@@ -119,6 +120,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		audit:            s.store,
 		now:              opts.Now,
 		maxUnaryDeadline: cfg.Limits.MaxUnaryDeadline,
+		control:          controlAuthz{auditReaders: cfg.Audit.Readers, approverGroups: cfg.Breakglass.ApproverGroups},
 		auditTimeout:     opts.AuditTimeout,
 		log:              opts.Logger,
 	}
@@ -130,6 +132,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		grpc.ForceServerCodecV2(rawCodec{}),
 		grpc.UnknownServiceHandler(fwd.handle),
 		grpc.StreamInterceptor(s.pipeline.intercept),
+		grpc.UnaryInterceptor(s.pipeline.controlUnary), // only the control API has unary handlers
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxMessageBytes),
 		grpc.MaxSendMsgSize(cfg.Limits.MaxMessageBytes),
 		grpc.MaxConcurrentStreams(cfg.Limits.MaxConcurrentStreams),
@@ -137,6 +140,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		// enforcement policy would answer with GOAWAY and cut long-lived streams.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
+
+	ztpv1.RegisterPolicyServer(s.grpc, &policyService{p: s.pipeline})
 
 	s.system(ctx, fmt.Sprintf("started; policy %s mode %s", engine.Version(), cfg.Policy.Mode))
 	return s, nil

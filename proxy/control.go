@@ -1,0 +1,175 @@
+package proxy
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	ztpv1 "github.com/ztp-dev/ztp/api/ztp/v1"
+	"github.com/ztp-dev/ztp/identity"
+	"github.com/ztp-dev/ztp/policy"
+)
+
+// controlPrefix starts the full method names of the proxy's own control API.
+// Those calls are served here, never forwarded.
+const controlPrefix = "/ztp.v1."
+
+// controlAuthz holds the built-in authorization rules of the control API
+// (DESIGN.md): who may export the audit log and who may act on break-glass
+// grants. Finer checks (self-approval, who may revoke) belong to the services.
+type controlAuthz struct {
+	auditReaders   []string
+	approverGroups []string
+}
+
+// authorize returns "" when p may call method, else the reason it may not.
+func (a controlAuthz) authorize(method string, p identity.Principal) string {
+	switch {
+	case strings.HasPrefix(method, "/ztp.v1.Audit/"):
+		if !p.InGroup(a.auditReaders...) {
+			return "audit export and verify need membership in a group of audit.readers"
+		}
+	case method == "/ztp.v1.BreakGlass/RequestGrant":
+		if p.Kind != "human" {
+			return "only humans may request break-glass"
+		}
+	case method == "/ztp.v1.BreakGlass/ApproveGrant", method == "/ztp.v1.BreakGlass/DenyGrant":
+		if p.Kind != "human" || !p.InGroup(a.approverGroups...) {
+			return "only humans in breakglass.approver_groups may approve or deny grants"
+		}
+	case method == "/ztp.v1.BreakGlass/RevokeGrant", // the service checks requester-or-approver
+		method == "/ztp.v1.BreakGlass/GetGrant",
+		method == "/ztp.v1.BreakGlass/ListGrants",
+		method == "/ztp.v1.Policy/Version",
+		method == "/ztp.v1.RateLimit/Status":
+	default:
+		return "unknown control method"
+	}
+	return ""
+}
+
+// controlUnary authenticates, authorizes and audits unary control-API calls.
+func (p *Pipeline) controlUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	c, ctx, err := p.controlStart(ctx, info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.controlDecide(ctx, c, req); err != nil {
+		return nil, err
+	}
+	resp, err := handler(ctx, req)
+	p.controlEnd(ctx, c, err)
+	return resp, err
+}
+
+// controlStream does the same for streaming control-API calls; the request is
+// audited when the handler reads it.
+func (p *Pipeline) controlStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	c, ctx, err := p.controlStart(ss.Context(), info.FullMethod)
+	if err != nil {
+		return err
+	}
+	err = handler(srv, &controlServerStream{ServerStream: ss, ctx: ctx, p: p, c: c})
+	p.controlEnd(ctx, c, err)
+	return err
+}
+
+func (p *Pipeline) controlStart(ctx context.Context, method string) (*call, context.Context, error) {
+	c := &call{start: p.now(), method: method, peer: peerAddr(ctx)}
+	c.service, c.rpc, _ = splitMethod(method)
+	pr, err := p.auth.Authenticate(ctx)
+	if err != nil {
+		p.refuse(ctx, c, nil, err.Error())
+		return nil, nil, status.Error(codes.Unauthenticated, "ztp: "+err.Error())
+	}
+	c.principal = pr
+	c.readMetadata(ctx)
+	if reason := p.control.authorize(method, pr); reason != "" {
+		p.refuse(ctx, c, &pr, reason)
+		return nil, nil, status.Error(codes.PermissionDenied, policy.DeniedMessage([]string{reason}))
+	}
+	return c, identity.NewContext(ctx, pr), nil
+}
+
+// controlDecide audits an authorized control request before it is served.
+func (p *Pipeline) controlDecide(ctx context.Context, c *call, req any) error {
+	idx := int(c.in.Add(1) - 1)
+	rec := p.record(c, "request")
+	rec.MessageIndex = idx
+	if m, ok := req.(proto.Message); ok {
+		if b, err := protojson.Marshal(m); err == nil {
+			rec.Request = b
+			rec.RequestDecoded = true
+		}
+	}
+	rec.Decision = policy.DecisionAllow
+	rec.Reasons = []string{"control API: built-in authorization"}
+	seq, err := p.append(ctx, rec)
+	if err != nil {
+		p.log.Error("audit append failed; refusing control call", "method", c.method, "err", err)
+		return status.Error(codes.Unavailable, "ztp: audit log unavailable; request not served")
+	}
+	if idx == 0 {
+		c.firstSeq = seq
+	}
+	return nil
+}
+
+func (p *Pipeline) controlEnd(ctx context.Context, c *call, err error) {
+	if c.firstSeq != 0 {
+		end := p.now()
+		p.outcomes.Go(func() { p.outcome(ctx, c, err, end) })
+	}
+}
+
+type controlServerStream struct {
+	grpc.ServerStream
+	ctx context.Context
+	p   *Pipeline
+	c   *call
+}
+
+func (s *controlServerStream) Context() context.Context { return s.ctx }
+
+func (s *controlServerStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return s.p.controlDecide(s.ctx, s.c, m)
+}
+
+func (s *controlServerStream) SendMsg(m any) error {
+	if err := s.ServerStream.SendMsg(m); err != nil {
+		return err
+	}
+	s.c.out.Add(1)
+	return nil
+}
+
+// policyService serves ztp.v1.Policy from the pipeline's active policy.
+type policyService struct {
+	ztpv1.UnimplementedPolicyServer
+	p *Pipeline
+}
+
+func (s *policyService) Version(context.Context, *ztpv1.PolicyVersionRequest) (*ztpv1.PolicyVersionResponse, error) {
+	a := s.p.active()
+	return &ztpv1.PolicyVersionResponse{
+		Version: a.eval.Version(),
+		Mode:    string(s.p.mode),
+		Loaded:  timestamppb.New(a.loaded),
+	}, nil
+}
+
+// activePolicy is a loaded policy and when it became active.
+type activePolicy struct {
+	eval   Evaluator
+	loaded time.Time
+}
