@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,32 @@ type Decoder interface {
 	Info(ctx context.Context, fullMethod string) decode.MethodInfo
 }
 
+// GrantInfo is what the pipeline needs of an active break-glass grant.
+type GrantInfo struct {
+	ID      string
+	Reason  string
+	Ticket  string
+	Expires time.Time
+}
+
+// GrantFinder finds the principal's active break-glass grant whose scope covers
+// method at now. It is called for every message and must be cheap.
+type GrantFinder interface {
+	ActiveGrant(principalID, method string, now time.Time) (GrantInfo, bool)
+}
+
+// RateLimiter takes one token from the principal's bucket for method; when none
+// is left it says how long to wait and which bucket ran dry. breakglass reports
+// that the principal holds an active grant for the method.
+type RateLimiter interface {
+	Allow(p identity.Principal, method string, breakglass bool, now time.Time) (ok bool, retryAfter time.Duration, bucket string)
+}
+
+// BudgetTaker draws the policy's change budgets: all or nothing.
+type BudgetTaker interface {
+	Take(budgets []policy.Budget, now time.Time) (ok bool, retryAfter time.Duration, key string)
+}
+
 // Pipeline runs the safety stages around the forwarder for every call and every
 // client message. The steps appear in intercept and decide in the order they run.
 type Pipeline struct {
@@ -60,6 +87,9 @@ type Pipeline struct {
 	routes           *router
 	policy           atomic.Pointer[activePolicy]
 	control          controlAuthz
+	grants           GrantFinder // nil: no break-glass
+	limiter          RateLimiter // nil: no rate limits configured
+	budgets          BudgetTaker // nil: no change budgets configured
 	mode             policy.Mode
 	audit            Auditor
 	now              func() time.Time
@@ -197,6 +227,24 @@ func (s *stream) SendMsg(m any) error {
 // call carried none). A nil return admits the message to the forwarder.
 func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	idx := int(c.in.Add(1) - 1)
+	now := p.now()
+	rec := p.record(c, "request")
+	rec.MessageIndex = idx
+
+	// Break-glass: is an approved, unexpired grant of this principal in scope?
+	// Looked up per message, so a grant ends exactly when it expires or is revoked.
+	var grant GrantInfo
+	hasGrant := false
+	if p.grants != nil {
+		grant, hasGrant = p.grants.ActiveGrant(c.principal.ID, c.method, now)
+	}
+
+	// 4. Rate-limit per principal, before any decoding or policy work.
+	if p.limiter != nil {
+		if ok, wait, bucket := p.limiter.Allow(c.principal, c.method, hasGrant, now); !ok {
+			return p.ratelimited(ctx, c, rec, idx, "rate limit "+bucket, wait)
+		}
+	}
 
 	// 5. Decode (read-only; the original bytes are what gets forwarded).
 	var req map[string]any
@@ -207,25 +255,32 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 			req = map[string]any{} // an all-default message is {}, as protojson prints it
 		}
 	}
-
-	// 6. Decide.
-	eng := p.policy.Load().eval
-	res, evalErr := eng.Eval(ctx, p.input(c, req, decoded, idx))
-	v := policy.Decide(res, evalErr, p.mode, "")
-
-	// 7. Audit, durably, before anything is forwarded.
-	rec := p.record(c, "request")
-	rec.MessageIndex = idx
 	rec.RequestDecoded = decoded
 	if decoded {
 		if b, err := json.Marshal(req); err == nil {
 			rec.Request = b
 		}
 	}
+
+	// 6. Decide, then draw on the change budgets the policy named (only when allowed).
+	eng := p.policy.Load().eval
+	res, evalErr := eng.Eval(ctx, p.input(c, req, decoded, idx, grant, hasGrant, now))
+	v := policy.Decide(res, evalErr, p.mode, grant.ID)
+	rec.PolicyVersion = eng.Version()
+	if hasGrant && v.Grant != "" {
+		rec.Justification = firstNonEmpty(c.justification, grant.Reason)
+		rec.Ticket = firstNonEmpty(c.ticket, grant.Ticket)
+	}
+	if v.Forward() && len(res.Budgets) > 0 && p.budgets != nil {
+		if ok, wait, key := p.budgets.Take(res.Budgets, now); !ok {
+			return p.ratelimited(ctx, c, rec, idx, "change budget "+key+" exhausted", wait)
+		}
+	}
+
+	// 7. Audit, durably, before anything is forwarded.
 	rec.Decision = v.Decision
 	rec.Reasons = v.Reasons
 	rec.BreakglassGrant = v.Grant
-	rec.PolicyVersion = eng.Version()
 	seq, err := p.append(ctx, rec)
 	if err != nil {
 		p.log.Error("audit append failed; refusing call", "method", c.method, "principal", c.principal.ID, "err", err)
@@ -242,8 +297,36 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	return status.Error(codes.PermissionDenied, policy.DeniedMessage(v.Reasons))
 }
 
+// ratelimited audits and refuses a message over a rate limit or change budget,
+// telling the client when to retry (gRPC's retry pushback trailer and the message).
+func (p *Pipeline) ratelimited(ctx context.Context, c *call, rec *audit.Record, idx int, reason string, wait time.Duration) error {
+	rec.Decision = audit.DecisionRatelimited
+	rec.Reasons = []string{reason}
+	seq, err := p.append(ctx, rec)
+	if err != nil {
+		p.log.Error("audit append failed; refusing call", "method", c.method, "principal", c.principal.ID, "err", err)
+		return status.Error(codes.Unavailable, "ztp: audit log unavailable; request not forwarded")
+	}
+	if idx == 0 {
+		c.firstSeq = seq
+	}
+	ms := wait.Milliseconds()
+	if wait > 0 && ms == 0 {
+		ms = 1
+	}
+	grpc.SetTrailer(ctx, metadata.Pairs("grpc-retry-pushback-ms", strconv.FormatInt(ms, 10)))
+	return status.Errorf(codes.ResourceExhausted, "ztp: %s; retry in %s", reason, time.Duration(ms)*time.Millisecond)
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
 // input builds the policy input document of DESIGN.md ("Policy contract").
-func (p *Pipeline) input(c *call, req map[string]any, decoded bool, idx int) map[string]any {
+func (p *Pipeline) input(c *call, req map[string]any, decoded bool, idx int, g GrantInfo, hasGrant bool, now time.Time) map[string]any {
 	var reqv any
 	if decoded {
 		reqv = req
@@ -275,10 +358,30 @@ func (p *Pipeline) input(c *call, req map[string]any, decoded bool, idx int) map
 			"message_index":    json.Number(itoa(idx)),
 		},
 		"metadata":      c.mdInput,
-		"justification": c.justification,
-		"ticket":        c.ticket,
-		"breakglass":    map[string]any{"active": false},
-		"time":          p.now().UTC().Format(time.RFC3339),
+		"justification": firstNonEmpty(c.justification, bgField(hasGrant, g.Reason)),
+		"ticket":        firstNonEmpty(c.ticket, bgField(hasGrant, g.Ticket)),
+		"breakglass":    breakglassInput(g, hasGrant),
+		"time":          now.UTC().Format(time.RFC3339),
+	}
+}
+
+func bgField(has bool, v string) string {
+	if has {
+		return v
+	}
+	return ""
+}
+
+func breakglassInput(g GrantInfo, has bool) map[string]any {
+	if !has {
+		return map[string]any{"active": false}
+	}
+	return map[string]any{
+		"active":  true,
+		"grant":   g.ID,
+		"reason":  g.Reason,
+		"ticket":  g.Ticket,
+		"expires": g.Expires.UTC().Format(time.RFC3339),
 	}
 }
 

@@ -47,8 +47,16 @@ type Server struct {
 	pipeline  *Pipeline
 	upstreams []*upstream
 	store     *audit.Store
+	cfg       *config.Config
+	opts      Options
 	log       *slog.Logger
 	now       func() time.Time
+
+	// stops run at Shutdown after calls drained and before the audit log closes,
+	// in reverse order of registration (checkpointers, notifiers, sweepers).
+	stops []func(context.Context)
+	// reloaders apply a new, validated config on Reload (SIGHUP).
+	reloaders []func(context.Context, *config.Config) error
 }
 
 // New builds a Server from a validated config. It fails (and releases what it had
@@ -64,7 +72,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	if opts.AuditTimeout == 0 {
 		opts.AuditTimeout = 5 * time.Second
 	}
-	s := &Server{log: opts.Logger, now: opts.Now}
+	s := &Server{log: opts.Logger, now: opts.Now, cfg: cfg, opts: opts}
 	defer func() {
 		if err != nil {
 			s.closeUpstreams()
@@ -83,6 +91,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		rules[i] = identity.Rule{Match: r.Match, Kind: r.Kind, Groups: r.Groups}
 	}
 	classifier, err := identity.NewClassifier(rules)
+	if err != nil {
+		return nil, err
+	}
+	auth, err := s.authenticator(classifier)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +126,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	}
 
 	s.pipeline = &Pipeline{
-		auth:             identity.NewAuthenticator(classifier),
+		auth:             auth,
 		routes:           rt,
 		mode:             policy.Mode(cfg.Policy.Mode),
 		audit:            s.store,
@@ -142,6 +154,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	)
 
 	ztpv1.RegisterPolicyServer(s.grpc, &policyService{p: s.pipeline})
+	for _, wire := range []func(context.Context) error{s.wireAudit, s.wirePolicy, s.wireBreakglass, s.wireRateLimits} {
+		if err := wire(ctx); err != nil {
+			return nil, err
+		}
+	}
 
 	s.system(ctx, fmt.Sprintf("started; policy %s mode %s", engine.Version(), cfg.Policy.Mode))
 	return s, nil
@@ -173,8 +190,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.closeUpstreams()
 	s.pipeline.WaitOutcomes()
+	for i := len(s.stops) - 1; i >= 0; i-- {
+		s.stops[i](ctx)
+	}
 	s.system(context.Background(), "stopped")
 	return s.store.Close()
+}
+
+// Reload re-reads the config file and applies what can change at run time
+// (policies, rate limits, …). The new config is validated first; on any error
+// nothing changes and the running config stays in force.
+func (s *Server) Reload(ctx context.Context) error {
+	cfg, err := config.Load(s.cfg.File)
+	if err != nil {
+		return err
+	}
+	for _, r := range s.reloaders {
+		if err := r(ctx, cfg); err != nil {
+			return err
+		}
+	}
+	s.cfg = cfg
+	return nil
 }
 
 // Pipeline exposes the pipeline (for policy reloads).

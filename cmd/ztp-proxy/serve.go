@@ -67,16 +67,29 @@ func (o *serveOptions) run(ctx context.Context) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	defer signal.Stop(hups)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	log.Info("serving", "listen", lis.Addr().String(), "config", cfg.File)
 
-	select {
-	case err := <-served:
-		srv.Shutdown(context.Background())
-		return fmt.Errorf("serve: %w", err)
-	case sig := <-sigs:
-		log.Info("draining", "signal", sig.String(), "timeout", o.drainTimeout)
+	for stop := false; !stop; {
+		select {
+		case err := <-served:
+			srv.Shutdown(context.Background())
+			return fmt.Errorf("serve: %w", err)
+		case <-hups:
+			// A bad config is reported and ignored: the running one stays in force.
+			if err := srv.Reload(ctx); err != nil {
+				log.Error("reload rejected; keeping the running config", "err", err)
+			} else {
+				log.Info("reloaded", "config", cfg.File)
+			}
+		case sig := <-sigs:
+			log.Info("draining", "signal", sig.String(), "timeout", o.drainTimeout)
+			stop = true
+		}
 	}
 	dctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
 	defer cancel()
