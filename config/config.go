@@ -31,6 +31,7 @@ type Config struct {
 	Audit      Audit           `yaml:"audit"`
 	Breakglass Breakglass      `yaml:"breakglass"`
 	Metrics    Metrics         `yaml:"metrics"`
+	Log        Log             `yaml:"log"`
 	Limits     Limits          `yaml:"limits"`
 
 	// File is the absolute path the config was read from ("" when parsed from bytes).
@@ -140,17 +141,26 @@ type Audit struct {
 	Readers            []string      `yaml:"readers"` // groups allowed to export/verify via the control API
 }
 
+// Log configures the proxy's structured log on stderr.
+type Log struct {
+	Format string `yaml:"format"` // text | json
+	Level  string `yaml:"level"`  // debug | info | warn | error
+}
+
 // Limits bound what one caller can make the proxy do.
 type Limits struct {
 	MaxMessageBytes      int           `yaml:"max_message_bytes"`
 	MaxConcurrentStreams uint32        `yaml:"max_concurrent_streams"`
 	MaxUnaryDeadline     time.Duration `yaml:"max_unary_deadline"`
+	MaxHeaderBytes       uint32        `yaml:"max_header_bytes"` // request metadata per call
+	MaxConnections       int           `yaml:"max_connections"`  // 0 = unlimited
 }
 
 // Defaults applied to keys the file leaves out.
 const (
 	DefaultMaxMessageBytes      = 4 << 20
 	DefaultMaxConcurrentStreams = 1000
+	DefaultMaxHeaderBytes       = 64 << 10
 	maxMessageBytesCeiling      = 256 << 20
 )
 
@@ -374,6 +384,15 @@ func (c *Config) applyDefaults() {
 	if c.Limits.MaxConcurrentStreams == 0 {
 		c.Limits.MaxConcurrentStreams = DefaultMaxConcurrentStreams
 	}
+	if c.Limits.MaxHeaderBytes == 0 {
+		c.Limits.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
 }
 
 // Resolve makes a path from the file absolute relative to the file's directory.
@@ -547,6 +566,20 @@ func (p *parser) validate(c *Config) {
 
 	if c.Limits.MaxMessageBytes < 0 || c.Limits.MaxMessageBytes > maxMessageBytesCeiling {
 		p.errorf("limits.max_message_bytes", "must be between 1 and %d", maxMessageBytesCeiling)
+	}
+	if c.Limits.MaxConnections < 0 {
+		p.errorf("limits.max_connections", "must not be negative")
+	}
+	if c.Limits.MaxHeaderBytes < 1024 {
+		p.errorf("limits.max_header_bytes", "must be at least 1024")
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		p.errorf("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		p.errorf("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
 	}
 	if c.Limits.MaxUnaryDeadline < 0 {
 		p.errorf("limits.max_unary_deadline", "must not be negative")

@@ -21,6 +21,15 @@ import (
 // Those calls are served here, never forwarded.
 const controlPrefix = "/ztp.v1."
 
+// healthPrefix starts the standard gRPC health service, which the proxy serves
+// itself (reporting its own readiness) for every authenticated caller.
+const healthPrefix = "/grpc.health.v1.Health/"
+
+// isControl reports whether method is served by the proxy itself.
+func isControl(method string) bool {
+	return strings.HasPrefix(method, controlPrefix) || strings.HasPrefix(method, healthPrefix)
+}
+
 // controlAuthz holds the built-in authorization rules of the control API
 // (DESIGN.md): who may export the audit log and who may act on break-glass
 // grants. Finer checks (self-approval, who may revoke) belong to the services.
@@ -48,7 +57,8 @@ func (a controlAuthz) authorize(method string, p identity.Principal) string {
 		method == "/ztp.v1.BreakGlass/GetGrant",
 		method == "/ztp.v1.BreakGlass/ListGrants",
 		method == "/ztp.v1.Policy/Version",
-		method == "/ztp.v1.RateLimit/Status":
+		method == "/ztp.v1.RateLimit/Status",
+		strings.HasPrefix(method, healthPrefix):
 	default:
 		return "unknown control method"
 	}
@@ -66,6 +76,7 @@ func (p *Pipeline) controlUnary(ctx context.Context, req any, info *grpc.UnarySe
 	}
 	resp, err := handler(ctx, req)
 	p.controlEnd(ctx, c, err)
+	p.metrics.Calls.WithLabelValues("ztp", c.method, codeName(status.Code(err))).Inc()
 	return resp, err
 }
 
@@ -78,6 +89,7 @@ func (p *Pipeline) controlStream(srv any, ss grpc.ServerStream, info *grpc.Strea
 	}
 	err = handler(srv, &controlServerStream{ServerStream: ss, ctx: ctx, p: p, c: c})
 	p.controlEnd(ctx, c, err)
+	p.metrics.Calls.WithLabelValues("ztp", c.method, codeName(status.Code(err))).Inc()
 	return err
 }
 

@@ -51,7 +51,9 @@ func (f *forwarder) handle(_ any, ss grpc.ServerStream) error {
 	outCtx := metadata.NewOutgoingContext(ctx, outgoingMetadata(ss.Context()))
 	cs, err := up.conn.NewStream(outCtx, clientStreamDesc, method, grpc.ForceCodecV2(rawCodec{}))
 	if err != nil {
-		return err
+		// The upstream could not be reached: say which, keep the code.
+		st := status.Convert(err)
+		return status.Errorf(st.Code(), "ztp: upstream %s: %s", up.name, st.Message())
 	}
 
 	toUpstream := make(chan error, 1)

@@ -22,6 +22,7 @@ import (
 	"github.com/ztp-dev/ztp/audit"
 	"github.com/ztp-dev/ztp/decode"
 	"github.com/ztp-dev/ztp/identity"
+	"github.com/ztp-dev/ztp/metrics"
 	"github.com/ztp-dev/ztp/policy"
 )
 
@@ -90,6 +91,7 @@ type Pipeline struct {
 	grants           GrantFinder // nil: no break-glass
 	limiter          RateLimiter // nil: no rate limits configured
 	budgets          BudgetTaker // nil: no change budgets configured
+	metrics          *metrics.Metrics
 	mode             policy.Mode
 	audit            Auditor
 	now              func() time.Time
@@ -106,6 +108,7 @@ type Pipeline struct {
 // with the policy they loaded for it.
 func (p *Pipeline) SetPolicy(e Evaluator) {
 	p.policy.Store(&activePolicy{eval: e, loaded: p.now()})
+	p.metrics.SetPolicy(e.Version(), string(p.mode))
 }
 
 func (p *Pipeline) active() *activePolicy { return p.policy.Load() }
@@ -127,7 +130,8 @@ type call struct {
 	// Messages received from the client / sent to it. Atomic: a pump goroutine
 	// may still be receiving while the outcome is recorded.
 	in, out  atomic.Int64
-	firstSeq uint64 // audit seq of the first decision record; outcome records point here
+	firstSeq  uint64 // audit seq of the first decision record; outcome records point here
+	forwarded bool   // the first message was admitted (the upstream saw the call)
 }
 
 type callKey struct{}
@@ -139,7 +143,7 @@ func callFromContext(ctx context.Context) *call {
 
 // intercept is the grpc.StreamServerInterceptor wrapping the forwarder.
 func (p *Pipeline) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if strings.HasPrefix(info.FullMethod, controlPrefix) {
+	if isControl(info.FullMethod) {
 		return p.controlStream(srv, ss, info, handler)
 	}
 	ctx := ss.Context()
@@ -175,15 +179,31 @@ func (p *Pipeline) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 	ctx = context.WithValue(ctx, callKey{}, c)
 
 	// 4..8 run per message inside RecvMsg; the forwarder only sees admitted messages.
+	p.metrics.InflightStreams.Inc()
 	err = handler(srv, &stream{ServerStream: ss, ctx: ctx, p: p, c: c})
+	p.metrics.InflightStreams.Dec()
 
 	// 9. Outcome, appended in the background: the decision record already made
 	// the call accountable, and the caller need not wait for a second fsync.
+	end := p.now()
+	code := codeName(status.Code(err))
+	p.metrics.Calls.WithLabelValues(c.upstream.name, c.methodLabel(), code).Inc()
+	if c.forwarded {
+		p.metrics.ForwardSeconds.WithLabelValues(c.upstream.name).Observe(end.Sub(c.start).Seconds())
+	}
 	if c.firstSeq != 0 {
-		end := p.now()
 		p.outcomes.Go(func() { p.outcome(ctx, c, err, end) })
 	}
 	return err
+}
+
+// methodLabel bounds metric label values: only methods the upstream's descriptors
+// know are labelled by name.
+func (c *call) methodLabel() string {
+	if c.info.Known {
+		return c.method
+	}
+	return "unknown"
 }
 
 // stream hooks RecvMsg so each client message is decided and audited before the
@@ -264,7 +284,9 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 
 	// 6. Decide, then draw on the change budgets the policy named (only when allowed).
 	eng := p.policy.Load().eval
+	t0 := time.Now()
 	res, evalErr := eng.Eval(ctx, p.input(c, req, decoded, idx, grant, hasGrant, now))
+	p.metrics.PolicySeconds.Observe(time.Since(t0).Seconds())
 	v := policy.Decide(res, evalErr, p.mode, grant.ID)
 	rec.PolicyVersion = eng.Version()
 	if hasGrant && v.Grant != "" {
@@ -288,8 +310,11 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	}
 	if idx == 0 {
 		c.firstSeq = seq
+		c.forwarded = v.Forward()
 	}
-	p.log.Debug("decision", "seq", seq, "method", c.method, "principal", c.principal.ID, "decision", v.Decision, "reasons", v.Reasons)
+	p.metrics.Decisions.WithLabelValues(c.upstream.name, c.methodLabel(), v.Decision).Inc()
+	// One log line per decision, joinable with the audit log by seq.
+	p.log.Info("decision", "seq", seq, "method", c.method, "principal", c.principal.ID, "decision", v.Decision, "reasons", v.Reasons, "grant", v.Grant)
 
 	if v.Forward() {
 		return nil
@@ -302,6 +327,12 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 func (p *Pipeline) ratelimited(ctx context.Context, c *call, rec *audit.Record, idx int, reason string, wait time.Duration) error {
 	rec.Decision = audit.DecisionRatelimited
 	rec.Reasons = []string{reason}
+	kind := "rate"
+	if strings.HasPrefix(reason, "change budget") {
+		kind = "budget"
+	}
+	p.metrics.RateLimited.WithLabelValues(kind).Inc()
+	p.metrics.Decisions.WithLabelValues(c.upstream.name, c.methodLabel(), audit.DecisionRatelimited).Inc()
 	seq, err := p.append(ctx, rec)
 	if err != nil {
 		p.log.Error("audit append failed; refusing call", "method", c.method, "principal", c.principal.ID, "err", err)
@@ -426,6 +457,7 @@ func (p *Pipeline) refuse(ctx context.Context, c *call, pr *identity.Principal, 
 	}
 	rec.Decision = policy.DecisionDeny
 	rec.Reasons = []string{reason}
+	p.metrics.Decisions.WithLabelValues("", "unknown", policy.DecisionDeny).Inc()
 	if _, err := p.append(ctx, rec); err != nil {
 		p.log.Error("audit append failed for refused call", "method", c.method, "err", err)
 	}
@@ -473,7 +505,15 @@ func (p *Pipeline) record(c *call, typ string) *audit.Record {
 func (p *Pipeline) append(ctx context.Context, rec *audit.Record) (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.auditTimeout)
 	defer cancel()
-	return p.audit.Append(ctx, rec)
+	t0 := time.Now()
+	seq, err := p.audit.Append(ctx, rec)
+	p.metrics.AuditAppendSeconds.Observe(time.Since(t0).Seconds())
+	if err != nil {
+		p.metrics.AuditErrors.Inc()
+	} else {
+		p.metrics.AuditRecords.Inc()
+	}
+	return seq, err
 }
 
 func peerAddr(ctx context.Context) string {

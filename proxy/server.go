@@ -8,12 +8,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
 	ztpv1 "github.com/ztp-dev/ztp/api/ztp/v1"
@@ -21,6 +25,7 @@ import (
 	"github.com/ztp-dev/ztp/config"
 	"github.com/ztp-dev/ztp/decode"
 	"github.com/ztp-dev/ztp/identity"
+	"github.com/ztp-dev/ztp/metrics"
 	"github.com/ztp-dev/ztp/policy"
 )
 
@@ -57,6 +62,11 @@ type Server struct {
 	stops []func(context.Context)
 	// reloaders apply a new, validated config on Reload (SIGHUP).
 	reloaders []func(context.Context, *config.Config) error
+
+	metrics   *metrics.Metrics
+	readiness *metrics.Readiness
+	health    *health.Server
+	httpSrv   *http.Server // metrics.listen; nil when not configured
 }
 
 // New builds a Server from a validated config. It fails (and releases what it had
@@ -75,6 +85,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	s := &Server{log: opts.Logger, now: opts.Now, cfg: cfg, opts: opts}
 	defer func() {
 		if err != nil {
+			s.stopOps()
 			s.closeUpstreams()
 			if s.store != nil {
 				s.store.Close()
@@ -125,7 +136,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		return nil, fmt.Errorf("audit.path: %w", err)
 	}
 
+	s.metrics = metrics.New()
 	s.pipeline = &Pipeline{
+		metrics:          s.metrics,
 		auth:             auth,
 		routes:           rt,
 		mode:             policy.Mode(cfg.Policy.Mode),
@@ -148,16 +161,23 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxMessageBytes),
 		grpc.MaxSendMsgSize(cfg.Limits.MaxMessageBytes),
 		grpc.MaxConcurrentStreams(cfg.Limits.MaxConcurrentStreams),
+		grpc.MaxHeaderListSize(cfg.Limits.MaxHeaderBytes),
 		// Clients such as etcdctl ping every 10s, also on idle watches; the default
 		// enforcement policy would answer with GOAWAY and cut long-lived streams.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
 
 	ztpv1.RegisterPolicyServer(s.grpc, &policyService{p: s.pipeline})
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
 	for _, wire := range []func(context.Context) error{s.wireAudit, s.wirePolicy, s.wireBreakglass, s.wireRateLimits} {
 		if err := wire(ctx); err != nil {
 			return nil, err
 		}
+	}
+
+	if err := s.startOps(cfg); err != nil {
+		return nil, err
 	}
 
 	s.system(ctx, fmt.Sprintf("started; policy %s mode %s", engine.Version(), cfg.Policy.Mode))
@@ -166,6 +186,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 
 // Serve accepts connections on lis until Shutdown.
 func (s *Server) Serve(lis net.Listener) error {
+	if n := s.cfg.Limits.MaxConnections; n > 0 {
+		lis = netutil.LimitListener(lis, n)
+	}
 	err := s.grpc.Serve(lis)
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil
@@ -188,6 +211,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.grpc.Stop()
 		<-done
 	}
+	s.stopOps()
 	s.closeUpstreams()
 	s.pipeline.WaitOutcomes()
 	for i := len(s.stops) - 1; i >= 0; i-- {

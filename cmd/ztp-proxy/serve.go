@@ -36,20 +36,28 @@ func newServeCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&o.config, "config", "c", "ztp.yaml", "config file")
 	cmd.Flags().DurationVar(&o.drainTimeout, "drain-timeout", 15*time.Second, "on SIGTERM/SIGINT, how long calls in flight may finish before they are cut")
-	cmd.Flags().StringVar(&o.logLevel, "log-level", "info", "debug | info | warn | error")
+	cmd.Flags().StringVar(&o.logLevel, "log-level", "", "debug | info | warn | error (default: log.level of the config)")
 	return cmd
 }
 
 func (o *serveOptions) run(ctx context.Context) error {
+	cfg, err := config.Load(o.config)
+	if err != nil {
+		return err
+	}
+	if o.logLevel == "" {
+		o.logLevel = cfg.Log.Level
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-
-	cfg, err := config.Load(o.config)
-	if err != nil {
-		return err
+	hopts := &slog.HandlerOptions{Level: level}
+	var log *slog.Logger
+	if cfg.Log.Format == "json" {
+		log = slog.New(slog.NewJSONHandler(os.Stderr, hopts))
+	} else {
+		log = slog.New(slog.NewTextHandler(os.Stderr, hopts))
 	}
 	if ctx == nil {
 		ctx = context.Background()

@@ -75,7 +75,11 @@ type Backend struct {
 	Canceled   chan struct{} // closed when a FullDuplexCall saw its context end
 	cancelOnce sync.Once
 	Addr       string
+	srv        *grpc.Server
 }
+
+// Stop stops the backend (for tests of an upstream that went away).
+func (b *Backend) Stop() { b.srv.Stop() }
 
 func (b *Backend) seen(ctx context.Context) {
 	b.Calls.Add(1)
@@ -107,6 +111,10 @@ func (b *Backend) EmptyCall(ctx context.Context, _ *testgrpc.Empty) (*testgrpc.E
 func (b *Backend) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 	b.seen(ctx)
 	b.Messages.Add(1)
+	if string(req.GetPayload().GetBody()) == "hang" {
+		<-ctx.Done() // a slow upstream: answers only when the caller gives up
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	if s := req.GetResponseStatus(); s != nil && s.Code != 0 {
 		return nil, status.Error(codes.Code(s.Code), s.Message)
 	}
@@ -169,6 +177,7 @@ func StartBackend(t testing.TB) *Backend {
 	}
 	b := &Backend{Addr: lis.Addr().String(), Canceled: make(chan struct{})}
 	s := grpc.NewServer()
+	b.srv = s
 	testgrpc.RegisterTestServiceServer(s, b)
 	go s.Serve(lis)
 	t.Cleanup(s.Stop)
