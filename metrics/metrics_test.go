@@ -1,0 +1,70 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestReadiness(t *testing.T) {
+	var broken atomic.Bool
+	probes := make(chan bool, 16)
+	r := NewReadiness(time.Hour, map[string]Check{
+		"audit": func(context.Context) error {
+			if broken.Load() {
+				return errors.New("audit log not writable")
+			}
+			return nil
+		},
+		"policy": func(context.Context) error { return nil },
+	})
+	r.OnProbe = func(ok bool) { probes <- ok }
+	r.Start()
+	defer r.Stop()
+	if ok := <-probes; !ok {
+		t.Fatal("first probe not ready")
+	}
+	m := New()
+	get := func() (int, string) {
+		rec := httptest.NewRecorder()
+		m.Handler(r).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, body := get(); code != 200 || !strings.Contains(body, `"audit":"ok"`) {
+		t.Errorf("/readyz = %d %s, want 200 with audit ok", code, body)
+	}
+	broken.Store(true)
+	r.probe()
+	if ok := <-probes; ok {
+		t.Fatal("probe after failure reported ready")
+	}
+	if code, body := get(); code != 503 || !strings.Contains(body, "audit log not writable") {
+		t.Errorf("/readyz = %d %s, want 503 naming the failure", code, body)
+	}
+}
+
+func TestReadyBeforeFirstProbe(t *testing.T) {
+	r := NewReadiness(time.Hour, map[string]Check{})
+	if ok, _ := r.Ready(); ok {
+		t.Error("Ready() before any probe = true, want false")
+	}
+}
+
+func TestMetricsIsolated(t *testing.T) {
+	a, b := New(), New() // two proxies in one process must not collide
+	a.AuditRecords.Inc()
+	a.SetPolicy("sha256:1", "enforce")
+	a.SetPolicy("sha256:2", "enforce")
+	rec := httptest.NewRecorder()
+	a.Handler(NewReadiness(time.Hour, nil)).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	body := rec.Body.String()
+	if !strings.Contains(body, "ztp_audit_records_total 1") || strings.Contains(body, `version="sha256:1"`) || !strings.Contains(body, `version="sha256:2"`) {
+		t.Errorf("metrics of a: want 1 record and only the latest policy version:\n%s", body)
+	}
+	_ = b
+}
