@@ -19,7 +19,8 @@
 //     transaction in commit order. Store key = 8-byte big-endian seq in
 //     bucket "records"; value = the record's exported JSON line. Bucket
 //     "meta" holds "format" = "ztp-audit-v1" and "head" = uint64be(seq) ||
-//     32-byte hash of the last record, updated in the same transaction.
+//     32-byte hash of the last record, updated in the same transaction,
+//     and "checkpoint", the latest signed checkpoint.
 //   - Fast: one writer goroutine group-commits. It takes the first queued
 //     record, adds whatever is already queued (up to Options.MaxBatch) and
 //     commits them with one fsync, so a lone caller never waits for a
@@ -31,6 +32,31 @@
 // A local hash chain cannot detect truncation of its own tail by someone
 // who also rewrites the meta head; a signed checkpoint of [Store.Head] kept
 // elsewhere can.
+//
+// # Checkpoints
+//
+// With a [Signer] ([Store.SignCheckpoints]; the proxy's audit.signing_key)
+// the store signs its head: when asked ([Store.Checkpoint], which the
+// proxy calls every audit.checkpoint_interval and a LatestCheckpoint call
+// triggers), only when the head moved, and once more when it closes. A
+// checkpoint is a signed note — text "ztp-audit-checkpoint/v1", "size N",
+// "hash H", "time T", then an Ed25519 signature line — see [Checkpoint]
+// and [OpenCheckpoint]. It lives in the meta bucket rather than in the
+// chain: a checkpoint record would itself move the head it certifies.
+// Kept in the file it proves nothing against someone who can rewrite the
+// file; shipped off the host, [Reader.VerifyExtends] (or
+// [ChainVerifier.ExpectCheckpoint] on an export) proves that a later log
+// still holds record N with hash H — truncation and rollback are caught.
+// The store refuses to sign a head that does not extend its previous
+// checkpoint, so it never vouches for a rolled-back log.
+//
+// # Export
+//
+// [Store.Export] and [Reader.Export] stream stored lines, the exact bytes
+// that were hashed, filtered by a [Filter], in bounded chunks while
+// appends go on; [Store.Follow] keeps streaming as records are committed
+// ([Store.Appended] wakes it, nothing polls). [Service] serves both, and
+// Verify and LatestCheckpoint, as the ztp.v1.Audit control API.
 //
 // # Record encoding (format v1)
 //

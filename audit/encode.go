@@ -272,35 +272,50 @@ var hashMarker = []byte(`"hash":"`)
 // splitLine is the inverse of insertHash: it returns the canonical bytes
 // that were hashed and the hash the line claims.
 func splitLine(line []byte) (canon []byte, hash [32]byte, err error) {
+	a, b, hash, err := cutHash(line)
+	if err != nil {
+		return nil, hash, err
+	}
+	return append(append(make([]byte, 0, len(a)+len(b)), a...), b...), hash, nil
+}
+
+// cutHash finds the top-level hash member and returns the canonical bytes
+// as the two pieces around it (without copying) and the claimed hash.
+func cutHash(line []byte) (a, b []byte, hash [32]byte, err error) {
 	i := bytes.Index(line, hashMarker)
 	end := i + len(hashMarker) + 64 + 1 // 64 hex digits and the closing quote
 	if i < 1 || end > len(line) || line[end-1] != '"' {
-		return nil, hash, errors.New("no top-level hash member")
+		return nil, nil, hash, errors.New("no top-level hash member")
 	}
 	if hash, err = parseHex(line[i+len(hashMarker) : end-1]); err != nil {
-		return nil, hash, fmt.Errorf("hash: %w", err)
+		return nil, nil, hash, fmt.Errorf("hash: %w", err)
 	}
 	switch {
 	case line[i-1] == ',':
-		canon = append(append(make([]byte, 0, len(line)), line[:i-1]...), line[end:]...)
+		return line[:i-1], line[end:], hash, nil
 	case line[i-1] == '{' && end < len(line) && line[end] == ',':
-		canon = append(append(make([]byte, 0, len(line)), line[:i]...), line[end+1:]...)
-	default:
-		return nil, hash, errors.New("hash member is not delimited by commas")
+		return line[:i], line[end+1:], hash, nil
 	}
-	return canon, hash, nil
+	return nil, nil, hash, errors.New("hash member is not delimited by commas")
 }
 
 // chainHash is SHA-256 over the framed, domain-separated record:
-// "ztp-audit-v1\x00" || prev (32 bytes) || uint64be(len(canon)) || canon.
-func chainHash(prev [32]byte, canon []byte) [32]byte {
+// "ztp-audit-v1\x00" || prev (32 bytes) || uint64be(len(canon)) || canon,
+// where canon is the concatenation of parts.
+func chainHash(prev [32]byte, parts ...[]byte) [32]byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
 	h := sha256.New()
 	h.Write([]byte(hashDomain))
 	h.Write(prev[:])
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(canon)))
-	h.Write(n[:])
-	h.Write(canon)
+	var size [8]byte
+	binary.BigEndian.PutUint64(size[:], uint64(n))
+	h.Write(size[:])
+	for _, p := range parts {
+		h.Write(p)
+	}
 	var sum [32]byte
 	h.Sum(sum[:0])
 	return sum

@@ -42,4 +42,28 @@ var (
 	// VerifyFile, VerifyLine and ChainVerifier when a record was edited,
 	// removed, reordered or does not link to its predecessor.
 	ErrChainBroken = errors.New("audit: chain broken")
+
+	// ErrKey is returned by LoadSigner, ParsePublicKey and OpenCheckpoint
+	// when a key file cannot be read or is not an Ed25519 key in the
+	// expected PEM form.
+	ErrKey = errors.New("audit: unusable key")
+
+	// ErrBadCheckpoint is returned by ParseCheckpoint and OpenCheckpoint
+	// when a checkpoint is not in the documented format, or (OpenCheckpoint)
+	// carries no valid signature by the given key; by Sign for a hash that
+	// is not 64 hex digits.
+	ErrBadCheckpoint = errors.New("audit: bad checkpoint")
+
+	// ErrNoCheckpoint is returned by LatestCheckpoint when no checkpoint has
+	// been signed yet, and by Checkpoint when the log is empty.
+	ErrNoCheckpoint = errors.New("audit: no checkpoint")
+
+	// ErrNoSigner is returned by Checkpoint when the store has no signer
+	// (audit.signing_key is not configured).
+	ErrNoSigner = errors.New("audit: no checkpoint signing key")
+
+	// ErrInvalidFilter is returned by Export and Follow when a Filter is
+	// unusable: a malformed method glob, Until not after Since, or Until
+	// combined with Follow.
+	ErrInvalidFilter = errors.New("audit: invalid export filter")
 )

@@ -43,7 +43,7 @@ func FuzzRecordEncoding(f *testing.F) {
 		if err != nil {
 			t.Fatalf("seal: %v", err)
 		}
-		l, verr := checkLine(line)
+		l, verr := checkLine(line, nil)
 		if verr != nil {
 			t.Fatalf("checkLine(%s) = %v", line, verr)
 		}
@@ -92,7 +92,7 @@ func FuzzVerifyLine(f *testing.F) {
 	f.Add([]byte(`{"a":1,"hash":"0000000000000000000000000000000000000000000000000000000000000000"}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		_, _ = ParseLine(line)
-		l, verr := checkLine(line)
+		l, verr := checkLine(line, nil)
 		if verr != nil {
 			if verr.Fault != FaultMalformed && verr.Fault != FaultHash {
 				t.Fatalf("checkLine(%q) fault %s; a single line can only be malformed or mis-hashed", line, verr.Fault)

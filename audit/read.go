@@ -68,7 +68,14 @@ func (r *Reader) ScanLines(ctx context.Context, fromSeq uint64, fn func(seq uint
 
 // Verify walks the whole chain. See VerifyFile.
 func (r *Reader) Verify(ctx context.Context) (VerifyResult, error) {
-	return verifyDB(ctx, r.db)
+	return verifyDB(ctx, r.db, nil)
+}
+
+// VerifyExtends is Verify that also proves the log extends cp: record
+// cp.Size exists with hash cp.Hash (FaultMissing if the log is shorter,
+// FaultCheckpoint if that record differs). Check cp's signature first.
+func (r *Reader) VerifyExtends(ctx context.Context, cp Checkpoint) (VerifyResult, error) {
+	return verifyDB(ctx, r.db, &cp)
 }
 
 // ScanFile opens path read-only (DefaultTimeout for the lock), scans it
@@ -193,13 +200,21 @@ func keySeq(k []byte) (uint64, error) {
 	return binary.BigEndian.Uint64(k), nil
 }
 
-func verifyDB(ctx context.Context, db *bolt.DB) (VerifyResult, error) {
+func verifyDB(ctx context.Context, db *bolt.DB, cp *Checkpoint) (VerifyResult, error) {
 	v := NewChainVerifier()
+	if cp != nil {
+		v.ExpectCheckpoint(*cp)
+	}
 	err := walk(ctx, db, 0, func(rr rawRecord) error {
 		if len(rr.key) != 8 {
 			return v.fail(v.next, FaultMalformed, fmt.Sprintf("key %x is %d bytes, want 8", rr.key, len(rr.key)))
 		}
 		return v.add(binary.BigEndian.Uint64(rr.key), true, rr.line)
-	}, v.checkHead)
+	}, func(head []byte) error {
+		if err := v.checkHead(head); err != nil {
+			return err
+		}
+		return v.Finish()
+	})
 	return v.Result(), err
 }

@@ -68,15 +68,24 @@ type Store struct {
 	maxBatch int
 	hooks    *testHooks
 
-	mu     sync.RWMutex // held for reading while sending on queue; for writing to close it
-	closed bool
-	queue  chan *pending
+	mu      sync.RWMutex // held for reading while sending on queue; for writing to close it
+	closed  bool
+	closing chan struct{} // closed when Close begins
+	queue   chan *pending
 
 	writerDone chan struct{}
 	closeOnce  sync.Once
 	closeErr   error
 
 	head atomic.Pointer[chainHead] // last committed record; stored only by Open and the writer
+
+	// appended is closed and replaced after every successful commit, and
+	// closed for good by Close: followers wait on it instead of polling.
+	appendedMu sync.Mutex
+	appended   chan struct{}
+
+	signer atomic.Pointer[Signer] // signs checkpoints; nil: none
+	cpMu   sync.Mutex             // serializes Checkpoint's read-sign-write
 }
 
 type chainHead struct {
@@ -143,6 +152,8 @@ func Open(path string, opts Options) (*Store, error) {
 		hooks:      opts.hooks,
 		queue:      make(chan *pending, opts.MaxBatch),
 		writerDone: make(chan struct{}),
+		appended:   make(chan struct{}),
+		closing:    make(chan struct{}),
 	}
 	s.head.Store(head)
 	go s.run()
@@ -364,23 +375,50 @@ func (s *Store) commit(batch []*pending) {
 	for i, p := range batch {
 		p.done <- results[i]
 	}
+	s.appendedMu.Lock()
+	close(s.appended)
+	s.appended = make(chan struct{})
+	s.appendedMu.Unlock()
+}
+
+// Appended returns a channel that is closed once records are committed
+// after this call, or the store closes. Followers take it before reading
+// to the end of the log and wait on it afterwards, so that no commit is
+// missed and nobody polls.
+func (s *Store) Appended() <-chan struct{} {
+	s.appendedMu.Lock()
+	defer s.appendedMu.Unlock()
+	return s.appended
 }
 
 // Close stops accepting records, commits every record already handed to
-// the writer, and closes the file. Later calls return the first result.
+// the writer, signs a final checkpoint of the head when a signer is set
+// (so the last records, such as the proxy's own stop record, are covered),
+// and closes the file. Later calls return the first result.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
 		close(s.queue)
+		close(s.closing)
 		s.mu.Unlock()
 		if s.hooks != nil && s.hooks.closing != nil {
 			s.hooks.closing()
 		}
 		<-s.writerDone
-		if err := s.db.Close(); err != nil {
-			s.closeErr = fmt.Errorf("audit: close %s: %w", s.path, err)
+		s.appendedMu.Lock()
+		close(s.appended) // wakes followers, who then see ErrClosed
+		s.appendedMu.Unlock()
+		var errs []error
+		if s.signer.Load() != nil {
+			if _, _, err := s.checkpoint(); err != nil && !errors.Is(err, ErrNoCheckpoint) {
+				errs = append(errs, fmt.Errorf("audit: final checkpoint: %w", err))
+			}
 		}
+		if err := s.db.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("audit: close %s: %w", s.path, err))
+		}
+		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
 }
@@ -444,7 +482,16 @@ func (s *Store) Verify(ctx context.Context) (VerifyResult, error) {
 	if err := s.readable(); err != nil {
 		return VerifyResult{}, err
 	}
-	return verifyDB(ctx, s.db)
+	return verifyDB(ctx, s.db, nil)
+}
+
+// VerifyExtends walks the whole chain while appends continue and proves
+// that it extends cp. See Reader.VerifyExtends.
+func (s *Store) VerifyExtends(ctx context.Context, cp Checkpoint) (VerifyResult, error) {
+	if err := s.readable(); err != nil {
+		return VerifyResult{}, err
+	}
+	return verifyDB(ctx, s.db, &cp)
 }
 
 // readable reports ErrClosed once Close has begun; reads racing with Close

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strconv"
+	"time"
 )
 
 // Fault names what is wrong with the first bad record.
@@ -26,6 +27,10 @@ const (
 	FaultLink Fault = "chain_mismatch"
 	// FaultHead: the head in the meta bucket disagrees with the last record.
 	FaultHead Fault = "head_mismatch"
+	// FaultCheckpoint: an intact, linked record at a checkpoint's size has
+	// another hash than the checkpoint: the log was rolled back and
+	// rewritten (forked) since the checkpoint was signed.
+	FaultCheckpoint Fault = "checkpoint_mismatch"
 )
 
 // VerifyError describes the first record that failed verification. It
@@ -61,6 +66,8 @@ type ChainVerifier struct {
 	next uint64
 	prev [32]byte
 	err  *VerifyError
+	cp   *Checkpoint // when set, the chain must pass through it
+	top  []rawMember // scratch for checkLine
 }
 
 // NewChainVerifier returns a verifier expecting seq 1 with a zero prev hash.
@@ -71,6 +78,24 @@ func NewChainVerifier() *ChainVerifier { return &ChainVerifier{next: 1} }
 // of the expected one is reported as FaultMissing and one behind as
 // FaultOrder.
 func (v *ChainVerifier) Add(line []byte) error { return v.add(0, false, line) }
+
+// ExpectCheckpoint makes the verifier require that the chain extends cp:
+// the record at seq cp.Size must have hash cp.Hash (else FaultCheckpoint),
+// and Finish fails with FaultMissing if the lines end before it. Call it
+// before the first Add; check cp's signature first (OpenCheckpoint).
+func (v *ChainVerifier) ExpectCheckpoint(cp Checkpoint) { v.cp = &cp }
+
+// Finish reports the first problem of the whole sequence, including a log
+// that ends before the expected checkpoint (truncated or rolled back).
+func (v *ChainVerifier) Finish() error {
+	if v.err != nil {
+		return v.err
+	}
+	if last := v.next - 1; v.cp != nil && last < v.cp.Size {
+		return v.fail(last+1, FaultMissing, fmt.Sprintf("log ends at seq %d, but the checkpoint covers %d records (tail truncated or rolled back)", last, v.cp.Size))
+	}
+	return nil
+}
 
 // Result reports what has been verified so far.
 func (v *ChainVerifier) Result() VerifyResult {
@@ -98,7 +123,7 @@ func (v *ChainVerifier) add(key uint64, keyed bool, line []byte) error {
 			return v.fail(want, FaultOrder, fmt.Sprintf("unexpected key %d where seq %d belongs", key, want))
 		}
 	}
-	l, err := checkLine(line)
+	l, err := checkLine(line, &v.top)
 	if err != nil {
 		return v.fail(want, err.Fault, err.Detail)
 	}
@@ -111,6 +136,8 @@ func (v *ChainVerifier) add(key uint64, keyed bool, line []byte) error {
 		return v.fail(want, FaultOrder, fmt.Sprintf("record of seq %d after seq %d", l.seq, want-1))
 	case l.prev != v.prev:
 		return v.fail(want, FaultLink, fmt.Sprintf("prev_hash %s, but seq %d has hash %s", hexString(l.prev), want-1, hexString(v.prev)))
+	case v.cp != nil && want == v.cp.Size && hexString(l.hash) != v.cp.Hash:
+		return v.fail(want, FaultCheckpoint, fmt.Sprintf("hash %s, but the checkpoint signed %s says %s (log rolled back and rewritten)", hexString(l.hash), v.cp.Time.Format(time.RFC3339), v.cp.Hash))
 	}
 	v.next, v.prev = want+1, l.hash
 	return nil
@@ -152,7 +179,7 @@ type lineInfo struct {
 // record line and its hash matches its bytes and its prev_hash. It cannot
 // tell whether the line belongs in a chain; ChainVerifier does that.
 func VerifyLine(line []byte) (*Record, error) {
-	if _, err := checkLine(line); err != nil {
+	if _, err := checkLine(line, nil); err != nil {
 		return nil, err
 	}
 	return ParseLine(line)
@@ -161,51 +188,57 @@ func VerifyLine(line []byte) (*Record, error) {
 // checkLine is the documented verification recipe plus the checks that
 // make a line's encoding unique (canonical form, one spelling of each
 // number and hash).
-func checkLine(line []byte) (lineInfo, *VerifyError) {
+func checkLine(line []byte, scratch *[]rawMember) (lineInfo, *VerifyError) {
 	var l lineInfo
 	bad := func(f Fault, format string, args ...any) (lineInfo, *VerifyError) {
 		return l, &VerifyError{Fault: f, Detail: fmt.Sprintf(format, args...)}
 	}
-	v, err := parseJSON(line)
-	if err != nil {
-		return bad(FaultMalformed, "not JSON: %v", err)
+	var buf []rawMember
+	if scratch != nil {
+		buf = *scratch
 	}
-	if v.kind != jObject {
+	top, err := checkCanonical(line, buf)
+	if scratch != nil {
+		*scratch = top
+	}
+	if err != nil {
+		return bad(FaultMalformed, "not canonical JSON: %v", err)
+	}
+	if line[0] != '{' {
 		return bad(FaultMalformed, "not a JSON object")
 	}
-	if string(appendCanonical(make([]byte, 0, len(line)), &v)) != string(line) {
-		return bad(FaultMalformed, "not in canonical form")
-	}
-	var seq, prev, hash *jvalue
-	for i := range v.obj {
-		switch v.obj[i].key {
+	var seq, prev, hash []byte
+	for _, m := range top {
+		switch string(m.key) {
 		case "seq":
-			seq = &v.obj[i].val
+			seq = m.val
 		case "prev_hash":
-			prev = &v.obj[i].val
+			prev = m.val
 		case "hash":
-			hash = &v.obj[i].val
+			hash = m.val
 		}
 	}
-	if seq == nil || seq.kind != jNumber || prev == nil || prev.kind != jString || hash == nil || hash.kind != jString {
+	isString := func(v []byte) bool { return len(v) >= 2 && v[0] == '"' }
+	if seq == nil || isString(seq) || seq[0] == '[' || seq[0] == '{' || !isString(prev) || !isString(hash) {
 		return bad(FaultMalformed, "seq, prev_hash or hash missing or mistyped")
 	}
-	if l.seq, err = strconv.ParseUint(seq.text, 10, 64); err != nil || l.seq == 0 || seq.text != strconv.FormatUint(l.seq, 10) {
-		return bad(FaultMalformed, "seq %s is not a positive integer in canonical form", seq.text)
+	prevText, hashText := prev[1:len(prev)-1], hash[1:len(hash)-1]
+	if l.seq, err = strconv.ParseUint(string(seq), 10, 64); err != nil || l.seq == 0 || string(seq) != strconv.FormatUint(l.seq, 10) {
+		return bad(FaultMalformed, "seq %s is not a positive integer in canonical form", seq)
 	}
-	if l.prev, err = parseHex([]byte(prev.text)); err != nil {
+	if l.prev, err = parseHex(prevText); err != nil {
 		return bad(FaultMalformed, "prev_hash: %v", err)
 	}
-	canon, claimed, err := splitLine(line)
+	a, b, claimed, err := cutHash(line)
 	if err != nil {
 		return bad(FaultMalformed, "%v", err)
 	}
-	if hexString(claimed) != hash.text {
+	if hexString(claimed) != string(hashText) {
 		return bad(FaultMalformed, "first hash member is not the top-level one")
 	}
-	l.hash = chainHash(l.prev, canon)
+	l.hash = chainHash(l.prev, a, b)
 	if l.hash != claimed {
-		return bad(FaultHash, "hash %s, bytes hash to %s", hash.text, hexString(l.hash))
+		return bad(FaultHash, "hash %s, bytes hash to %s", hashText, hexString(l.hash))
 	}
 	return l, nil
 }

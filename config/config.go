@@ -88,6 +88,9 @@ type Budget struct {
 
 // Breakglass configures emergency grants.
 type Breakglass struct {
+	// Enabled is true when the file has a breakglass section: without one,
+	// nobody can obtain a grant.
+	Enabled           bool          `yaml:"-"`
 	MaxDuration       time.Duration `yaml:"max_duration"`       // default 1h
 	ApprovalsRequired int           `yaml:"approvals_required"` // 0 = self-service
 	ApproverGroups    []string      `yaml:"approver_groups"`
@@ -226,6 +229,7 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, p.decodeError(err)
 	}
 	c.File = file
+	_, c.Breakglass.Enabled = p.lines["breakglass"]
 	c.applyDefaults()
 	p.validate(&c)
 	if len(p.errs) > 0 {

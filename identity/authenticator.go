@@ -3,9 +3,12 @@ package identity
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
@@ -13,34 +16,62 @@ import (
 // Authenticator authenticates gRPC server calls. It is safe for concurrent
 // use.
 type Authenticator struct {
-	classifier *Classifier
+	classifier atomic.Pointer[Classifier]
+	jwt        *JWTVerifier // nil: bearer tokens are not accepted
+}
+
+// SetClassifier replaces the principal rules (config reload); calls being
+// authenticated concurrently use either the old or the new rules, never a mix.
+func (a *Authenticator) SetClassifier(c *Classifier) { a.classifier.Store(c) }
+
+// Option adds an authentication method to an Authenticator.
+type Option func(*Authenticator)
+
+// WithJWT makes the Authenticator identify calls that carry
+// "authorization: Bearer …" by that token, checked by v.
+func WithJWT(v *JWTVerifier) Option {
+	return func(a *Authenticator) { a.jwt = v }
 }
 
 // NewAuthenticator returns an Authenticator that classifies callers with c.
 // A nil c rejects every caller.
-func NewAuthenticator(c *Classifier) *Authenticator {
-	return &Authenticator{classifier: c}
+func NewAuthenticator(c *Classifier, opts ...Option) *Authenticator {
+	a := &Authenticator{}
+	a.classifier.Store(c)
+	for _, o := range opts {
+		o(a)
+	}
+	return a
 }
 
 // Authenticate identifies the caller of the gRPC call whose server context
-// is ctx: peer → credentials.TLSInfo → FromTLS → Classify. Every error wraps
-// ErrUnauthenticated and the specific cause, carries gRPC status
-// UNAUTHENTICATED, and has a message fit for the client (no secrets).
+// is ctx and classifies it. Every error wraps ErrUnauthenticated and the
+// specific cause, carries gRPC status UNAUTHENTICATED, and has a message fit
+// for the client (no secrets).
 //
-// Incoming metadata is never read, so no header can assert an identity.
-// Bearer tokens will plug in here: per the design, a request carrying
-// "authorization: Bearer …" is identified by its token (an invalid token is
-// UNAUTHENTICATED whatever certificate came with it), otherwise by the
-// verified client certificate below. That token is the one piece of
-// metadata this method will ever read.
+// With WithJWT, a call carrying "authorization: Bearer …" is identified by
+// its token alone: an invalid token is refused whatever certificate came
+// with it, and the principal's Authn is AuthnJWT. Otherwise (and always
+// without WithJWT, where the header is ignored) the caller is identified by
+// the verified client certificate: peer → credentials.TLSInfo → FromTLS.
+// The authorization header is the one piece of metadata ever read, so no
+// other header can assert an identity.
 func (a *Authenticator) Authenticate(ctx context.Context) (Principal, error) {
+	var c *Classifier
+	if a != nil {
+		c = a.classifier.Load()
+		if a.jwt != nil {
+			if tok, ok, err := bearerToken(ctx); ok {
+				if err != nil {
+					return Principal{}, unauthenticated(err)
+				}
+				return a.authenticateToken(ctx, c, tok)
+			}
+		}
+	}
 	id, err := idFromPeer(ctx)
 	if err != nil {
 		return Principal{}, unauthenticated(err)
-	}
-	var c *Classifier
-	if a != nil {
-		c = a.classifier
 	}
 	p, ok := c.Classify(id, AuthnMTLS) // a nil classifier matches nobody
 
@@ -50,26 +81,70 @@ func (a *Authenticator) Authenticate(ctx context.Context) (Principal, error) {
 	return p, nil
 }
 
-func idFromPeer(ctx context.Context) (string, error) {
-	p, ok := peer.FromContext(ctx)
-	if !ok || p == nil {
-		return "", fmt.Errorf("%w: no peer in context", ErrNoCertificate)
+func (a *Authenticator) authenticateToken(ctx context.Context, c *Classifier, tok string) (Principal, error) {
+	// A token is a password: never accept one that crossed the wire in clear.
+	if _, err := tlsInfo(ctx); err != nil {
+		return Principal{}, unauthenticated(fmt.Errorf("%w: bearer token over a connection that is not TLS", ErrInvalidToken))
 	}
-	var info credentials.TLSInfo
-	switch ai := p.AuthInfo.(type) {
-	case credentials.TLSInfo:
-		info = ai
-	case *credentials.TLSInfo:
-		if ai == nil {
-			return "", fmt.Errorf("%w: connection is not TLS", ErrNoCertificate)
+	id, err := a.jwt.Verify(tok)
+	if err != nil {
+		return Principal{}, unauthenticated(err)
+	}
+	p, ok := c.Classify(id, AuthnJWT)
+	if !ok {
+		return Principal{}, unauthenticated(fmt.Errorf("%w: %q", ErrUnknownPrincipal, clip(id)))
+	}
+	return p, nil
+}
+
+// bearerToken returns the token of an "authorization: Bearer …" header; ok
+// is false when the call carries none. Several authorization values, one of
+// them a bearer token, are refused: which one identifies the caller would be
+// ambiguous.
+func bearerToken(ctx context.Context) (tok string, ok bool, err error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get("authorization")
+	for _, v := range vals {
+		scheme, rest, _ := strings.Cut(v, " ")
+		if !strings.EqualFold(scheme, "bearer") {
+			continue
 		}
-		info = *ai
-	default:
-		return "", fmt.Errorf("%w: connection is not TLS", ErrNoCertificate)
+		if len(vals) > 1 {
+			return "", true, fmt.Errorf("%w: more than one authorization header", ErrInvalidToken)
+		}
+		rest = strings.TrimSpace(rest)
+		if rest == "" {
+			return "", true, fmt.Errorf("%w: empty bearer token", ErrInvalidToken)
+		}
+		return rest, true, nil
+	}
+	return "", false, nil
+}
+
+func idFromPeer(ctx context.Context) (string, error) {
+	info, err := tlsInfo(ctx)
+	if err != nil {
+		return "", err
 	}
 	// info.SPIFFEID is deliberately ignored: grpc-go derives it from
 	// PeerCertificates, which may be unverified.
 	return FromTLS(info.State)
+}
+
+func tlsInfo(ctx context.Context) (credentials.TLSInfo, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p == nil {
+		return credentials.TLSInfo{}, fmt.Errorf("%w: no peer in context", ErrNoCertificate)
+	}
+	switch ai := p.AuthInfo.(type) {
+	case credentials.TLSInfo:
+		return ai, nil
+	case *credentials.TLSInfo:
+		if ai != nil {
+			return *ai, nil
+		}
+	}
+	return credentials.TLSInfo{}, fmt.Errorf("%w: connection is not TLS", ErrNoCertificate)
 }
 
 // authError is what Authenticate returns: it matches ErrUnauthenticated and

@@ -31,6 +31,14 @@
 //     identity with a header such as x-ztp-principal.
 //   - A principal that matches no classification rule is unauthenticated.
 //
-// Authenticator.Authenticate is the single entry point for gRPC servers and
-// the place where further authenticators (JWT bearer tokens) plug in.
+// Humans may instead present a JWT bearer token ("authorization: Bearer …",
+// see JWTVerifier). A call carrying one is identified by the token alone
+// (an invalid token is refused whatever certificate came with it), and the
+// token's principal claim is classified like a certificate's id, with Authn
+// "jwt". Only RS256, ES256 and EdDSA signatures by a key of the configured
+// JWKS are accepted — never "none" or HMAC — with exact issuer, audience,
+// and exp/nbf within the configured leeway. Token ids may not start with
+// "spiffe://" or "cn:", so a token can never pose as a certificate identity.
+//
+// Authenticator.Authenticate is the single entry point for gRPC servers.
 package identity

@@ -31,6 +31,18 @@ var (
 	// classification rule; such callers are refused.
 	ErrUnknownPrincipal = errors.New("identity: principal matches no rule")
 
+	// ErrInvalidToken is returned when a bearer token is refused: not a
+	// compact JWS, an algorithm other than RS256, ES256 or EdDSA (so "none"
+	// and HMAC), an unknown key id, a bad signature, a wrong issuer or
+	// audience, expired or not yet valid (beyond the leeway), or a
+	// principal claim that is missing, not a string, or in a namespace
+	// reserved for certificates.
+	ErrInvalidToken = errors.New("identity: invalid bearer token")
+
+	// ErrInvalidJWKS is returned when the JWKS file cannot be read or holds
+	// no usable signature key, or holds a symmetric key.
+	ErrInvalidJWKS = errors.New("identity: invalid JWKS")
+
 	// ErrUnauthenticated is returned (wrapping the specific cause above) by
 	// Authenticator.Authenticate whenever a caller cannot be authenticated.
 	// The error also carries gRPC status UNAUTHENTICATED, so a handler may

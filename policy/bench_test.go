@@ -2,6 +2,8 @@ package policy
 
 import (
 	"testing"
+
+	"github.com/ztp-dev/ztp/audit"
 )
 
 // BenchmarkEval measures one message: input conversion, evaluation and Decide, with the
@@ -64,5 +66,38 @@ func BenchmarkInput(b *testing.B) {
 		if _, err := toValue(in); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkLoadTested is the work of one policy reload in the proxy: read, compile,
+// prepare, and run the policy's own tests.
+func BenchmarkLoadTested(b *testing.B) {
+	ctx := testCtx(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, rep, err := LoadTested(ctx, Options{Paths: []string{"testdata/etcd"}}); err != nil || rep.Count(TestPass) < 8 {
+			b.Fatalf("LoadTested = %v, %v", rep, err)
+		}
+	}
+}
+
+// BenchmarkReplay is the cost of replaying one recorded request: rebuild the input from
+// the record, evaluate, compare.
+func BenchmarkReplay(b *testing.B) {
+	e := loadEtcd(b)
+	ctx := testCtx(b)
+	rec, err := audit.ParseLine([]byte(`{"seq":1,"time":"2026-11-26T10:00:00Z","type":"request","principal":{"id":"spiffe://example.org/user/alice","kind":"human","groups":["sre"],"authn":"mtls"},"method":"/etcdserverpb.KV/Put","upstream":"etcd","message_index":0,"request":{"key":"Zm9v","value":"YmFy"},"request_decoded":true,"metadata":{"x-request-id":["r-1"]},"decision":"allow","policy_version":"sha256:x"}`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := NewReplayer(e, ReplayOptions{})
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := r.Add(ctx, rec); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if r.Report().AllowToDeny.Count == 0 {
+		b.Fatal("the human Put should change from allow to deny")
 	}
 }

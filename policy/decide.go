@@ -133,3 +133,31 @@ func sortedUnique(s []string) []string {
 	slices.Sort(out)
 	return slices.Compact(out)
 }
+
+// Explain says which step of Decide produced its verdict for the same arguments, for
+// people reading a decision (ztpctl policy eval).
+func Explain(res Result, evalErr error, mode Mode, grantID string) string {
+	var why string
+	switch {
+	case evalErr != nil:
+		why = "the policy failed to evaluate, and an error denies; break-glass cannot override it"
+	case len(res.Forbid) > 0:
+		why = "forbid matched; nothing overrides forbid, not even break-glass"
+	case grantID != "" && (len(res.Deny) > 0 || !res.Allow):
+		return "break-glass grant " + grantID + " overrides what the policy alone says (its reasons are kept); forbid did not match"
+	case grantID != "":
+		return "the policy allows, and break-glass grant " + grantID + " is recorded with the call"
+	case len(res.Deny) > 0:
+		why = "deny matched; an active break-glass grant would override it"
+	case res.AllowUndefined:
+		why = "allow is undefined: no allow rule applied and the policy has no default"
+	case !res.Allow:
+		why = "allow is false"
+	default:
+		return "allow is true and neither deny nor forbid matched"
+	}
+	if mode == DryRun {
+		why += "; in dryrun mode the message is forwarded anyway and recorded as dryrun_deny"
+	}
+	return why
+}

@@ -27,4 +27,19 @@
 //
 // An Engine is immutable and safe for concurrent use. Reloading is building a new Engine with
 // Load and swapping it in; a failed Load leaves the caller's current Engine untouched.
+// LoadTested does the same and also runs the policy's own test_ rules against the same read
+// of the files: the proxy activates a policy only when they pass.
+//
+// The package also carries the policy author's tools, so that they judge a policy exactly as
+// the proxy would run it:
+//
+//   - RunTests runs *_test.rego files with OPA's tester, the proxy's capabilities and raised
+//     built-in errors, with line coverage of the policy files (ztpctl policy test).
+//   - Explain says which step of Decide produced a verdict (ztpctl policy eval).
+//   - RecordInput rebuilds the policy input from an audit record, and a Replayer re-decides
+//     recorded traffic under a candidate policy and counts what changes (ztpctl policy
+//     replay).
+//   - Library is a Rego helper library, package ztp.lib, that Load compiles in whenever a
+//     policy refers to data.ztp.lib (method classification, etcd key ranges, principal
+//     helpers). Its tests live beside it in lib/ztp and run with this package's tests.
 package policy

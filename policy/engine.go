@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -117,6 +118,11 @@ func buildQuery(rules map[string]bool) string {
 // An error is returned, and the message must be denied, when evaluation fails (a built-in
 // error, conflicting rule values, ctx done) or a decision rule has the wrong type; see Decide.
 func (e *Engine) Eval(ctx context.Context, input map[string]any) (Result, error) {
+	return e.evalAt(ctx, input, e.now())
+}
+
+// evalAt evaluates with time.now_ns reading now (replay evaluates at the recorded time).
+func (e *Engine) evalAt(ctx context.Context, input map[string]any, now time.Time) (Result, error) {
 	// OPA notices cancellation asynchronously, so a short evaluation could still finish
 	// after the caller gave up; check first so that a done context always denies.
 	if err := ctx.Err(); err != nil {
@@ -126,7 +132,7 @@ func (e *Engine) Eval(ctx context.Context, input map[string]any) (Result, error)
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: input: %w", ErrEval, err)
 	}
-	rs, err := e.query.Eval(ctx, rego.EvalParsedInput(in), rego.EvalTime(e.now()))
+	rs, err := e.query.Eval(ctx, rego.EvalParsedInput(in), rego.EvalTime(now))
 	if err != nil {
 		return Result{}, evalError(err)
 	}

@@ -36,6 +36,10 @@ var (
 	// reported (and denied) rather than assumed away.
 	ErrUndefined = errors.New("policy: decision undefined")
 
+	// ErrTestsFailed is returned by LoadTested when a test_ rule of the policy fails or
+	// errors; the message names each such test by file:line:col.
+	ErrTestsFailed = errors.New("policy: tests failed")
+
 	// ErrMode is returned by ParseMode for anything other than "enforce" or "dryrun".
 	ErrMode = errors.New("policy: unknown mode")
 )

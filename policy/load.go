@@ -89,37 +89,53 @@ func fileKind(name string) int {
 // Load reads, parses and compiles the policy files in opts.Paths and prepares the decision
 // query. Every problem is reported at once and is fatal: there is no partially loaded
 // engine. Compile errors read "file:line:col: code: message".
+//
+// When a module refers to data.ztp.lib, the helper library shipped with ztp (see Library)
+// is compiled in too, unless the files bring their own package ztp.lib.
 func Load(ctx context.Context, opts Options) (*Engine, error) {
-	files, err := readFiles(opts.Paths, opts.Tests)
+	src, err := readSource(opts.Paths, opts.Tests)
 	if err != nil {
 		return nil, err
 	}
+	modules, files, err := src.selectModules(opts.Tests)
+	if err != nil {
+		return nil, err
+	}
+	return newEngine(ctx, src, modules, files, opts)
+}
 
+// source is one read of the policy files, parsed: what Load compiles and what the tester
+// runs come from the same bytes.
+type source struct {
+	paths   []string
+	files   []policyFile
+	modules map[string]*ast.Module // by display path; test modules included when read
+	data    map[string]any
+}
+
+func readSource(paths []string, tests bool) (*source, error) {
+	files, err := readFiles(paths, tests)
+	if err != nil {
+		return nil, err
+	}
 	caps := Capabilities()
-	modules := make(map[string]*ast.Module)
-	data := make(map[string]any)
+	src := &source{paths: paths, files: files, modules: map[string]*ast.Module{}, data: map[string]any{}}
 	var parseErrs ast.Errors
-	hasZTP := false
 	for _, f := range files {
 		switch fileKind(f.display) {
 		case kindRego:
-			m, err := ast.ParseModuleWithOpts(f.display, string(f.content), ast.ParserOptions{
-				RegoVersion:       ast.RegoV1,
-				Capabilities:      caps,
-				ProcessAnnotation: true,
-			})
+			m, err := parseModule(f.display, f.content, caps)
 			if err != nil {
 				parseErrs = append(parseErrs, asASTErrors(err)...)
 				continue
 			}
-			modules[f.display] = m
-			hasZTP = hasZTP || m.Package.Path.Equal(ztpRef)
+			src.modules[f.display] = m
 		case kindData:
 			doc, err := decodeData(f.display, f.content)
 			if err != nil {
 				return nil, fmt.Errorf("%w: %s: %w", ErrData, f.display, err)
 			}
-			if err := mergeData(data, f.dir, doc); err != nil {
+			if err := mergeData(src.data, f.dir, doc); err != nil {
 				return nil, fmt.Errorf("%w: %s: %w", ErrData, f.display, err)
 			}
 		}
@@ -127,13 +143,56 @@ func Load(ctx context.Context, opts Options) (*Engine, error) {
 	if len(parseErrs) > 0 {
 		return nil, compileError(parseErrs)
 	}
+	return src, nil
+}
+
+func parseModule(name string, content []byte, caps *ast.Capabilities) (*ast.Module, error) {
+	return ast.ParseModuleWithOpts(name, string(content), ast.ParserOptions{
+		RegoVersion:       ast.RegoV1,
+		Capabilities:      caps,
+		ProcessAnnotation: true,
+	})
+}
+
+// selectModules picks the modules to compile, test modules only when tests is set, plus the
+// helper library when they refer to it, and the files their version is computed over.
+func (s *source) selectModules(tests bool) (map[string]*ast.Module, []policyFile, error) {
+	modules := make(map[string]*ast.Module, len(s.modules))
+	var files []policyFile
+	for _, f := range s.files {
+		if !tests && isTestFile(f.display) {
+			continue
+		}
+		files = append(files, f)
+		if m, ok := s.modules[f.display]; ok {
+			modules[f.display] = m
+		}
+	}
 	if len(modules) == 0 {
-		return nil, fmt.Errorf("%w in %s", ErrNoPolicy, strings.Join(opts.Paths, ", "))
+		return nil, nil, fmt.Errorf("%w in %s", ErrNoPolicy, strings.Join(s.paths, ", "))
+	}
+	if needsLibrary(modules) {
+		lib, err := parseModule(libraryFile, []byte(librarySource), Capabilities())
+		if err != nil {
+			return nil, nil, compileError(asASTErrors(err))
+		}
+		modules[libraryFile] = lib
+		files = append(files, policyFile{display: libraryFile, logical: libraryLogical, content: []byte(librarySource)})
+	}
+	return modules, files, nil
+}
+
+// newEngine compiles modules (which must include package ztp) and prepares the decision
+// query; files give the version.
+func newEngine(ctx context.Context, src *source, modules map[string]*ast.Module, files []policyFile, opts Options) (*Engine, error) {
+	hasZTP := false
+	for _, m := range modules {
+		hasZTP = hasZTP || m.Package.Path.Equal(ztpRef)
 	}
 	if !hasZTP {
 		return nil, ErrNoPackage
 	}
-
+	data := deepCopy(src.data).(map[string]any)
 	rules := decisionRules(modules)
 	storeData, err := ast.InterfaceToValue(data)
 	if err != nil {
@@ -141,7 +200,7 @@ func Load(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	regoOpts := []func(*rego.Rego){
 		rego.SetRegoVersion(ast.RegoV1),
-		rego.Capabilities(caps),
+		rego.Capabilities(Capabilities()),
 		rego.StrictBuiltinErrors(true),
 		rego.Store(inmem.NewFromASTObject(storeData.(ast.Object))),
 		rego.Query(buildQuery(rules)),
@@ -175,6 +234,8 @@ func Load(ctx context.Context, opts Options) (*Engine, error) {
 	}, nil
 }
 
+func isTestFile(name string) bool { return strings.HasSuffix(name, "_test.rego") }
+
 // Version identifies the loaded policy: "sha256:" and the hex SHA-256 over every loaded file,
 // sorted by path relative to its root, each framed as
 // uint64be(len(path)) || path || uint64be(len(content)) || content
@@ -182,11 +243,13 @@ func Load(ctx context.Context, opts Options) (*Engine, error) {
 // Options.Paths (a file given directly counts by its base name), so the same checkout gives the
 // same version wherever it sits on disk, and ztpctl can compare a local tree with the proxy.
 // Files Load skips (tests unless Options.Tests, other extensions, hidden names) do not
-// contribute.
+// contribute. The helper library, when compiled in, counts as a file with the path
+// "/ztp/lib/ztp/lib.rego", which no policy file can have.
 func (e *Engine) Version() string { return e.version }
 
 // Modules returns copies of the parsed modules, keyed by file path, for tools that compile
-// them again (the OPA tester behind ztpctl policy test).
+// them again (the OPA tester behind ztpctl policy test). The helper library, when the
+// policy uses it, is among them as "ztp:lib/ztp/lib.rego".
 func (e *Engine) Modules() map[string]*ast.Module {
 	out := make(map[string]*ast.Module, len(e.modules))
 	for k, m := range e.modules {
@@ -290,7 +353,7 @@ func (w *walker) dir(path string, dir []string) error {
 }
 
 func (w *walker) file(path, logical string, dir []string) error {
-	if !w.tests && strings.HasSuffix(path, "_test.rego") {
+	if !w.tests && isTestFile(path) {
 		return nil
 	}
 	abs, err := filepath.Abs(path)

@@ -129,7 +129,7 @@ type call struct {
 
 	// Messages received from the client / sent to it. Atomic: a pump goroutine
 	// may still be receiving while the outcome is recorded.
-	in, out  atomic.Int64
+	in, out   atomic.Int64
 	firstSeq  uint64 // audit seq of the first decision record; outcome records point here
 	forwarded bool   // the first message was admitted (the upstream saw the call)
 }
@@ -295,7 +295,11 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	}
 	if v.Forward() && len(res.Budgets) > 0 && p.budgets != nil {
 		if ok, wait, key := p.budgets.Take(res.Budgets, now); !ok {
-			return p.ratelimited(ctx, c, rec, idx, "change budget "+key+" exhausted", wait)
+			reason := "change budget " + key + " exhausted"
+			if wait < 0 { // not retryable: key says why (no budgets prefix, cost above the limit)
+				reason = "change budget " + key
+			}
+			return p.ratelimited(ctx, c, rec, idx, reason, wait)
 		}
 	}
 
@@ -341,10 +345,13 @@ func (p *Pipeline) ratelimited(ctx context.Context, c *call, rec *audit.Record, 
 	if idx == 0 {
 		c.firstSeq = seq
 	}
-	ms := wait.Milliseconds()
-	if wait > 0 && ms == 0 {
-		ms = 1
+	if wait < 0 {
+		// Waiting cannot help; a negative pushback tells gRPC clients not to retry.
+		grpc.SetTrailer(ctx, metadata.Pairs("grpc-retry-pushback-ms", "-1"))
+		return status.Errorf(codes.ResourceExhausted, "ztp: %s; retrying will not help", reason)
 	}
+	// Rounded up: a client retrying at the announced time must find its token.
+	ms := (wait + time.Millisecond - 1).Milliseconds()
 	grpc.SetTrailer(ctx, metadata.Pairs("grpc-retry-pushback-ms", strconv.FormatInt(ms, 10)))
 	return status.Errorf(codes.ResourceExhausted, "ztp: %s; retry in %s", reason, time.Duration(ms)*time.Millisecond)
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/net/netutil"
@@ -52,7 +53,9 @@ type Server struct {
 	pipeline  *Pipeline
 	upstreams []*upstream
 	store     *audit.Store
-	cfg       *config.Config
+	cfg       *config.Config // replaced by Reload; read only during New and by reloaders
+	maxConns  int
+	reloadMu  sync.Mutex
 	opts      Options
 	log       *slog.Logger
 	now       func() time.Time
@@ -60,6 +63,10 @@ type Server struct {
 	// stops run at Shutdown after calls drained and before the audit log closes,
 	// in reverse order of registration (checkpointers, notifiers, sweepers).
 	stops []func(context.Context)
+	// drains run when Shutdown begins, before calls drain: they end calls that
+	// never end by themselves (audit export --follow), which would otherwise hold
+	// the drain to its timeout.
+	drains []func()
 	// reloaders apply a new, validated config on Reload (SIGHUP).
 	reloaders []func(context.Context, *config.Config) error
 
@@ -82,10 +89,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	if opts.AuditTimeout == 0 {
 		opts.AuditTimeout = 5 * time.Second
 	}
-	s := &Server{log: opts.Logger, now: opts.Now, cfg: cfg, opts: opts}
+	s := &Server{log: opts.Logger, now: opts.Now, cfg: cfg, opts: opts, maxConns: cfg.Limits.MaxConnections}
 	defer func() {
 		if err != nil {
 			s.stopOps()
+			for i := len(s.stops) - 1; i >= 0; i-- {
+				s.stops[i](context.Background())
+			}
 			s.closeUpstreams()
 			if s.store != nil {
 				s.store.Close()
@@ -97,17 +107,25 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	if err != nil {
 		return nil, err
 	}
-	rules := make([]identity.Rule, len(cfg.Identity.Principals))
-	for i, r := range cfg.Identity.Principals {
-		rules[i] = identity.Rule{Match: r.Match, Kind: r.Kind, Groups: r.Groups}
-	}
-	classifier, err := identity.NewClassifier(rules)
+	classifier, err := identity.NewClassifier(principalRules(cfg))
 	if err != nil {
 		return nil, err
 	}
 	auth, err := s.authenticator(classifier)
 	if err != nil {
 		return nil, err
+	}
+	if a, ok := auth.(*identity.Authenticator); ok {
+		// identity.principals changes apply on reload: new calls are classified
+		// by the new rules.
+		s.reloaders = append(s.reloaders, func(_ context.Context, cfg *config.Config) error {
+			c, err := identity.NewClassifier(principalRules(cfg))
+			if err != nil {
+				return err
+			}
+			a.SetClassifier(c)
+			return nil
+		})
 	}
 
 	paths := make([]string, len(cfg.Policy.Paths))
@@ -186,7 +204,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 
 // Serve accepts connections on lis until Shutdown.
 func (s *Server) Serve(lis net.Listener) error {
-	if n := s.cfg.Limits.MaxConnections; n > 0 {
+	if n := s.maxConns; n > 0 {
 		lis = netutil.LimitListener(lis, n)
 	}
 	err := s.grpc.Serve(lis)
@@ -200,6 +218,9 @@ func (s *Server) Serve(lis net.Listener) error {
 // cuts the rest: long-lived watches would otherwise hold shutdown forever), closes
 // the upstream connections and finally the audit log, after recording the stop.
 func (s *Server) Shutdown(ctx context.Context) error {
+	for _, d := range s.drains {
+		d()
+	}
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -224,7 +245,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Reload re-reads the config file and applies what can change at run time
 // (policies, rate limits, …). The new config is validated first; on any error
 // nothing changes and the running config stays in force.
+//
+// Each subsystem validates its part before applying it; should a later one
+// fail, the earlier ones stay applied (and audited) and the error says which failed.
 func (s *Server) Reload(ctx context.Context) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
 	cfg, err := config.Load(s.cfg.File)
 	if err != nil {
 		return err
@@ -255,6 +281,14 @@ func (s *Server) closeUpstreams() {
 	for _, u := range s.upstreams {
 		u.conn.Close()
 	}
+}
+
+func principalRules(cfg *config.Config) []identity.Rule {
+	rules := make([]identity.Rule, len(cfg.Identity.Principals))
+	for i, r := range cfg.Identity.Principals {
+		rules[i] = identity.Rule{Match: r.Match, Kind: r.Kind, Groups: r.Groups}
+	}
+	return rules
 }
 
 func serverCredentials(cfg *config.Config) (credentials.TransportCredentials, error) {

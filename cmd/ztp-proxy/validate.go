@@ -31,7 +31,8 @@ func newValidateCommand() *cobra.Command {
 			for i, p := range cfg.Policy.Paths {
 				paths[i] = cfg.Resolve(p)
 			}
-			eng, err := policy.Load(cmd.Context(), policy.Options{Paths: paths})
+			// The same check as start-up: the policy compiles and passes its own tests.
+			eng, _, err := policy.LoadTested(cmd.Context(), policy.Options{Paths: paths})
 			if err != nil {
 				return fmt.Errorf("policy: %w", err)
 			}

@@ -95,8 +95,8 @@ func TestPolicyVerdicts(t *testing.T) {
 	if err != nil {
 		t.Fatalf("policy.Load(%s): %v", policyDir, err)
 	}
-	if got := slices.Sorted(maps.Keys(e.Modules())); len(got) != 1 {
-		t.Fatalf("modules loaded for the proxy = %v, want only etcd.rego", got)
+	if got, want := slices.Sorted(maps.Keys(e.Modules())), []string{"policies/budgets.rego", "policies/etcd.rego"}; !slices.Equal(got, want) {
+		t.Fatalf("modules loaded for the proxy = %v, want %v (no *_test.rego)", got, want)
 	}
 	const (
 		deployer = `{"id":"spiffe://example.org/ns/prod/sa/deployer","kind":"automation","groups":["deployers"],"authn":"mtls"}`

@@ -309,6 +309,10 @@ audit:
   path: audit.db
 %slimits:
 %s%s`, principalRules, e.Backend.Addr, desc, o.Mode, o.Audit, o.Limits, o.Extra)
+	// Written to disk too, so Server.Reload (SIGHUP) can re-read it.
+	if err := os.WriteFile(filepath.Join(e.Dir, "ztp.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cfg, err := config.Parse(filepath.Join(e.Dir, "ztp.yaml"), []byte(yaml))
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)

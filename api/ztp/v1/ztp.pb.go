@@ -934,6 +934,7 @@ func (x *PolicyVersionResponse) GetLoaded() *timestamppb.Timestamp {
 type RateLimitStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Principal     string                 `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"` // empty = all tracked
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`        // most buckets to return; 0 = 1000 (the maximum)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -973,6 +974,13 @@ func (x *RateLimitStatusRequest) GetPrincipal() string {
 		return x.Principal
 	}
 	return ""
+}
+
+func (x *RateLimitStatusRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
 }
 
 type Bucket struct {
@@ -1061,7 +1069,8 @@ func (x *Bucket) GetPerSecond() float64 {
 
 type RateLimitStatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Buckets       []*Bucket              `protobuf:"bytes,1,rep,name=buckets,proto3" json:"buckets,omitempty"`
+	Buckets       []*Bucket              `protobuf:"bytes,1,rep,name=buckets,proto3" json:"buckets,omitempty"` // by kind, rule, key; when capped, the most depleted
+	Total         uint64                 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`    // buckets matching the request; more than len(buckets) when capped
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1101,6 +1110,13 @@ func (x *RateLimitStatusResponse) GetBuckets() []*Bucket {
 		return x.Buckets
 	}
 	return nil
+}
+
+func (x *RateLimitStatusResponse) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
 }
 
 var File_ztp_v1_ztp_proto protoreflect.FileDescriptor
@@ -1175,9 +1191,10 @@ const file_ztp_v1_ztp_proto_rawDesc = "" +
 	"\x15PolicyVersionResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x122\n" +
-	"\x06loaded\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06loaded\"6\n" +
+	"\x06loaded\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06loaded\"L\n" +
 	"\x16RateLimitStatusRequest\x12\x1c\n" +
-	"\tprincipal\x18\x01 \x01(\tR\tprincipal\"\x8f\x01\n" +
+	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x8f\x01\n" +
 	"\x06Bucket\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x12\n" +
@@ -1185,9 +1202,10 @@ const file_ztp_v1_ztp_proto_rawDesc = "" +
 	"\x06tokens\x18\x04 \x01(\x01R\x06tokens\x12\x14\n" +
 	"\x05burst\x18\x05 \x01(\x01R\x05burst\x12\x1d\n" +
 	"\n" +
-	"per_second\x18\x06 \x01(\x01R\tperSecond\"C\n" +
+	"per_second\x18\x06 \x01(\x01R\tperSecond\"Y\n" +
 	"\x17RateLimitStatusResponse\x12(\n" +
-	"\abuckets\x18\x01 \x03(\v2\x0e.ztp.v1.BucketR\abuckets2\xd5\x02\n" +
+	"\abuckets\x18\x01 \x03(\v2\x0e.ztp.v1.BucketR\abuckets\x12\x14\n" +
+	"\x05total\x18\x02 \x01(\x04R\x05total2\xd5\x02\n" +
 	"\n" +
 	"BreakGlass\x12:\n" +
 	"\fRequestGrant\x12\x1b.ztp.v1.RequestGrantRequest\x1a\r.ztp.v1.Grant\x122\n" +

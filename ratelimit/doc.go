@@ -1,0 +1,64 @@
+// Package ratelimit bounds the rate of change that reaches production: per-principal
+// token buckets (config rate_limits) and change budgets that policies draw on
+// (config budgets, data.ztp.budgets).
+//
+// Even valid automation must not restart a whole fleet in a minute. A rate rule
+// caps how fast one principal may send messages of a method class; a change budget
+// caps how much of something may change, whoever asks (for example "at most 5
+// member removals per hour per cluster").
+//
+// # Rate limits
+//
+// Rules are tried in config order and the first whose match block fits the call
+// wins: principal (path.Match glob over the principal id), kind, group, method
+// (path.Match glob over the full method, "/etcdserverpb.KV/*"); an empty field
+// matches anything. A call no rule matches is not limited. Each (principal, rule)
+// pair has its own bucket of burst tokens refilling at rps per second: limits are
+// per principal, never per connection or address, so opening more connections
+// gains nothing. A principal holding a break-glass grant is limited like anyone
+// else unless its rule says breakglass_bypass.
+//
+// # Change budgets
+//
+// A budgets entry covers every key starting with its prefix (the longest
+// matching prefix wins); each key has its own bucket of limit cost units refilling
+// over per. Take is all or nothing: it checks every bucket the message draws on
+// (summing the costs of repeated keys) before it takes from any, so a refused
+// message spends nothing. A key no prefix covers is refused, not waved through: a
+// policy that names a budget is asking for a limit, and a missing budgets entry
+// must not make the change free.
+//
+// # Memory
+//
+// A bucket is tracked only while it holds a debt, plus IdleTimeout: a full
+// bucket is indistinguishable from one never created, so forgetting it changes
+// nothing. At most MaxBuckets buckets are tracked per table (rate limits,
+// budgets); each costs about 230 bytes with its map slot and key, so the default
+// cap of 100,000 bounds a table near 22 MiB however many principals or keys
+// appear (TestFloodMemory: one million principals), and near 32 MiB under
+// sustained churn, the high-water size of the map, which Go never shrinks.
+// A bucket below its burst is never forgotten, since that would hand its
+// owner a fresh burst: whoever could force evictions (with many identities, or
+// requests naming many budget keys) could escape a limit. When the table is full
+// and holds no full bucket, a new name draws on its rule's single shared bucket
+// instead of getting one of its own: the names beyond the cap are limited together,
+// never less strictly than alone, and the tracked ones are untouched. A bucket
+// created while the shared bucket is depleted starts at the shared bucket's level,
+// so a name cannot draw on the shared bucket and then on a fresh bucket of its own.
+//
+// Eviction needs no goroutine: every Allow and Take inspects one bucket at the
+// least recently used end and forgets it when it has been full and unused for
+// IdleTimeout; an insertion into a full table inspects up to eight.
+//
+// # Time
+//
+// Every method takes the time from the caller; the package never reads a clock,
+// so tests drive refills with a fake clock. A clock that goes backwards refills
+// nothing.
+//
+// The buckets are a small token-bucket implementation rather than
+// golang.org/x/time/rate: budgets have fractional costs (cost 0.5), every bucket
+// is guarded by its table's mutex instead of carrying its own, and the state of a
+// bucket is one float and one time (rate.Limiter keeps a mutex, limit, burst and
+// two times per bucket). The refill arithmetic is the same.
+package ratelimit
