@@ -14,9 +14,11 @@ func TestDemo(t *testing.T) {
 		t.Skip("builds and runs the ztp-proxy binary")
 	}
 	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(bin, "ztp-proxy"), "github.com/ztp-dev/ztp/cmd/ztp-proxy")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	for _, c := range []string{"ztp-proxy", "ztpctl"} {
+		build := exec.Command("go", "build", "-o", filepath.Join(bin, c), "github.com/ztp-dev/ztp/cmd/"+c)
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", c, err, out)
+		}
 	}
 	var out bytes.Buffer
 	if err := run(bin, "policies", false, &out); err != nil {
@@ -25,6 +27,8 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{
 		"deleting every machine is never allowed",
 		"RestartMachine by a human needs break-glass",
+		"self-approval refused",
+		"under bg-",
 		"ztp-proxy exited 0",
 		"hash chain verified: ok:",
 	} {

@@ -43,11 +43,12 @@ import (
 const (
 	controllerID = "spiffe://demo.ztp/ns/prod/sa/fleet-controller"
 	aliceID      = "spiffe://demo.ztp/user/alice"
+	bobID        = "spiffe://demo.ztp/lead/bob" // an approver (sre-leads) and audit reader
 	malloryID    = "spiffe://elsewhere.example/user/mallory"
 )
 
 func main() {
-	bin := flag.String("bin", "bin", "directory holding the ztp-proxy binary")
+	bin := flag.String("bin", "bin", "directory holding the ztp-proxy and ztpctl binaries")
 	policies := flag.String("policies", "examples/demo/policies", "example policy directory")
 	keep := flag.Bool("keep", false, "keep the temporary directory (certs, config, audit file)")
 	flag.Parse()
@@ -87,13 +88,16 @@ func run(bin, policies string, keep bool, out io.Writer) error {
 		return err
 	}
 	clients := map[string]tls.Certificate{}
-	for _, id := range []string{controllerID, aliceID} {
-		l, err := ca.Issue(pki.LeafOptions{URIs: []string{id}, Client: true})
+	for _, c := range []struct{ id, file string }{{controllerID, "controller"}, {aliceID, "alice"}, {bobID, "bob"}} {
+		l, err := ca.Issue(pki.LeafOptions{URIs: []string{c.id}, Client: true})
 		if err != nil {
 			return err
 		}
-		clients[id] = l.TLS
-		say("   minted %s", id)
+		if err := pki.WriteFiles(dir, c.file, l); err != nil {
+			return err
+		}
+		clients[c.id] = l.TLS
+		say("   minted %s (%s.pem)", c.id, c.file)
 	}
 	// Mallory's certificate comes from the same CA but matches no principal rule.
 	ml, err := ca.Issue(pki.LeafOptions{URIs: []string{malloryID}, Client: true})
@@ -136,6 +140,9 @@ identity:
     - match: "spiffe://demo.ztp/user/*"
       kind: human
       groups: [sre]
+    - match: "spiffe://demo.ztp/lead/*"
+      kind: human
+      groups: [sre, sre-leads]
 upstreams:
   - name: fleet
     address: %s
@@ -146,6 +153,11 @@ policy:
   paths: [%s]
 audit:
   path: audit.db
+  readers: [sre-leads]
+breakglass:
+  max_duration: 1h
+  approvals_required: 1
+  approver_groups: [sre-leads]
 `, lis.Addr(), protoset, polAbs)
 	cfgPath := filepath.Join(dir, "ztp.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
@@ -192,6 +204,25 @@ audit:
 		}
 		return fleetpb.NewFleetManagerClient(conn), func() { conn.Close() }
 	}
+	ctlBin, err := filepath.Abs(filepath.Join(bin, "ztpctl"))
+	if err != nil {
+		return err
+	}
+	// ztpctl runs the real CLI as the person whose certificate files are named.
+	ztpctl := func(who string, args ...string) (string, error) {
+		full := append([]string{"--server", addr, "--server-name", "localhost", "--cacert", filepath.Join(dir, "ca.pem"),
+			"--cert", filepath.Join(dir, who+".pem"), "--key", filepath.Join(dir, who+"-key.pem")}, args...)
+		say("\n   %s$ ztpctl %s", who, strings.Join(quoteArgs(args), " "))
+		cmd := exec.CommandContext(ctx, ctlBin, full...)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		for _, l := range strings.Split(strings.TrimRight(stdout.String()+stderr.String(), "\n"), "\n") {
+			say("     %s", l)
+		}
+		return stdout.String(), err
+	}
+
 	controller, closeC := dial(controllerID)
 	defer closeC()
 	alice, closeA := dial(aliceID)
@@ -267,15 +298,46 @@ audit:
 		return alice.ListMachines(c, list)
 	})
 	restart := &fleetpb.RestartMachineRequest{Name: "web-2"}
-	step("alice (human)", "RestartMachine", restart, codes.PermissionDenied, "needs break-glass", func(c context.Context) (proto.Message, error) {
-		return alice.RestartMachine(c, restart)
-	})
+	restartAsAlice := func(c context.Context) (proto.Message, error) { return alice.RestartMachine(c, restart) }
+	step("alice (human)", "RestartMachine", restart, codes.PermissionDenied, "needs break-glass", restartAsAlice)
 	step("mallory (unknown principal)", "ListMachines", list, codes.Unauthenticated, "matches no rule", func(c context.Context) (proto.Message, error) {
 		return mallory.ListMachines(c, list)
 	})
 	stopWatch()
 
-	say("\n== 5. Stop the proxy (SIGTERM: drain, record the stop, close the audit log)")
+	say("\n== 5. Break-glass: alice asks, bob (sre-leads) approves, the restart passes, the grant ends")
+	grantOut, err := ztpctl("alice", "breakglass", "request", "--reason", "INC-4711 web-2 wedged, restart needed",
+		"--ticket", "INC-4711", "--duration", "15m", "--scope", "/fleet.v1.FleetManager/RestartMachine")
+	if err != nil {
+		return fmt.Errorf("breakglass request: %w", err)
+	}
+	grant := strings.TrimSpace(strings.SplitN(grantOut, "\n", 2)[0])
+	if _, err := ztpctl("alice", "breakglass", "approve", grant); err == nil {
+		failures = append(failures, "alice approved her own grant")
+	} else {
+		say("     ✓ self-approval refused")
+	}
+	if _, err := ztpctl("bob", "breakglass", "approve", grant, "--comment", "seen on the incident bridge"); err != nil {
+		return fmt.Errorf("breakglass approve: %w", err)
+	}
+	step("alice (human, under "+grant+")", "RestartMachine", restart, codes.OK, "", restartAsAlice)
+	step("fleet-controller (automation)", "DeleteMachines", wipe, codes.PermissionDenied, "never allowed", func(c context.Context) (proto.Message, error) {
+		return controller.DeleteMachines(c, wipe)
+	})
+	if _, err := ztpctl("alice", "breakglass", "revoke", grant, "--comment", "web-2 serving again"); err != nil {
+		return fmt.Errorf("breakglass revoke: %w", err)
+	}
+	step("alice (human, grant revoked)", "RestartMachine", restart, codes.PermissionDenied, "needs break-glass", restartAsAlice)
+
+	say("\n== 6. The post-incident review, through the proxy's audit API (bob is an audit reader)")
+	if _, err := ztpctl("bob", "audit", "export", "--grant", grant, "--format", "csv"); err != nil {
+		return fmt.Errorf("audit export: %w", err)
+	}
+	if _, err := ztpctl("bob", "audit", "verify"); err != nil {
+		failures = append(failures, "ztpctl audit verify failed")
+	}
+
+	say("\n== 7. Stop the proxy (SIGTERM: drain, record the stop, close the audit log)")
 	proxyCmd.Process.Signal(syscall.SIGTERM)
 	err = proxyCmd.Wait()
 	stopped = true
@@ -284,7 +346,7 @@ audit:
 	}
 	say("   ztp-proxy exited 0")
 
-	say("\n== 6. The audit log: who, when, what, why — appended before each call was forwarded")
+	say("\n== 8. The whole audit log: who, when, what, why — appended before each call was forwarded")
 	dbPath := filepath.Join(dir, "audit.db")
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "   SEQ\tTYPE\tPRINCIPAL\tMETHOD\tREQUEST\tDECISION/CODE\tREASONS")
@@ -298,8 +360,11 @@ audit:
 			verdict = fmt.Sprintf("%s (ref %d)", r.Code, r.Ref)
 		}
 		reasons := strings.Join(r.Reasons, "; ")
-		if r.Type == "system" {
+		if r.Type == "system" || r.Type == "breakglass" {
 			reasons = r.Detail
+		}
+		if r.BreakglassGrant != "" && r.Type == "request" {
+			verdict += " (grant)"
 		}
 		fmt.Fprintf(tw, "   %d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, r.Type, who, strings.TrimPrefix(r.Method, "/fleet.v1."), compact(r.Request), verdict, reasons)
 		return nil
@@ -317,8 +382,7 @@ audit:
 	if len(failures) > 0 {
 		return errors.New(strings.Join(failures, "\n"))
 	}
-	say("\nAll steps behaved as expected. Break-glass (a human's restart approved by a second human)")
-	say("joins this demo when the break-glass control API lands.")
+	say("\nAll steps behaved as expected.")
 	return nil
 }
 
@@ -349,9 +413,21 @@ func waitListening(r io.Reader) (string, error) {
 	}
 }
 
+func quoteArgs(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if strings.ContainsAny(a, " *'") {
+			a = "'" + a + "'"
+		}
+		out[i] = a
+	}
+	return out
+}
+
 func compact(b json.RawMessage) string {
-	if len(b) == 0 {
-		return ""
+	const width = 48
+	if len(b) > width {
+		return string(b[:width-1]) + "…"
 	}
 	return string(b)
 }
