@@ -76,6 +76,9 @@ func (s *Server) Ready() (bool, map[string]string) {
 	return ok, checks
 }
 
+// Metrics exposes the server's collectors (benchmarks read its histograms).
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
 // MetricsHandler serves /metrics, /healthz and /readyz (also without metrics.listen).
 func (s *Server) MetricsHandler() http.Handler { return s.metrics.Handler(s.readiness) }
 
