@@ -54,7 +54,7 @@ ZTP_TOKEN_FILE.`,
 	f.StringVar(&g.tokenFile, "token-file", os.Getenv("ZTP_TOKEN_FILE"), "file holding a JWT bearer token (instead of --cert/--key)")
 	f.StringVarP(&g.output, "output", "o", "text", "output format: text | json")
 	f.DurationVar(&g.timeout, "timeout", 30*time.Second, "timeout of one control-API call")
-	root.AddCommand(newPolicyCommand(g), newAuditCommand(g), newBreakglassCommand(g), newRateLimitCommand(g))
+	root.AddCommand(newPolicyCommand(g), newAuditCommand(g), newBreakglassCommand(g), newRateLimitCommand(g), newCertsCommand(g))
 	return root
 }
 
