@@ -21,10 +21,11 @@
 // # Change budgets
 //
 // A budgets entry covers every key starting with its prefix (the longest
-// matching prefix wins); each key has its own bucket of limit cost units refilling
-// over per. Take is all or nothing: it checks every bucket the message draws on
-// (summing the costs of repeated keys) before it takes from any, so a refused
-// message spends nothing. A key no prefix covers is refused, not waved through: a
+// matching prefix wins); each key has its own bucket of limit cost units
+// refilling over per; costs may be fractional, to 0.001 (see Buckets). Take is
+// all or nothing: it checks every bucket the message draws on (summing the
+// costs of repeated keys) before it takes from any, so a refused message
+// spends nothing. A key no prefix covers is refused, not waved through: a
 // policy that names a budget is asking for a limit, and a missing budgets entry
 // must not make the change free.
 //
@@ -33,9 +34,9 @@
 // A bucket is tracked only while it holds a debt, plus IdleTimeout: a full
 // bucket is indistinguishable from one never created, so forgetting it changes
 // nothing. At most MaxBuckets buckets are tracked per table (rate limits,
-// budgets); each costs about 230 bytes with its map slot and key, so the default
-// cap of 100,000 bounds a table near 22 MiB however many principals or keys
-// appear (TestFloodMemory: one million principals), and near 32 MiB under
+// budgets); each costs about 310 bytes with its map slot and key, so the default
+// cap of 100,000 bounds a table near 30 MiB however many principals or keys
+// appear (TestFloodMemory: one million principals), and near 40 MiB under
 // sustained churn, the high-water size of the map, which Go never shrinks.
 // A bucket below its burst is never forgotten, since that would hand its
 // owner a fresh burst: whoever could force evictions (with many identities, or
@@ -43,8 +44,9 @@
 // and holds no full bucket, a new name draws on its rule's single shared bucket
 // instead of getting one of its own: the names beyond the cap are limited together,
 // never less strictly than alone, and the tracked ones are untouched. A bucket
-// created while the shared bucket is depleted starts at the shared bucket's level,
-// so a name cannot draw on the shared bucket and then on a fresh bucket of its own.
+// created while the shared bucket is depleted starts at the shared bucket's level
+// (in whole tokens, rounded down), so a name cannot draw on the shared bucket
+// and then on a fresh bucket of its own.
 //
 // Eviction needs no goroutine: every Allow and Take inspects one bucket at the
 // least recently used end and forgets it when it has been full and unused for
@@ -56,9 +58,15 @@
 // so tests drive refills with a fake clock. A clock that goes backwards refills
 // nothing.
 //
-// The buckets are a small token-bucket implementation rather than
-// golang.org/x/time/rate: budgets have fractional costs (cost 0.5), every bucket
-// is guarded by its table's mutex instead of carrying its own, and the state of a
-// bucket is one float and one time (rate.Limiter keeps a mutex, limit, burst and
-// two times per bucket). The refill arithmetic is the same.
+// # Buckets
+//
+// Every bucket is a golang.org/x/time/rate.Limiter, driven only with the
+// caller's time (AllowN, TokensAt, SetLimitAt, SetBurstAt; never a method that
+// reads the clock or blocks). rate.Limiter counts whole tokens, so a budget
+// bucket counts milli-units: its limit is multiplied by 1000 and a cost is
+// charged as cost × 1000 rounded up. Costs are exact to 0.001; a finer cost is
+// charged as the next 0.001, never less, and a limit is rounded down to 0.001.
+// A rate-limit bucket counts one token per message. A Limiter carries a mutex
+// of its own, which is never contended (its table's mutex is held); it is a
+// field of the bucket, so a new bucket is one allocation of 160 bytes.
 package ratelimit

@@ -28,7 +28,8 @@ func debt(t *testing.T, l *ratelimit.Limiter, now time.Time) float64 {
 
 // FuzzTake drives Take with budget keys and costs taken from the fuzzer's bytes,
 // as a policy would derive them from untrusted requests, and checks that a
-// refused Take spends nothing and an admitted one spends exactly the costs named.
+// refused Take spends nothing and an admitted one spends exactly the costs named
+// (each rounded up to 0.001, the budgets' granularity).
 // With a tiny table (eviction, shared buckets) a newly tracked key may start with
 // its shared bucket's debt, so there the check is that no debt is ever forgiven.
 func FuzzTake(f *testing.F) {
@@ -62,7 +63,8 @@ func FuzzTake(f *testing.F) {
 				key := prefixes[int(ops[0])%len(prefixes)] + string(ops[1:2])
 				cost := float64(ops[2]) / 16
 				take = append(take, policy.Budget{Key: key, Cost: cost})
-				sum += cost
+				// Budgets count in milli-units and round a cost up: 1/16 costs 0.063.
+				sum += math.Ceil(cost*1000) / 1000
 				ops = ops[3:]
 			}
 			before := debt(t, l, now)

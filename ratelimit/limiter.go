@@ -110,8 +110,8 @@ func (l *Limiter) Allow(p identity.Principal, method string, breakglass bool, no
 // need is the cost one Take draws from one bucket.
 type need struct {
 	e    *entry
-	cost float64
-	key  string // the first budget key drawing on e
+	cost float64 // in the bucket's whole tokens (milli-units)
+	key  string  // the first budget key drawing on e
 }
 
 // Take draws every change budget the policy named, all or nothing: it checks
@@ -141,23 +141,24 @@ func (l *Limiter) Take(budgets []policy.Budget, now time.Time) (ok bool, retryAf
 		if !(b.Cost >= 0) || math.IsInf(b.Cost, 0) {
 			return false, NotRetryable, b.Key + " (cost " + strconv.FormatFloat(b.Cost, 'g', -1, 64) + " is not a finite number >= 0)"
 		}
-		if b.Cost > r.c.burst+epsilon {
+		cost := r.c.tokens(b.Cost)
+		if cost > float64(r.c.burstN) {
 			return false, NotRetryable, tooCostly(b.Key, b.Cost, r.c.burst)
 		}
 		e, _ := t.get(bucketKey{c: r.c, name: b.Key}, now)
 		e.pin = t.pin
-		needs = addNeed(needs, e, b.Cost, b.Key)
+		needs = addNeed(needs, e, cost, b.Key)
 	}
 	worst := -1
 	var wait time.Duration
 	for i, n := range needs {
 		c := n.e.key.c
-		if n.cost > c.burst+epsilon && n.e.key.name != "" {
-			return false, NotRetryable, tooCostly(n.key, n.cost, c.burst)
+		if n.cost > float64(c.burstN) && n.e.key.name != "" {
+			return false, NotRetryable, tooCostly(n.key, n.cost/c.scale, c.burst)
 		}
-		if n.e.level(now)+epsilon < n.cost {
+		if !n.e.can(n.cost, now) {
 			w := n.e.wait(n.cost, now)
-			if n.cost > c.burst {
+			if n.cost > float64(c.burstN) {
 				// Several keys sharing an overflow bucket asked for more than it
 				// holds: come back after a period, when the table may have room.
 				w = time.Duration(c.burst / c.rate * float64(time.Second))
@@ -171,8 +172,10 @@ func (l *Limiter) Take(budgets []policy.Budget, now time.Time) (ok bool, retryAf
 	if worst >= 0 {
 		return false, wait, needs[worst].key
 	}
+	// Every bucket can give its cost (checked above, at the same instant, with
+	// a margin below rate.Limiter's own), so every AllowN succeeds.
 	for _, n := range needs {
-		n.e.take(n.cost, now)
+		n.e.take(int(n.cost), now)
 	}
 	return true, 0, ""
 }
@@ -219,21 +222,15 @@ func (l *Limiter) Update(rateRules []config.RateLimitRule, budgets []config.Budg
 		t.drop(func(c *class) bool { _, keep := set[c]; return !keep })
 		for _, e := range t.m {
 			if changed(e.key.c) {
-				e.settle(now)
+				e.reconfigure(set[e.key.c], now)
 			}
 		}
 	}
 	for c, p := range set {
 		if changed(c) {
-			c.shared.settle(now)
+			c.shared.reconfigure(p, now)
 		}
-		c.rule, c.rate, c.burst = p.rule, p.rate, p.burst
-		c.shared.tokens = min(c.shared.tokens, c.burst)
-	}
-	for _, t := range []*table{l.rate, l.budgets} {
-		for _, e := range t.m {
-			e.tokens = min(e.tokens, e.key.c.burst)
-		}
+		c.apply(p)
 	}
 	l.rules.Store(rs)
 	return nil
@@ -256,7 +253,7 @@ func (l *Limiter) Status(principal string, now time.Time) []Bucket {
 	var out []Bucket
 	add := func(kind string, e *entry, name string) {
 		c := e.key.c
-		out = append(out, Bucket{Kind: kind, Key: name, Rule: c.rule, Tokens: e.level(now), Burst: c.burst, PerSecond: c.rate})
+		out = append(out, Bucket{Kind: kind, Key: name, Rule: c.rule, Tokens: e.units(now), Burst: c.burst, PerSecond: c.rate})
 	}
 	l.rateMu.Lock()
 	for k, e := range l.rate.m {

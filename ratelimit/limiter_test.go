@@ -403,3 +403,59 @@ func TestNew(t *testing.T) {
 		})
 	}
 }
+
+// TestBudgetGranularity: budgets count in milli-units (rate.Limiter takes whole
+// tokens), so a cost is exact to 0.001 and a finer one is rounded up, never down.
+func TestBudgetGranularity(t *testing.T) {
+	tests := []struct {
+		name     string
+		limit    float64
+		costs    []float64
+		wantOK   []bool
+		wantLeft float64
+	}{
+		{"decimal costs are exact", 1, []float64{0.001, 0.999}, []bool{true, true}, 0},
+		// 2.007*1000 is 2007.0000000000002 in float64, 1.001*1000 is 1000.9999999999999.
+		{"a cost a hair above its decimal is not rounded up", 2.007, []float64{2.007}, []bool{true}, 0},
+		{"a limit a hair below its decimal is not rounded down", 1.001, []float64{1.001}, []bool{true}, 0},
+		{"a cost finer than 0.001 costs 0.001", 1, []float64{0.0001, 0.0001}, []bool{true, true}, 0.998},
+		{"rounding up never makes a cost free", 0.002, []float64{1e-9, 1e-9, 1e-9}, []bool{true, true, false}, 0},
+		{"a limit finer than 0.001 is rounded down", 0.0019, []float64{0.001, 0.001}, []bool{true, false}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLimiter(t, nil, []config.Budget{{Prefix: "k:", Limit: tc.limit, Per: time.Hour}}, ratelimit.Options{})
+			for i, c := range tc.costs {
+				ok, wait, key := l.Take([]policy.Budget{{Key: "k:a", Cost: c}}, t0)
+				if ok != tc.wantOK[i] {
+					t.Fatalf("take %d: Take(cost %v) = %v, %v, %q; want ok %v", i, c, ok, wait, key, tc.wantOK[i])
+				}
+			}
+			if got := tokens(t, l, t0)["k:a"]; math.Abs(got-tc.wantLeft) > 1e-12 {
+				t.Errorf("tokens left = %v, want %v", got, tc.wantLeft)
+			}
+		})
+	}
+}
+
+// TestClockBackwardsAfterATake: a call whose clock went backwards must not make
+// the time it went back refill again later.
+func TestClockBackwardsAfterATake(t *testing.T) {
+	l := newLimiter(t, []config.RateLimitRule{{Match: config.RateLimitMatch{Kind: "human"}, RPS: 1, Burst: 2}}, nil, ratelimit.Options{})
+	steps := []struct {
+		name   string
+		at     time.Duration
+		wantOK bool
+	}{
+		{"burst 1 at t0+10s", 10 * time.Second, true},
+		{"burst 2 from a clock 10s behind", 0, true},
+		{"back at t0+10s: nothing refilled", 10 * time.Second, false},
+		{"a second later: one token", 11 * time.Second, true},
+		{"and no more", 11 * time.Second, false},
+	}
+	for _, s := range steps {
+		if ok, wait, _ := l.Allow(alice, put, false, t0.Add(s.at)); ok != s.wantOK {
+			t.Fatalf("%s: Allow at t0+%v = %v (wait %v), want %v", s.name, s.at, ok, wait, s.wantOK)
+		}
+	}
+}

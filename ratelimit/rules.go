@@ -114,12 +114,15 @@ func compile(rateCfg []config.RateLimitRule, budgetCfg []config.Budget, prev *ru
 		}
 	}
 	set := map[*class]params{}
-	reuse := func(c *class, name string, rate, burst float64) *class {
+	reuse := func(c *class, name string, rate, burst, scale float64) *class {
+		p := params{rule: name, rate: rate, burst: burst, scale: scale}
 		if c == nil {
-			c = &class{rate: rate, burst: burst}
-			c.shared = entry{key: bucketKey{c: c}, tokens: burst, last: now}
+			c = &class{}
+			c.apply(p)
+			c.shared.key = bucketKey{c: c}
+			c.shared.init(c, c.burstN, now)
 		}
-		set[c] = params{rule: name, rate: rate, burst: burst}
+		set[c] = p
 		return c
 	}
 
@@ -140,7 +143,7 @@ func compile(rateCfg []config.RateLimitRule, budgetCfg []config.Budget, prev *ru
 		c := oldRate[r.Match]
 		delete(oldRate, r.Match) // a duplicate match (dead rule) gets a class of its own
 		rs.rate = append(rs.rate, &rateRule{
-			match: r.Match, bypass: r.BreakglassBypass, c: reuse(c, name, r.RPS, float64(r.Burst)),
+			match: r.Match, bypass: r.BreakglassBypass, c: reuse(c, name, r.RPS, float64(r.Burst), rateScale),
 			principalLit: literal(r.Match.Principal), methodLit: literal(r.Match.Method),
 		})
 	}
@@ -154,15 +157,9 @@ func compile(rateCfg []config.RateLimitRule, budgetCfg []config.Budget, prev *ru
 		if !(b.Limit > 0) || b.Per <= 0 {
 			return nil, nil, fmt.Errorf("%w: %s: limit must be > 0 and per a positive duration, got %v and %v", ErrInvalidRule, name, b.Limit, b.Per)
 		}
-		c := reuse(oldBudget[b.Prefix], name, b.Limit/b.Per.Seconds(), b.Limit)
+		c := reuse(oldBudget[b.Prefix], name, b.Limit/b.Per.Seconds(), b.Limit, budgetScale)
 		rs.budgets = append(rs.budgets, &budgetRule{prefix: b.Prefix, limit: b.Limit, per: b.Per, c: c})
 	}
 	slices.SortStableFunc(rs.budgets, func(a, b *budgetRule) int { return cmp.Compare(len(b.prefix), len(a.prefix)) })
 	return rs, set, nil
-}
-
-// params are a class's parameters as a configuration generation gives them.
-type params struct {
-	rule        string
-	rate, burst float64
 }

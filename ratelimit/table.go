@@ -3,22 +3,72 @@ package ratelimit
 import (
 	"math"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
-// epsilon absorbs floating-point error in refills: a bucket that refilled for
-// exactly the time one token takes may hold 0.9999999999 tokens, which must count
-// as one. It is far below any cost a policy can name meaningfully.
-const epsilon = 1e-9
+// Budget costs are fractional (a policy may say cost 0.5) but rate.Limiter
+// takes whole tokens, so a budget bucket counts milli-units: its burst is the
+// limit × 1000, its rate limit × 1000 per period, and a cost is charged as
+// cost × 1000 rounded up. Costs are therefore exact to 0.001; a finer cost
+// costs the next 0.001 (the limit never gets looser). A rate-limit bucket
+// counts plain tokens: one per message.
+const (
+	rateScale   = 1
+	budgetScale = 1000
+)
+
+// relTol lets a scaled decimal count as the whole number it stands for, which
+// float64 may miss by an ulp either way: 2.007 × 1000 is 2007.0000000000002 and
+// must cost 2007 milli-units, not 2008 (a cost rounds up); 1.001 × 1000 is
+// 1000.9999999999999 and a limit of 1.001 must hold 1001, not 1000 (a burst
+// rounds down).
+const relTol = 1e-12
+
+// maxBurst keeps a scaled burst an exact float64 and a valid int.
+const maxBurst = 1 << 53
 
 // class is one configured rule (a rate_limits entry or a budgets prefix): the
 // parameters its buckets share and the bucket shared by the names the table had
 // no room for. A class outlives a reload that keeps its rule (see Update), which
 // is how its buckets survive the reload.
 type class struct {
-	rule   string  // "rate_limits[1]" or "budgets[0]", for reasons and status
-	rate   float64 // tokens added per second
-	burst  float64 // bucket size
-	shared entry   // the overflow bucket (key.name == "", never in the table)
+	rule  string  // "rate_limits[1]" or "budgets[0]", for reasons and status
+	rate  float64 // units (tokens, budget cost) added per second, as configured
+	burst float64 // bucket size in units, as configured
+	// The same in the limiter's whole tokens (units × scale).
+	scale  float64
+	limit  rate.Limit
+	burstN int
+	shared entry // the overflow bucket (key.name == "", never in the table)
+}
+
+// params are a class's parameters as a configuration generation gives them.
+type params struct {
+	rule               string
+	rate, burst, scale float64
+}
+
+func (p params) limit() rate.Limit { return rate.Limit(p.rate * p.scale) }
+
+// burstN rounds the scaled burst down: a limit of 0.0015 is 1 milli-unit.
+func (p params) burstN() int {
+	b := p.burst * p.scale
+	return int(min(math.Floor(b+b*relTol), maxBurst))
+}
+
+// apply sets c's parameters to p. The caller re-configures c's buckets.
+func (c *class) apply(p params) {
+	c.rule, c.rate, c.burst, c.scale = p.rule, p.rate, p.burst, p.scale
+	c.limit, c.burstN = p.limit(), p.burstN()
+}
+
+// tokens converts a cost in units to the limiter's whole tokens, rounding up.
+// The result is a whole number, kept in a float64 so that a huge cost compares
+// against the burst without overflowing an int.
+func (c *class) tokens(units float64) float64 {
+	x := units * c.scale
+	return math.Ceil(x - x*relTol)
 }
 
 // bucketKey names a bucket: the rule it belongs to and the principal id or budget key.
@@ -27,12 +77,18 @@ type bucketKey struct {
 	name string
 }
 
-// entry is one token bucket. tokens is the level at last; the level at a later
-// time is computed, never stored ahead (the bucket needs no timer).
+// entry is one token bucket: a rate.Limiter driven with the caller's time, never
+// time.Now. The limiter is a field, not a pointer, so that a bucket is one
+// allocation; its own mutex is never contended, since the table's mutex is
+// held whenever it is used.
 type entry struct {
-	key    bucketKey
-	tokens float64
-	last   time.Time
+	key bucketKey
+	lim rate.Limiter
+	// last is the latest time the bucket was used, never earlier than any time
+	// given to lim. Every call passes lim at least last, so a clock that goes
+	// backwards refills nothing (rate.Limiter would refill again the time it
+	// went back), and an idle bucket is found by it.
+	last time.Time
 	// Neighbours in the table's ring, most recently used first.
 	prev, next *entry
 	// pin marks the entries one Take is working on, so making room for one of
@@ -40,62 +96,109 @@ type entry struct {
 	pin uint64
 }
 
-// level is the number of tokens at now. A clock that went backwards adds nothing.
+// init makes e a bucket of class c holding n whole tokens (0 <= n <= c.burstN)
+// at now. rate.NewLimiter returns a pointer, which would cost the bucket a
+// second allocation, and always starts full; so the limiter is set up in place
+// from its zero value, which holds no tokens: with a rate of n per second for
+// the second before now, the refill that SetLimitAt makes at now is exactly n
+// (the product of two small integers) and no more than the burst.
+func (e *entry) init(c *class, n int, now time.Time) {
+	before := now.Add(-time.Second)
+	e.lim.SetBurstAt(before, c.burstN)
+	e.lim.SetLimitAt(before, rate.Limit(n))
+	e.lim.SetLimitAt(now, c.limit)
+	e.last = now
+}
+
+// at is the time to give the limiter for a call at now: now, unless the clock
+// went backwards.
+func (e *entry) at(now time.Time) time.Time {
+	if now.After(e.last) {
+		return now
+	}
+	return e.last
+}
+
+// level is what the bucket holds at now, in the limiter's tokens.
 func (e *entry) level(now time.Time) float64 {
-	d := now.Sub(e.last)
-	if d <= 0 {
-		return e.tokens
-	}
-	t := e.tokens + d.Seconds()*e.key.c.rate
-	if t > e.key.c.burst {
-		return e.key.c.burst
-	}
-	return t
+	// rate.Limiter grants a request short by less than a nanosecond of refill
+	// and may so hold a hair below zero; that is none.
+	return max(e.lim.TokensAt(e.at(now)), 0)
+}
+
+// units is the level at now in the class's units (budget cost, tokens).
+func (e *entry) units(now time.Time) float64 {
+	return e.level(now) / e.key.c.scale
 }
 
 // full reports whether the bucket is at its burst at now. Only a full bucket may
 // be forgotten: re-creating it later yields the same state.
 func (e *entry) full(now time.Time) bool {
-	return e.level(now) >= e.key.c.burst-epsilon
+	return e.lim.TokensAt(e.at(now)) >= float64(e.key.c.burstN)
 }
 
-// take removes n tokens when the bucket holds them at now and reports whether
-// it did. Either way the level is settled at now.
-func (e *entry) take(n float64, now time.Time) bool {
-	l := e.level(now)
-	ok := l+epsilon >= n
-	if ok {
-		l = max(l-n, 0)
+// grants reports whether the bucket, holding tokens, grants n of them.
+// rate.Limiter grants a request whose shortfall refills in under a nanosecond
+// (so that float error in a refill does not refuse a due token); grants
+// demands under half a nanosecond, so that whenever it says yes, AllowN does
+// too: Take checks every bucket first and relies on that to take from all or
+// from none.
+func (e *entry) grants(tokens, n float64) bool {
+	c := e.key.c
+	if n > float64(c.burstN) {
+		return false
 	}
-	e.tokens = l
-	if now.After(e.last) {
-		e.last = now
+	short := n - tokens
+	return short <= 0 || short/float64(c.limit)*float64(time.Second) < 0.5
+}
+
+// can reports whether take(n, now) would succeed.
+func (e *entry) can(n float64, now time.Time) bool {
+	return e.grants(e.lim.TokensAt(e.at(now)), n)
+}
+
+// whole is the number of whole tokens the bucket grants at now.
+func (e *entry) whole(now time.Time) int {
+	t := e.lim.TokensAt(e.at(now))
+	n := max(math.Floor(t), 0)
+	if e.grants(t, n+1) {
+		n++ // 0.9999999999 tokens after a refill of one is one
 	}
-	return ok
+	return int(min(n, float64(e.key.c.burstN)))
+}
+
+// take removes n whole tokens when the bucket holds them at now and reports
+// whether it did.
+func (e *entry) take(n int, now time.Time) bool {
+	at := e.at(now)
+	e.last = at
+	return e.lim.AllowN(at, n)
 }
 
 // wait is how long until the bucket holds n tokens, counted from now, to the
-// nearest nanosecond (take's tolerance absorbs the rounding). It is never zero for
-// a bucket that lacks tokens, so a caller is never told to retry at once.
+// nearest nanosecond. It is never zero for a bucket that lacks tokens, so a
+// caller is never told to retry at once. It is computed from the level rather
+// than with ReserveN, which would allocate and take the tokens in advance.
 func (e *entry) wait(n float64, now time.Time) time.Duration {
-	missing := n - e.level(now)
-	if missing <= epsilon {
+	t := e.lim.TokensAt(e.at(now))
+	if e.grants(t, n) {
 		return 0
 	}
-	ns := math.Round(missing / e.key.c.rate * float64(time.Second))
+	ns := math.Round((n - t) / float64(e.key.c.limit) * float64(time.Second))
 	if ns >= math.MaxInt64 {
 		return math.MaxInt64
 	}
 	return max(time.Duration(ns), 1)
 }
 
-// settle records the level at now, so the class's parameters can change
-// without the change applying to time already past.
-func (e *entry) settle(now time.Time) {
-	e.tokens = e.level(now)
-	if now.After(e.last) {
-		e.last = now
-	}
+// reconfigure applies the class parameters p at now: the time already past
+// refills at the old rate, the time to come at the new one. A level above a
+// smaller new burst is capped by the limiter at its next use.
+func (e *entry) reconfigure(p params, now time.Time) {
+	at := e.at(now)
+	e.lim.SetLimitAt(at, p.limit())
+	e.lim.SetBurstAt(at, p.burstN())
+	e.last = at
 }
 
 // table holds the tracked buckets of one kind (rate limits or budgets) under a
@@ -161,8 +264,10 @@ func (t *table) get(k bucketKey, now time.Time) (e *entry, shared bool) {
 	}
 	// A new bucket starts as full as the class's shared bucket: full, unless the
 	// table recently overflowed, in which case this name may have been drawing on
-	// the shared bucket and must not get a fresh burst on top of it.
-	e = &entry{key: k, tokens: k.c.shared.level(now), last: now}
+	// the shared bucket and must not get a fresh burst on top of it. A fraction
+	// of a token (of a milli-unit, for a budget) is left out: never fuller.
+	e = &entry{key: k}
+	e.init(k.c, k.c.shared.whole(now), now)
 	t.m[k] = e
 	t.pushFront(e)
 	return e, false
