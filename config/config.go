@@ -33,6 +33,7 @@ type Config struct {
 	Metrics    Metrics         `yaml:"metrics"`
 	Log        Log             `yaml:"log"`
 	Limits     Limits          `yaml:"limits"`
+	Tracing    Tracing         `yaml:"tracing"`
 
 	// File is the absolute path the config was read from ("" when parsed from bytes).
 	File string `yaml:"-"`
@@ -100,6 +101,20 @@ type Breakglass struct {
 // Metrics configures the operational HTTP endpoint.
 type Metrics struct {
 	Listen string `yaml:"listen"`
+}
+
+// Tracing exports OpenTelemetry spans of every call (and of its upstream call) over
+// OTLP/gRPC. Without the section nothing is traced and no tracing code runs per call.
+type Tracing struct {
+	// Enabled is true when the file has a tracing section.
+	Enabled      bool   `yaml:"-"`
+	OTLPEndpoint string `yaml:"otlp_endpoint"` // collector host:port (OTLP/gRPC)
+	Insecure     bool   `yaml:"insecure"`      // plaintext to the collector
+	CA           string `yaml:"ca"`            // PEM roots for the collector's certificate; default system roots
+	// SampleRatio is the share of new traces recorded (default 1); a caller's
+	// sampled flag is always followed.
+	SampleRatio float64 `yaml:"sample_ratio"`
+	ServiceName string  `yaml:"service_name"` // default "ztp-proxy"
 }
 
 // PrincipalRule classifies principal ids matching a glob; the first matching rule wins.
@@ -230,6 +245,11 @@ func Parse(file string, data []byte) (*Config, error) {
 	}
 	c.File = file
 	_, c.Breakglass.Enabled = p.lines["breakglass"]
+	_, c.Tracing.Enabled = p.lines["tracing"]
+	if _, ok := p.lines["tracing.sample_ratio"]; c.Tracing.Enabled && !ok {
+		// Absent, not 0: 0 is meaningful (trace only what callers sampled).
+		c.Tracing.SampleRatio = 1
+	}
 	c.applyDefaults()
 	p.validate(&c)
 	if len(p.errs) > 0 {
@@ -393,6 +413,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
+	}
+	if c.Tracing.Enabled && c.Tracing.ServiceName == "" {
+		c.Tracing.ServiceName = "ztp-proxy"
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -587,6 +610,23 @@ func (p *parser) validate(c *Config) {
 	}
 	if c.Limits.MaxUnaryDeadline < 0 {
 		p.errorf("limits.max_unary_deadline", "must not be negative")
+	}
+	if t := c.Tracing; t.Enabled {
+		p.checkAddr("tracing.otlp_endpoint", t.OTLPEndpoint, false)
+		if t.Insecure && t.CA != "" {
+			p.errorf("tracing.insecure", "insecure cannot be combined with ca")
+		}
+		p.checkFile(c, "tracing.ca", t.CA, false)
+		if t.CA != "" {
+			p.checkCA(c, "tracing.ca", t.CA)
+		}
+		// Written so that NaN fails too.
+		if !(t.SampleRatio >= 0 && t.SampleRatio <= 1) {
+			p.errorf("tracing.sample_ratio", "must be between 0 and 1")
+		}
+		if strings.TrimSpace(t.ServiceName) == "" {
+			p.errorf("tracing.service_name", "must not be blank")
+		}
 	}
 }
 

@@ -115,6 +115,19 @@ func TestParseErrors(t *testing.T) {
 		{"insecure with ca", repl("{ insecure: true }", "{ insecure: true, ca: certs/ca.pem }"), []string{"upstreams[0].tls.insecure: insecure cannot be combined"}},
 		{"several errors at once", func(s string) string { return repl("kind: human", "kind: x")(repl("127.0.0.1:2379", "nohost")(s)) }, []string{"principals[1].kind", "upstreams[0].address"}},
 		{"not yaml", func(string) string { return "listen: [\n" }, []string{"not valid YAML"}},
+		{"tracing without endpoint", add("tracing:\n  insecure: true\n"), []string{"ztp.yaml:27: tracing.otlp_endpoint: required"}},
+		{"empty tracing section", add("tracing:\n"), []string{"tracing.otlp_endpoint: required"}},
+		{"tracing endpoint without port", add("tracing:\n  otlp_endpoint: collector\n"), []string{"ztp.yaml:28: tracing.otlp_endpoint: missing port"}},
+		{"tracing endpoint without host", add("tracing:\n  otlp_endpoint: :4317\n"), []string{"tracing.otlp_endpoint: host is required"}},
+		{"sample ratio above 1", add("tracing:\n  otlp_endpoint: c:4317\n  sample_ratio: 1.5\n"), []string{"ztp.yaml:29: tracing.sample_ratio: must be between 0 and 1"}},
+		{"negative sample ratio", add("tracing:\n  otlp_endpoint: c:4317\n  sample_ratio: -0.1\n"), []string{"tracing.sample_ratio: must be between 0 and 1"}},
+		{"NaN sample ratio", add("tracing:\n  otlp_endpoint: c:4317\n  sample_ratio: .nan\n"), []string{"tracing.sample_ratio: must be between 0 and 1"}},
+		{"sample ratio not a number", add("tracing:\n  otlp_endpoint: c:4317\n  sample_ratio: most\n"), []string{"ztp.yaml:29:", "tracing.sample_ratio"}},
+		{"blank service name", add("tracing:\n  otlp_endpoint: c:4317\n  service_name: \"  \"\n"), []string{"tracing.service_name: must not be blank"}},
+		{"tracing insecure with ca", add("tracing:\n  otlp_endpoint: c:4317\n  insecure: true\n  ca: certs/ca.pem\n"), []string{"tracing.insecure: insecure cannot be combined with ca"}},
+		{"tracing ca missing", add("tracing:\n  otlp_endpoint: c:4317\n  ca: certs/nope.pem\n"), []string{"tracing.ca: certs/nope.pem: no such file"}},
+		{"tracing ca not PEM", add("tracing:\n  otlp_endpoint: c:4317\n  ca: etcd.protoset\n"), []string{"tracing.ca: etcd.protoset holds no PEM certificate"}},
+		{"unknown tracing key", add("tracing:\n  otlp_endpoint: c:4317\n  endpoint: c:4317\n"), []string{"tracing.endpoint: unknown key"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -151,6 +164,34 @@ func add(text string, after ...string) func(string) string {
 	}
 }
 
+func TestTracing(t *testing.T) {
+	dir := fixture(t)
+	tests := []struct {
+		name string
+		yaml string // appended to the valid config
+		want Tracing
+	}{
+		{"absent: off", "", Tracing{}},
+		{"defaults", "tracing:\n  otlp_endpoint: 127.0.0.1:4317\n",
+			Tracing{Enabled: true, OTLPEndpoint: "127.0.0.1:4317", SampleRatio: 1, ServiceName: "ztp-proxy"}},
+		{"explicit zero ratio kept", "tracing:\n  otlp_endpoint: collector:4317\n  insecure: true\n  sample_ratio: 0\n  service_name: edge-proxy\n",
+			Tracing{Enabled: true, OTLPEndpoint: "collector:4317", Insecure: true, SampleRatio: 0, ServiceName: "edge-proxy"}},
+		{"ratio and ca", "tracing:\n  otlp_endpoint: collector:4317\n  ca: certs/ca.pem\n  sample_ratio: 0.1\n",
+			Tracing{Enabled: true, OTLPEndpoint: "collector:4317", CA: "certs/ca.pem", SampleRatio: 0.1, ServiceName: "ztp-proxy"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse(filepath.Join(dir, "ztp.yaml"), []byte(valid+tc.yaml))
+			if err != nil {
+				t.Fatalf("Parse() = %v", err)
+			}
+			if c.Tracing != tc.want {
+				t.Errorf("Tracing = %+v, want %+v", c.Tracing, tc.want)
+			}
+		})
+	}
+}
+
 func TestLoadMissingFile(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
 	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
@@ -162,6 +203,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(valid))
 	f.Add([]byte("listen: [\n"))
 	f.Add([]byte("upstreams: {a: 1}\n"))
+	f.Add([]byte(valid + "tracing:\n  otlp_endpoint: c:4317\n  sample_ratio: .nan\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, _ = Parse("/nonexistent/ztp.yaml", data) // must not panic
 	})

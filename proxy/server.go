@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -44,6 +45,9 @@ type Options struct {
 	Now func() time.Time
 	// AuditTimeout bounds one audit append (default 5s); past it the call is refused.
 	AuditTimeout time.Duration
+	// SpanExporter, when set and the config has a tracing section, receives the
+	// spans instead of the OTLP collector, synchronously as each span ends (tests).
+	SpanExporter sdktrace.SpanExporter
 }
 
 // Server is a running ztp-proxy: the gRPC listener, the pipeline, the upstream
@@ -137,9 +141,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 
+	tr, err := s.wireTracing(ctx) // before dialling: upstream connections take its handler
+	if err != nil {
+		return nil, err
+	}
+
 	rt := &router{}
 	for i, uc := range cfg.Upstreams {
-		up, err := dialUpstream(cfg, uc, cfg.Limits.MaxMessageBytes)
+		up, err := dialUpstream(cfg, uc, cfg.Limits.MaxMessageBytes, tr.dialOption())
 		if err != nil {
 			return nil, fmt.Errorf("upstreams[%d] (%s): %w", i, uc.Name, err)
 		}
@@ -168,6 +177,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		log:              opts.Logger,
 	}
 	s.pipeline.SetPolicy(engine)
+	tr.annotate(s.pipeline)
 
 	fwd := &forwarder{route: rt.lookup}
 	s.grpc = grpc.NewServer(
@@ -183,6 +193,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		// Clients such as etcdctl ping every 10s, also on idle watches; the default
 		// enforcement policy would answer with GOAWAY and cut long-lived streams.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		tr.serverOption(), // nothing when tracing is off
 	)
 
 	ztpv1.RegisterPolicyServer(s.grpc, &policyService{p: s.pipeline})
@@ -324,7 +335,7 @@ func loadPool(file string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-func dialUpstream(cfg *config.Config, uc config.Upstream, maxMsg int) (*upstream, error) {
+func dialUpstream(cfg *config.Config, uc config.Upstream, maxMsg int, trace grpc.DialOption) (*upstream, error) {
 	var creds credentials.TransportCredentials
 	if uc.TLS.Insecure {
 		creds = insecure.NewCredentials()
@@ -349,6 +360,7 @@ func dialUpstream(cfg *config.Config, uc config.Upstream, maxMsg int) (*upstream
 	conn, err := grpc.NewClient(uc.Address,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg)),
+		trace,
 	)
 	if err != nil {
 		return nil, err
