@@ -325,6 +325,10 @@ func budget(v ast.Value) (Budget, error) {
 // object or array: the input is converted for every message.
 func toValue(x any) (ast.Value, error) {
 	switch x := x.(type) {
+	case ast.Value:
+		// Already converted: the proxy builds the parts of the input that stay the
+		// same for a whole call (principal, metadata) once, not per message.
+		return x, nil
 	case map[string]any:
 		terms := make([]ast.Term, 2*len(x))
 		kvs := make([][2]*ast.Term, 0, len(x))

@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/open-policy-agent/opa/v1/ast"
+
 	"github.com/ztp-dev/ztp/audit"
 	"github.com/ztp-dev/ztp/decode"
 	"github.com/ztp-dev/ztp/identity"
@@ -123,7 +125,8 @@ type call struct {
 	upstream      *upstream
 	info          decode.MethodInfo
 	metadata      map[string][]string // sanitized client metadata, for policy and audit
-	mdInput       map[string]any      // the same, shaped for the policy input
+	mdInput       ast.Value           // the same, converted for the policy input once per call
+	principalIn   ast.Value           // the principal, converted once per call
 	justification string
 	ticket        string
 
@@ -373,17 +376,11 @@ func (p *Pipeline) input(c *call, req map[string]any, decoded bool, idx int, g G
 	if c.upstream != nil {
 		upstream = c.upstream.name
 	}
-	groups := make([]any, len(c.principal.Groups))
-	for i, g := range c.principal.Groups {
-		groups[i] = g
+	if c.principalIn == nil {
+		c.principalIn = principalValue(c.principal)
 	}
 	return map[string]any{
-		"principal": map[string]any{
-			"id":     c.principal.ID,
-			"kind":   c.principal.Kind,
-			"groups": groups,
-			"authn":  c.principal.Authn,
-		},
+		"principal":       c.principalIn,
 		"method":          c.method,
 		"service":         c.service,
 		"rpc":             c.rpc,
@@ -401,6 +398,20 @@ func (p *Pipeline) input(c *call, req map[string]any, decoded bool, idx int, g G
 		"breakglass":    breakglassInput(g, hasGrant),
 		"time":          now.UTC().Format(time.RFC3339),
 	}
+}
+
+// principalValue renders the principal for the policy input.
+func principalValue(p identity.Principal) ast.Value {
+	groups := make([]*ast.Term, len(p.Groups))
+	for i, g := range p.Groups {
+		groups[i] = ast.StringTerm(g)
+	}
+	return ast.NewObject(
+		[2]*ast.Term{ast.StringTerm("id"), ast.StringTerm(p.ID)},
+		[2]*ast.Term{ast.StringTerm("kind"), ast.StringTerm(p.Kind)},
+		[2]*ast.Term{ast.StringTerm("groups"), ast.ArrayTerm(groups...)},
+		[2]*ast.Term{ast.StringTerm("authn"), ast.StringTerm(p.Authn)},
+	)
 }
 
 func bgField(has bool, v string) string {
@@ -429,7 +440,7 @@ func breakglassInput(g GrantInfo, has bool) map[string]any {
 func (c *call) readMetadata(ctx context.Context) {
 	in, _ := metadata.FromIncomingContext(ctx)
 	c.metadata = make(map[string][]string, len(in))
-	c.mdInput = make(map[string]any, len(in))
+	kvs := make([][2]*ast.Term, 0, len(in))
 	for k, vs := range in {
 		switch {
 		case k == HeaderJustification:
@@ -439,13 +450,14 @@ func (c *call) readMetadata(ctx context.Context) {
 		case sensitiveHeader(k):
 		default:
 			c.metadata[k] = vs
-			l := make([]any, len(vs))
+			l := make([]*ast.Term, len(vs))
 			for i, v := range vs {
-				l[i] = v
+				l[i] = ast.StringTerm(v)
 			}
-			c.mdInput[k] = l
+			kvs = append(kvs, [2]*ast.Term{ast.StringTerm(k), ast.ArrayTerm(l...)})
 		}
 	}
+	c.mdInput = ast.NewObject(kvs...)
 }
 
 // sensitiveHeader names metadata never copied into policy input or audit records.
