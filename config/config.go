@@ -466,6 +466,9 @@ func (p *parser) validate(c *Config) {
 			p.errorf("tls.client_auth", "is require, so token-only clients cannot connect: use verify_if_given with identity.jwt")
 		}
 	}
+	if c.Identity.JWT == nil && c.TLS.ClientAuth == "verify_if_given" {
+		p.errorf("tls.client_auth", "verify_if_given without identity.jwt only lets callers without certificates reach the proxy to be refused (and audited): use require")
+	}
 	if len(c.Identity.Principals) == 0 {
 		p.errorf("identity.principals", "at least one rule is required: principals matching no rule are rejected")
 	}
@@ -562,6 +565,11 @@ func (p *parser) validate(c *Config) {
 	}
 
 	bg := c.Breakglass
+	if bg.Enabled {
+		if _, set := p.lines["breakglass.approvals_required"]; !set {
+			p.errorf("breakglass.approvals_required", "required when breakglass is configured (0 = self-service, N = N other humans must approve)")
+		}
+	}
 	if bg.MaxDuration < time.Minute || bg.MaxDuration > 7*24*time.Hour {
 		p.errorf("breakglass.max_duration", "must be between 1m and 168h")
 	}

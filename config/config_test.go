@@ -208,3 +208,29 @@ func FuzzParse(f *testing.F) {
 		_, _ = Parse("/nonexistent/ztp.yaml", data) // must not panic
 	})
 }
+
+// TestSecureDefaults: configurations that would quietly weaken the proxy are refused.
+func TestSecureDefaults(t *testing.T) {
+	dir := fixture(t)
+	tests := []struct {
+		name string
+		edit func(string) string
+		want string
+	}{
+		{"verify_if_given without jwt", add("  client_auth: verify_if_given\n", "  client_ca: certs/ca.pem\n"), "tls.client_auth: verify_if_given without identity.jwt"},
+		{"breakglass without approvals_required", add("breakglass:\n  approver_groups: [sre-leads]\n"), "breakglass.approvals_required: required"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(filepath.Join(dir, "ztp.yaml"), []byte(tc.edit(valid)))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Parse() = %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+	ok := add("breakglass:\n  approvals_required: 0\n")(valid)
+	c, err := Parse(filepath.Join(dir, "ztp.yaml"), []byte(ok))
+	if err != nil || !c.Breakglass.Enabled {
+		t.Errorf("explicit self-service breakglass: %v, enabled=%v; want accepted and enabled", err, c != nil && c.Breakglass.Enabled)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -78,7 +79,24 @@ func (a *Authenticator) Authenticate(ctx context.Context) (Principal, error) {
 	if !ok {
 		return Principal{}, unauthenticated(fmt.Errorf("%w: %q", ErrUnknownPrincipal, clip(id)))
 	}
+	p.Expires = certExpiry(ctx)
 	return p, nil
+}
+
+// certExpiry is when the verified client chain stops being valid: its
+// earliest NotAfter (zero when unknown).
+func certExpiry(ctx context.Context) time.Time {
+	info, err := tlsInfo(ctx)
+	if err != nil || len(info.State.VerifiedChains) == 0 {
+		return time.Time{}
+	}
+	var exp time.Time
+	for _, c := range info.State.VerifiedChains[0] {
+		if exp.IsZero() || c.NotAfter.Before(exp) {
+			exp = c.NotAfter
+		}
+	}
+	return exp
 }
 
 func (a *Authenticator) authenticateToken(ctx context.Context, c *Classifier, tok string) (Principal, error) {
@@ -86,7 +104,7 @@ func (a *Authenticator) authenticateToken(ctx context.Context, c *Classifier, to
 	if _, err := tlsInfo(ctx); err != nil {
 		return Principal{}, unauthenticated(fmt.Errorf("%w: bearer token over a connection that is not TLS", ErrInvalidToken))
 	}
-	id, err := a.jwt.Verify(tok)
+	id, exp, err := a.jwt.VerifyExpiry(tok)
 	if err != nil {
 		return Principal{}, unauthenticated(err)
 	}
@@ -94,6 +112,7 @@ func (a *Authenticator) authenticateToken(ctx context.Context, c *Classifier, to
 	if !ok {
 		return Principal{}, unauthenticated(fmt.Errorf("%w: %q", ErrUnknownPrincipal, clip(id)))
 	}
+	p.Expires = exp
 	return p, nil
 }
 

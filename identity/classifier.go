@@ -3,6 +3,7 @@ package identity
 import (
 	"fmt"
 	"path"
+	"time"
 )
 
 // Kinds of principal, as policies see them in input.principal.kind.
@@ -22,6 +23,10 @@ type Principal struct {
 	Kind   string   `json:"kind"`   // KindAutomation or KindHuman
 	Groups []string `json:"groups"` // never nil, so policies iterate an empty array, not null
 	Authn  string   `json:"authn"`  // how the caller proved the id, e.g. AuthnMTLS
+	// Expires is when the credential that proved the id stops being valid (the
+	// token's exp, the client certificate's NotAfter); zero when unknown. A
+	// long-lived stream outlives its handshake, so the proxy checks it per message.
+	Expires time.Time `json:"-"`
 }
 
 // Rule classifies the principal ids matching Match, a glob with path.Match

@@ -186,21 +186,27 @@ func parseJWKS(data []byte) (*keySet, error) {
 // id it asserts. Every error wraps ErrInvalidToken, with a cause fit for the
 // client: no key material or token contents beyond the failing check.
 func (v *JWTVerifier) Verify(token string) (string, error) {
-	id, err := v.verify(token)
-	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrInvalidToken, err)
-	}
-	return id, nil
+	id, _, err := v.VerifyExpiry(token)
+	return id, err
 }
 
-func (v *JWTVerifier) verify(token string) (string, error) {
+// VerifyExpiry is Verify that also returns the token's expiry (exp).
+func (v *JWTVerifier) VerifyExpiry(token string) (string, time.Time, error) {
+	id, exp, err := v.verify(token)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("%w: %w", ErrInvalidToken, err)
+	}
+	return id, exp, nil
+}
+
+func (v *JWTVerifier) verify(token string) (string, time.Time, error) {
 	if len(token) > maxTokenBytes {
-		return "", fmt.Errorf("longer than %d bytes", maxTokenBytes)
+		return "", time.Time{}, fmt.Errorf("longer than %d bytes", maxTokenBytes)
 	}
 	// Compact serialization only: three base64url parts. The JSON
 	// serialization could carry several signatures and unprotected headers.
 	if strings.Count(token, ".") != 2 || strings.ContainsAny(token, " \t\r\n{") {
-		return "", errors.New("not a compact JWS")
+		return "", time.Time{}, errors.New("not a compact JWS")
 	}
 	// The algorithm is checked before any key is chosen or any signature
 	// is computed: the token does not get to choose how it is verified.
@@ -210,19 +216,19 @@ func (v *JWTVerifier) verify(token string) (string, error) {
 	}
 	hb, err := base64.RawURLEncoding.DecodeString(token[:strings.IndexByte(token, '.')])
 	if err != nil || json.Unmarshal(hb, &h) != nil {
-		return "", errors.New("malformed header")
+		return "", time.Time{}, errors.New("malformed header")
 	}
 	if h.Alg == nil {
-		return "", errors.New("no alg in the protected header")
+		return "", time.Time{}, errors.New("no alg in the protected header")
 	}
 	switch *h.Alg {
 	case algRS256, algES256, algEdDSA:
 	default:
-		return "", fmt.Errorf("algorithm %q is not accepted (RS256, ES256, EdDSA only)", clip(*h.Alg))
+		return "", time.Time{}, fmt.Errorf("algorithm %q is not accepted (RS256, ES256, EdDSA only)", clip(*h.Alg))
 	}
 	key, err := v.keys.Load().lookup(h.Kid, *h.Alg)
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
 	tok, err := jwt.Parse([]byte(token),
 		jwt.WithKey(key.alg, key.pub),
@@ -233,20 +239,21 @@ func (v *JWTVerifier) verify(token string) (string, error) {
 		jwt.WithClock(jwt.ClockFunc(v.cfg.Now)),
 	)
 	if err != nil {
-		return "", claimError(err)
+		return "", time.Time{}, claimError(err)
 	}
 	var id any
 	if err := tok.Get(v.cfg.PrincipalClaim, &id); err != nil {
-		return "", fmt.Errorf("no %q claim", clip(v.cfg.PrincipalClaim))
+		return "", time.Time{}, fmt.Errorf("no %q claim", clip(v.cfg.PrincipalClaim))
 	}
 	s, ok := id.(string)
 	if !ok {
-		return "", fmt.Errorf("claim %q is not a string", clip(v.cfg.PrincipalClaim))
+		return "", time.Time{}, fmt.Errorf("claim %q is not a string", clip(v.cfg.PrincipalClaim))
 	}
 	if err := checkTokenPrincipal(s); err != nil {
-		return "", fmt.Errorf("claim %q: %w", clip(v.cfg.PrincipalClaim), err)
+		return "", time.Time{}, fmt.Errorf("claim %q: %w", clip(v.cfg.PrincipalClaim), err)
 	}
-	return s, nil
+	exp, _ := tok.Expiration()
+	return s, exp, nil
 }
 
 // lookup finds the key a token names. Without a kid the token is accepted

@@ -40,30 +40,34 @@ type controlAuthz struct {
 
 // authorize returns "" when p may call method, else the reason it may not.
 func (a controlAuthz) authorize(method string, p identity.Principal) string {
-	switch {
-	case strings.HasPrefix(method, "/ztp.v1.Audit/"):
+	switch method {
+	case "/ztp.v1.Audit/Export", "/ztp.v1.Audit/Verify", "/ztp.v1.Audit/LatestCheckpoint":
 		if !p.InGroup(a.auditReaders...) {
 			return "audit export and verify need membership in a group of audit.readers"
 		}
-	case method == "/ztp.v1.BreakGlass/RequestGrant":
+	case "/ztp.v1.BreakGlass/RequestGrant":
 		if p.Kind != "human" {
 			return "only humans may request break-glass"
 		}
-	case method == "/ztp.v1.BreakGlass/ApproveGrant", method == "/ztp.v1.BreakGlass/DenyGrant":
+	case "/ztp.v1.BreakGlass/ApproveGrant", "/ztp.v1.BreakGlass/DenyGrant":
 		if p.Kind != "human" || !p.InGroup(a.approverGroups...) {
 			return "only humans in breakglass.approver_groups may approve or deny grants"
 		}
-	case method == "/ztp.v1.BreakGlass/RevokeGrant", // the service checks requester-or-approver
-		method == "/ztp.v1.BreakGlass/GetGrant",
-		method == "/ztp.v1.BreakGlass/ListGrants",
-		method == "/ztp.v1.Policy/Version",
-		method == "/ztp.v1.RateLimit/Status",
-		strings.HasPrefix(method, healthPrefix):
+	case "/ztp.v1.BreakGlass/RevokeGrant", // the service checks requester-or-approver
+		"/ztp.v1.BreakGlass/GetGrant",
+		"/ztp.v1.BreakGlass/ListGrants",
+		"/ztp.v1.Policy/Version",
+		"/ztp.v1.RateLimit/Status",
+		"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch", "/grpc.health.v1.Health/List":
 	default:
-		return "unknown control method"
+		return errUnknownControl
 	}
 	return ""
 }
+
+// errUnknownControl is authorize's answer for a method the control API does not
+// serve; the caller gets UNIMPLEMENTED (after the refusal is audited).
+const errUnknownControl = "unknown control method"
 
 // controlUnary authenticates, authorizes and audits unary control-API calls.
 func (p *Pipeline) controlUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -105,6 +109,9 @@ func (p *Pipeline) controlStart(ctx context.Context, method string) (*call, cont
 	c.readMetadata(ctx)
 	if reason := p.control.authorize(method, pr); reason != "" {
 		p.refuse(ctx, c, &pr, reason)
+		if reason == errUnknownControl {
+			return nil, nil, status.Errorf(codes.Unimplemented, "ztp: unknown control method %s", method)
+		}
 		return nil, nil, status.Error(codes.PermissionDenied, policy.DeniedMessage([]string{reason}))
 	}
 	return c, identity.NewContext(ctx, pr), nil

@@ -32,6 +32,12 @@ func (f *forwarder) handle(_ any, ss grpc.ServerStream) error {
 	if !ok {
 		return status.Error(codes.Internal, "ztp: no method on stream")
 	}
+	// The proxy's own services are served here, never forwarded, whatever a
+	// service glob in the config matches (grpc-go hands unknown methods of a
+	// registered service to this handler too).
+	if isControl(method) {
+		return status.Errorf(codes.Unimplemented, "ztp: unknown control method %s", method)
+	}
 	up := f.route(method)
 	if up == nil {
 		return status.Errorf(codes.Unimplemented, "ztp: no upstream serves %s", method)

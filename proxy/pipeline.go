@@ -254,6 +254,18 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	rec := p.record(c, "request")
 	rec.MessageIndex = idx
 
+	// The credential that authenticated the call may expire while a stream stays
+	// open for days: messages after that are refused like an unauthenticated call.
+	if exp := c.principal.Expires; !exp.IsZero() && !now.Before(exp) {
+		reason := "credentials expired at " + exp.UTC().Format(time.RFC3339)
+		rec.Decision = policy.DecisionDeny
+		rec.Reasons = []string{reason}
+		if _, err := p.append(ctx, rec); err != nil {
+			return status.Error(codes.Unavailable, "ztp: audit log unavailable; request not forwarded")
+		}
+		return status.Error(codes.Unauthenticated, "ztp: "+reason)
+	}
+
 	// Break-glass: is an approved, unexpired grant of this principal in scope?
 	// Looked up per message, so a grant ends exactly when it expires or is revoked.
 	var grant GrantInfo
@@ -296,7 +308,8 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 		rec.Justification = firstNonEmpty(c.justification, grant.Reason)
 		rec.Ticket = firstNonEmpty(c.ticket, grant.Ticket)
 	}
-	if v.Forward() && len(res.Budgets) > 0 && p.budgets != nil {
+	// Only an allowed message spends budget: a dryrun_deny is recorded, not charged.
+	if v.Decision == policy.DecisionAllow && len(res.Budgets) > 0 && p.budgets != nil {
 		if ok, wait, key := p.budgets.Take(res.Budgets, now); !ok {
 			reason := "change budget " + key + " exhausted"
 			if wait < 0 { // not retryable: key says why (no budgets prefix, cost above the limit)
