@@ -4,16 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 
 	ztpv1 "github.com/ztp-dev/ztp/api/ztp/v1"
 )
@@ -174,7 +169,7 @@ func BenchmarkLog1M(b *testing.B) {
 	}
 	defer s2.Close()
 	b.Run("export-grpc", func(b *testing.B) {
-		c := serveBench(b, s2)
+		c := serve(b, s2)
 		read(b, func(count func()) error {
 			stream, err := c.Export(ctx, &ztpv1.ExportRequest{})
 			if err != nil {
@@ -194,23 +189,4 @@ func BenchmarkLog1M(b *testing.B) {
 			}
 		})
 	})
-}
-
-// serveBench is serve for benchmarks.
-func serveBench(b *testing.B, s *Store) ztpv1.AuditClient {
-	lis := bufconn.Listen(4 << 20)
-	srv := grpc.NewServer()
-	ztpv1.RegisterAuditServer(srv, NewService(s))
-	go srv.Serve(lis)
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		conn.Close()
-		srv.Stop()
-	})
-	return ztpv1.NewAuditClient(conn)
 }

@@ -23,11 +23,19 @@ import (
 )
 
 // serve runs the Audit service over s on an in-memory gRPC connection.
-func serve(t *testing.T, s *Store) ztpv1.AuditClient {
+func serve(t testing.TB, s *Store) ztpv1.AuditClient {
 	t.Helper()
-	lis := bufconn.Listen(1 << 20)
+	c, _ := serveService(t, NewService(s))
+	return c
+}
+
+// serveService runs svc on an in-memory gRPC connection that t's cleanup
+// closes; the server is returned for tests that stop it themselves.
+func serveService(t testing.TB, svc *Service) (ztpv1.AuditClient, *grpc.Server) {
+	t.Helper()
+	lis := bufconn.Listen(4 << 20)
 	srv := grpc.NewServer()
-	ztpv1.RegisterAuditServer(srv, NewService(s))
+	ztpv1.RegisterAuditServer(srv, svc)
 	go srv.Serve(lis)
 	conn, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
@@ -39,7 +47,7 @@ func serve(t *testing.T, s *Store) ztpv1.AuditClient {
 		conn.Close()
 		srv.Stop()
 	})
-	return ztpv1.NewAuditClient(conn)
+	return ztpv1.NewAuditClient(conn), srv
 }
 
 func appendN(t *testing.T, s *Store, n int) {
@@ -285,19 +293,9 @@ func TestRPCStatus(t *testing.T) {
 func TestServiceStopFollowers(t *testing.T) {
 	s, _ := openTestStore(t, Options{})
 	appendN(t, s, 2)
-	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
 	svc := NewService(s)
-	ztpv1.RegisterAuditServer(srv, svc)
-	go srv.Serve(lis)
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	stream, err := ztpv1.NewAuditClient(conn).Export(testCtx(t), &ztpv1.ExportRequest{Follow: true})
+	c, srv := serveService(t, svc)
+	stream, err := c.Export(testCtx(t), &ztpv1.ExportRequest{Follow: true})
 	if err != nil {
 		t.Fatal(err)
 	}

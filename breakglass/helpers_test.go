@@ -5,7 +5,6 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,31 +13,10 @@ import (
 
 	"github.com/ztp-dev/ztp/audit"
 	"github.com/ztp-dev/ztp/identity"
+	"github.com/ztp-dev/ztp/internal/testclock"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// clock is a fake clock the test moves by hand.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock {
-	return &clock{now: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)}
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // Principals of the tests.
 var (
@@ -61,7 +39,7 @@ func testCtx(t testing.TB) context.Context {
 type env struct {
 	t     testing.TB
 	path  string
-	clock *clock
+	clock *testclock.Clock
 	audit *audit.Store
 	store *Store
 	opts  Options
@@ -72,7 +50,7 @@ type env struct {
 // the file.
 func newEnv(t testing.TB, mod func(*Options)) *env {
 	t.Helper()
-	e := &env{t: t, path: filepath.Join(t.TempDir(), "audit.db"), clock: newClock()}
+	e := &env{t: t, path: filepath.Join(t.TempDir(), "audit.db"), clock: testclock.New(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))}
 	e.opts = Options{MaxDuration: time.Hour, ApprovalsRequired: 1, ApproverGroups: []string{"sre-leads"}, Now: e.clock.Now}
 	if mod != nil {
 		mod(&e.opts)

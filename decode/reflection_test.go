@@ -24,6 +24,8 @@ import (
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/ztp-dev/ztp/internal/testclock"
 )
 
 // testService is the tiny upstream: it echoes the request payload.
@@ -192,28 +194,6 @@ func (n *noDepsReflection) ServerReflectionInfo(stream rpb.ServerReflection_Serv
 	}
 }
 
-// fakeClock is the injected clock for negative-cache expiry.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 const (
 	reflV1    = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 	reflAlpha = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
@@ -372,7 +352,7 @@ func TestReflectionCallerGivesUp(t *testing.T) {
 func TestReflectionNegativeCache(t *testing.T) {
 	u := startUpstream(t, reflectV1AndAlpha, false)
 	ctx := testContext(t)
-	clock := newFakeClock()
+	clock := testclock.New(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
 	r := NewReflection(u.conn, ReflectionOptions{NegativeTTL: 10 * time.Second, Now: clock.Now})
 	d := NewDecoder(r)
 

@@ -33,7 +33,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ztp-dev/ztp/audit"
-	"github.com/ztp-dev/ztp/pki"
 	"github.com/ztp-dev/ztp/proxy/proxytest"
 )
 
@@ -108,9 +107,9 @@ func buildProxy(t *testing.T) string {
 	return bin
 }
 
-// crashEnv is a config directory for the proxy binary: certificates, a
-// policy, a protoset and ztp.yaml on a fixed port, so that restarts listen
-// where clients expect them.
+// crashEnv is a config directory for the proxy binary (a Prepared
+// proxytest.Env) with ztp.yaml on a fixed port, so that restarts listen where
+// clients expect them, and a signing key for checkpoints.
 type crashEnv struct {
 	dir, config, auditPath, addr string
 	bin                          string
@@ -121,68 +120,22 @@ type crashEnv struct {
 
 func newCrashEnv(t *testing.T) *crashEnv {
 	t.Helper()
-	e := &crashEnv{dir: t.TempDir(), bin: buildProxy(t), backend: startRecordingBackend(t)}
-	ca, err := pki.NewCA("ztp crash-test CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "ztp-proxy", DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.WriteFiles(e.dir, "proxy", leaf); err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(e.dir, "ca.pem"), ca.CertPEM, 0o644)
-	os.MkdirAll(filepath.Join(e.dir, "policies"), 0o755)
-	os.WriteFile(filepath.Join(e.dir, "policies", "test.rego"), []byte(proxytest.DefaultPolicy), 0o644)
-	proxytest.WriteProtoset(t, filepath.Join(e.dir, "test.protoset"), testgrpc.File_grpc_testing_test_proto)
-	client, err := ca.Issue(pki.LeafOptions{CommonName: "client", URIs: []string{proxytest.DeployerID}, Client: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.client = &tls.Config{Certificates: []tls.Certificate{client.TLS}, RootCAs: ca.Pool(), ServerName: "localhost"}
+	e := &crashEnv{bin: buildProxy(t), backend: startRecordingBackend(t), addr: closedAddr(t)}
+	env := proxytest.Prepare(t, proxytest.Options{
+		Listen:   e.addr,
+		Upstream: e.backend.addr,
+		Audit:    "  signing_key: audit-ed25519.pem\n  checkpoint_interval: 1s\n",
+	})
+	e.dir, e.config, e.auditPath = env.Dir, env.Config, env.AuditFile
+	e.client = env.ClientTLS(t, proxytest.DeployerID)
 	priv, pub, err := audit.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(e.dir, "audit-ed25519.pem"), priv, 0o600)
+	if err := os.WriteFile(filepath.Join(e.dir, "audit-ed25519.pem"), priv, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if e.pub, err = audit.ParsePublicKey(pub); err != nil {
-		t.Fatal(err)
-	}
-
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.addr = lis.Addr().String()
-	lis.Close()
-	e.auditPath = filepath.Join(e.dir, "audit.db")
-	e.config = filepath.Join(e.dir, "ztp.yaml")
-	yaml := fmt.Sprintf(`listen: %s
-tls:
-  cert: proxy.pem
-  key: proxy-key.pem
-  client_ca: ca.pem
-identity:
-  principals:
-    - match: "spiffe://example.org/ns/prod/sa/*"
-      kind: automation
-      groups: [deployers]
-upstreams:
-  - name: test
-    address: %s
-    services: ["grpc.testing.*"]
-    descriptors: test.protoset
-    tls: { insecure: true }
-policy:
-  paths: [policies/]
-audit:
-  path: audit.db
-  signing_key: audit-ed25519.pem
-  checkpoint_interval: 1s
-`, e.addr, e.backend.addr)
-	if err := os.WriteFile(e.config, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return e

@@ -3,8 +3,6 @@ package proxy_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,9 +17,7 @@ import (
 
 	ztpv1 "github.com/ztp-dev/ztp/api/ztp/v1"
 	"github.com/ztp-dev/ztp/audit"
-	"github.com/ztp-dev/ztp/config"
 	"github.com/ztp-dev/ztp/policy"
-	"github.com/ztp-dev/ztp/proxy"
 	"github.com/ztp-dev/ztp/proxy/proxytest"
 )
 
@@ -65,41 +61,6 @@ func renameReplace(t *testing.T, path, content string) {
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// writeConfig writes a ztp.yaml for env (Server.Reload re-reads it) with the given audit
-// file, and returns its path.
-func writeReloadConfig(t *testing.T, env *proxytest.Env, auditPath string) string {
-	t.Helper()
-	yaml := fmt.Sprintf(`listen: 127.0.0.1:0
-tls:
-  cert: proxy.pem
-  key: proxy-key.pem
-  client_ca: ca.pem
-identity:
-  principals:
-    - match: "spiffe://example.org/ns/prod/sa/*"
-      kind: automation
-      groups: [deployers]
-    - match: "spiffe://example.org/user/*"
-      kind: human
-      groups: [sre]
-upstreams:
-  - name: test
-    address: %s
-    services: ["grpc.testing.*"]
-    descriptors: test.protoset
-    tls: { insecure: true }
-policy:
-  paths: [policies/]
-audit:
-  path: %s
-`, env.Backend.Addr, auditPath)
-	path := filepath.Join(env.Dir, "ztp.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // policyRecords returns the "policy" audit records written so far. It scans the store
@@ -165,7 +126,6 @@ func wantPolicyDetail(t *testing.T, rec *audit.Record, version string, parts ...
 // decision must be the one that version makes.
 func TestPolicyReloadUnderTraffic(t *testing.T) {
 	env := proxytest.Start(t, proxytest.Options{})
-	writeReloadConfig(t, env, "audit.db")
 	file := filepath.Join(env.Dir, "policies", "test.rego")
 	v1, v2 := policyVersionOf(t, proxytest.DefaultPolicy), policyVersionOf(t, reloadPolicyV2)
 	ctx := proxytest.Ctx(t)
@@ -310,7 +270,6 @@ func TestPolicyReloadUnderTraffic(t *testing.T) {
 // the symbolic link it is (a release switch with ln -sfn).
 func TestPolicyReloadSIGHUPNewPaths(t *testing.T) {
 	env := proxytest.Start(t, proxytest.Options{})
-	cfgPath := writeReloadConfig(t, env, "audit.db")
 	for dir, content := range map[string]string{"release-v1": proxytest.DefaultPolicy, "release-v2": reloadPolicyV2} {
 		if err := os.MkdirAll(filepath.Join(env.Dir, dir), 0o755); err != nil {
 			t.Fatal(err)
@@ -323,10 +282,6 @@ func TestPolicyReloadSIGHUPNewPaths(t *testing.T) {
 	if err := os.Symlink("release-v2", current); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := proxytest.Ctx(t)
 	// A call, and reading its record, orders this test after Serve's start: Serve reads
 	// the config that Reload replaces (a race the integrator is told about).
@@ -334,14 +289,12 @@ func TestPolicyReloadSIGHUPNewPaths(t *testing.T) {
 		t.Fatalf("alice EmptyCall under v1: %v", err)
 	}
 	env.Records(t)
-	if err := os.WriteFile(cfgPath, []byte(strings.Replace(string(cfg), "paths: [policies/]", "paths: [current/]", 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	env.RewriteConfig(t, func(cfg string) string { return strings.Replace(cfg, "paths: [policies/]", "paths: [current/]", 1) })
 	if err := env.Server.Reload(ctx); err != nil {
 		t.Fatalf("Reload: %v", err)
 	}
 	v1, v2 := policyVersionOf(t, proxytest.DefaultPolicy), policyVersionOf(t, reloadPolicyV2)
-	_, err = env.Dial(t, proxytest.AliceID).EmptyCall(ctx, &testgrpc.Empty{})
+	_, err := env.Dial(t, proxytest.AliceID).EmptyCall(ctx, &testgrpc.Empty{})
 	proxytest.WantCode(t, "alice EmptyCall after the reload", err, codes.PermissionDenied, "v2: humans may not call EmptyCall")
 	recs := policyRecords(t, env)
 	if len(recs) != 1 {
@@ -373,11 +326,8 @@ func TestPolicyTestsGateStartup(t *testing.T) {
 	wantPolicyDetail(t, waitPolicyRecord(t, env, 1), policyVersionOf(t, proxytest.DefaultPolicy), "tests failed")
 
 	// ... and a new proxy refuses to start with it.
-	cfg, err := config.Load(writeReloadConfig(t, env, filepath.Join(t.TempDir(), "second.db")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := proxy.New(proxytest.Ctx(t), cfg, proxy.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	env.Stop(t)
+	srv, err := env.NewServer(t)
 	if err == nil {
 		srv.Shutdown(context.Background())
 		t.Fatal("proxy.New with a policy whose tests fail succeeded")

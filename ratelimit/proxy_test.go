@@ -2,10 +2,7 @@ package ratelimit_test
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,24 +14,17 @@ import (
 
 	ztpv1 "github.com/ztp-dev/ztp/api/ztp/v1"
 	"github.com/ztp-dev/ztp/audit"
+	"github.com/ztp-dev/ztp/internal/testclock"
 	"github.com/ztp-dev/ztp/proxy"
 	"github.com/ztp-dev/ztp/proxy/proxytest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// clock is the proxy's injected time: tests move it instead of sleeping.
-type clock struct{ ns atomic.Int64 }
-
-func newClock() *clock {
-	c := &clock{}
-	c.ns.Store(t0.UnixNano())
-	return c
+// withClock makes clk the proxy's time: tests move it instead of sleeping.
+func withClock(clk *testclock.Clock) func(*proxy.Options) {
+	return func(o *proxy.Options) { o.Now = clk.Now }
 }
-
-func (c *clock) Now() time.Time           { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *clock) Advance(d time.Duration)  { c.ns.Add(int64(d)) }
-func (c *clock) options(o *proxy.Options) { o.Now = c.Now }
 
 // call makes one EmptyCall and returns its error and its trailer.
 func call(t *testing.T, c testgrpc.TestServiceClient) (error, metadata.MD) {
@@ -73,9 +63,9 @@ func ratelimited(t *testing.T, env *proxytest.Env, method string) []*audit.Recor
 // the pushback trailer and the wait in the message; the refusal is audited and
 // never reaches the backend; the bucket is the principal's, whatever connection.
 func TestProxyRateLimit(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New(t0)
 	env := proxytest.Start(t, proxytest.Options{
-		Proxy: clk.options,
+		Proxy: withClock(clk),
 		Extra: `rate_limits:
   - match: { kind: automation, method: "/grpc.testing.TestService/*" }
     rps: 0.5
@@ -151,9 +141,9 @@ budgets contains {"key": "unconfigured:x", "cost": 1} if body == "unconfigured"
 // message spends nothing; an exhausted budget is RESOURCE_EXHAUSTED with the wait;
 // a key without a budgets entry is refused and marked not retryable.
 func TestProxyBudgetsFromPolicy(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New(t0)
 	env := proxytest.Start(t, proxytest.Options{
-		Proxy:  clk.options,
+		Proxy:  withClock(clk),
 		Policy: budgetPolicy,
 		Extra: `budgets:
   - prefix: "unary:"
@@ -226,17 +216,18 @@ func reasons(recs []*audit.Record) [][]string {
 // TestProxyReloadKeepsBuckets: a SIGHUP reload that changes one rule leaves the
 // buckets of the others as they were.
 func TestProxyReloadKeepsBuckets(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New(t0)
 	human := `  - match: { kind: human }
     rps: 0.1
     burst: 2
 `
-	env := proxytest.Start(t, proxytest.Options{
-		Proxy: clk.options,
-		Extra: "rate_limits:\n" + human + `  - match: { kind: automation }
+	automation := `  - match: { kind: automation }
     rps: 0.1
     burst: 1
-`,
+`
+	env := proxytest.Start(t, proxytest.Options{
+		Proxy: withClock(clk),
+		Extra: "rate_limits:\n" + human + automation,
 	})
 	alice, deployer := env.Dial(t, proxytest.AliceID), env.Dial(t, proxytest.DeployerID)
 	for range 2 {
@@ -248,10 +239,12 @@ func TestProxyReloadKeepsBuckets(t *testing.T) {
 	}
 
 	// The reload moves the human rule down and replaces the automation rule.
-	writeConfig(t, env, "rate_limits:\n"+`  - match: { kind: automation, group: deployers }
+	env.RewriteConfig(t, func(cfg string) string {
+		return strings.Replace(cfg, human+automation, `  - match: { kind: automation, group: deployers }
     rps: 0.1
     burst: 3
-`+human)
+`+human, 1)
+	})
 	if err := env.Server.Reload(proxytest.Ctx(t)); err != nil {
 		t.Fatalf("Reload: %v", err)
 	}
@@ -261,41 +254,5 @@ func TestProxyReloadKeepsBuckets(t *testing.T) {
 		if err, _ := call(t, deployer); err != nil {
 			t.Errorf("deployer call %d under the new rule (burst 3): %v", i+1, err)
 		}
-	}
-}
-
-// writeConfig writes env's config file with extra as its last lines, the way
-// proxytest builds it, so that Server.Reload has a file to read.
-func writeConfig(t *testing.T, env *proxytest.Env, extra string) {
-	t.Helper()
-	yaml := fmt.Sprintf(`listen: 127.0.0.1:0
-tls:
-  cert: proxy.pem
-  key: proxy-key.pem
-  client_ca: ca.pem
-identity:
-  principals:
-    - match: "spiffe://example.org/ns/prod/sa/*"
-      kind: automation
-      groups: [deployers]
-    - match: "spiffe://example.org/user/*"
-      kind: human
-      groups: [sre]
-upstreams:
-  - name: test
-    address: %s
-    services: ["grpc.testing.*"]
-    descriptors: test.protoset
-    tls: { insecure: true }
-policy:
-  paths: [policies/]
-audit:
-  path: audit.db
-%s`, env.Backend.Addr, extra)
-	if err := os.WriteFile(filepath.Join(env.Dir, "ztp.yaml"), []byte(yaml), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasSuffix(yaml, "\n") {
-		t.Fatalf("config must end in a newline")
 	}
 }

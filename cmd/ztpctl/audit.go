@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ztpv1 "github.com/ztp-dev/ztp/api/ztp/v1"
@@ -576,16 +577,11 @@ func (o *auditCheckpointOptions) run(cmd *cobra.Command, g *globalOptions) error
 		}
 		signed = c.Signed
 	} else {
-		conn, err := g.dial()
+		resp, err := callProxy(cmd, g, "audit checkpoint", func(ctx context.Context, conn *grpc.ClientConn) (*ztpv1.Checkpoint, error) {
+			return ztpv1.NewAuditClient(conn).LatestCheckpoint(ctx, &ztpv1.LatestCheckpointRequest{})
+		})
 		if err != nil {
 			return err
-		}
-		defer conn.Close()
-		ctx, cancel := g.context(cmd.Context())
-		defer cancel()
-		resp, err := ztpv1.NewAuditClient(conn).LatestCheckpoint(ctx, &ztpv1.LatestCheckpointRequest{})
-		if err != nil {
-			return rpcError("audit checkpoint", err)
 		}
 		signed = resp.GetSigned()
 	}

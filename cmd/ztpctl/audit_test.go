@@ -53,18 +53,6 @@ func auditEnv(t *testing.T) (*proxytest.Env, string) {
 	return env, pubFile
 }
 
-// run executes ztpctl in-process without a proxy connection.
-func run(t *testing.T, args ...string) (string, string, error) {
-	t.Helper()
-	cmd := newRootCommand()
-	var out, errOut bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(&errOut)
-	cmd.SetArgs(args)
-	err := cmd.ExecuteContext(proxytest.Ctx(t))
-	return out.String(), errOut.String(), err
-}
-
 func parseLines(t *testing.T, out string) []*audit.Record {
 	t.Helper()
 	var recs []*audit.Record
@@ -307,13 +295,13 @@ func TestAuditOffline(t *testing.T) {
 	cp, _ := audit.ParseCheckpoint([]byte(signed))
 
 	// The running proxy holds the file: say so instead of hanging.
-	_, _, err = run(t, "audit", "export", "--db", filepath.Join(env.Dir, "audit.db"))
+	_, _, err = runCtl(t, "", "audit", "export", "--db", filepath.Join(env.Dir, "audit.db"))
 	if err == nil || !strings.Contains(err.Error(), "locked") || !strings.Contains(err.Error(), "omit --db") {
 		t.Errorf("audit export --db on the live file = %v, want a clear lock error", err)
 	}
 
 	db := copyAuditFile(t, env)
-	out, _, err := run(t, "audit", "export", "--db", db)
+	out, _, err := runCtl(t, "", "audit", "export", "--db", db)
 	if err != nil {
 		t.Fatalf("audit export --db: %v", err)
 	}
@@ -321,11 +309,11 @@ func TestAuditOffline(t *testing.T) {
 	if uint64(len(recs)) < cp.Size {
 		t.Fatalf("offline export has %d records, checkpoint covers %d", len(recs), cp.Size)
 	}
-	out, _, err = run(t, "audit", "verify", "--db", db, "--checkpoint", cpFile, "--pubkey", pub)
+	out, _, err = runCtl(t, "", "audit", "verify", "--db", db, "--checkpoint", cpFile, "--pubkey", pub)
 	if err != nil || !strings.HasPrefix(out, "ok: ") || !strings.Contains(out, "extends checkpoint") {
 		t.Fatalf("audit verify --db --checkpoint = %q, %v", out, err)
 	}
-	out, _, err = run(t, "audit", "checkpoint", "--db", db, "--pubkey", pub)
+	out, _, err = runCtl(t, "", "audit", "checkpoint", "--db", db, "--pubkey", pub)
 	if err != nil || !strings.HasPrefix(out, "ztp-audit-checkpoint/v1\n") {
 		t.Errorf("audit checkpoint --db = %q, %v", out, err)
 	}
@@ -338,7 +326,7 @@ func TestAuditOffline(t *testing.T) {
 		v[len(v)/2] ^= 1
 		return r.Put(seqBytes(2), v)
 	})
-	out, _, err = run(t, "audit", "verify", "--db", edited)
+	out, _, err = runCtl(t, "", "audit", "verify", "--db", edited)
 	if err == nil || !strings.HasPrefix(out, "FAIL: seq 2: ") || !strings.Contains(out, "edited") {
 		t.Errorf("audit verify --db (edited) = %q, %v; want FAIL at seq 2 and an error", out, err)
 	}
@@ -357,10 +345,10 @@ func TestAuditOffline(t *testing.T) {
 		h, _ := hex.DecodeString(rec.Hash)
 		return m.Put([]byte("head"), append(seqBytes(keep), h...))
 	})
-	if out, _, err := run(t, "audit", "verify", "--db", cut); err != nil || !strings.HasPrefix(out, "ok: ") {
+	if out, _, err := runCtl(t, "", "audit", "verify", "--db", cut); err != nil || !strings.HasPrefix(out, "ok: ") {
 		t.Errorf("audit verify --db (cut, no checkpoint) = %q, %v; a hash chain alone cannot tell", out, err)
 	}
-	out, _, err = run(t, "audit", "verify", "--db", cut, "--checkpoint", cpFile, "--pubkey", pub, "-o", "json")
+	out, _, err = runCtl(t, "", "audit", "verify", "--db", cut, "--checkpoint", cpFile, "--pubkey", pub, "-o", "json")
 	var rep verifyReport
 	json.Unmarshal([]byte(out), &rep)
 	if err == nil || rep.OK || rep.Problem == nil || rep.Problem.Fault != audit.FaultMissing || rep.Problem.Seq != keep+1 {
@@ -379,7 +367,7 @@ func TestAuditOffline(t *testing.T) {
 		{"missing file", []string{"audit", "verify", "--db", filepath.Join(t.TempDir(), "none.db")}, "none.db"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, _, err := run(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if _, _, err := runCtl(t, "", tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("ztpctl %v = %v, want error containing %q", tc.args, err, tc.want)
 			}
 		})
@@ -404,7 +392,7 @@ func tamper(t *testing.T, path string, fn func(records, meta *bolt.Bucket) error
 func TestAuditKeygen(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "keys")
 	out := filepath.Join(dir, "audit-ed25519.pem")
-	stdout, _, err := run(t, "audit", "keygen", "--out", out)
+	stdout, _, err := runCtl(t, "", "audit", "keygen", "--out", out)
 	if err != nil {
 		t.Fatalf("audit keygen: %v", err)
 	}
@@ -430,16 +418,16 @@ func TestAuditKeygen(t *testing.T) {
 	if !strings.Contains(stdout, audit.VerifierKey(pub)) {
 		t.Errorf("keygen output %q lacks the verifier key", stdout)
 	}
-	if _, _, err := run(t, "audit", "keygen", "--out", out); err == nil || !strings.Contains(err.Error(), "exists") {
+	if _, _, err := runCtl(t, "", "audit", "keygen", "--out", out); err == nil || !strings.Contains(err.Error(), "exists") {
 		t.Errorf("second keygen = %v, want a refusal to overwrite", err)
 	}
-	if _, _, err := run(t, "audit", "keygen", "--out", out, "--force", "-o", "json"); err != nil {
+	if _, _, err := runCtl(t, "", "audit", "keygen", "--out", out, "--force", "-o", "json"); err != nil {
 		t.Errorf("keygen --force = %v", err)
 	}
 	if again, _ := audit.LoadSigner(out); again == nil || again.Public().Equal(signer.Public()) {
 		t.Errorf("keygen --force did not replace the key")
 	}
-	if _, _, err := run(t, "audit", "keygen"); err == nil || !strings.Contains(err.Error(), "--out") {
+	if _, _, err := runCtl(t, "", "audit", "keygen"); err == nil || !strings.Contains(err.Error(), "--out") {
 		t.Errorf("keygen without --out = %v", err)
 	}
 }

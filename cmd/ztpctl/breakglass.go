@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -76,9 +78,7 @@ it the grant covers every method.`,
 			if o.duration > 0 {
 				req.Duration = durationpb.New(o.duration)
 			}
-			return g.grantCall(cmd, "breakglass request", func(c ztpv1.BreakGlassClient) (*ztpv1.Grant, error) {
-				ctx, cancel := g.context(cmd.Context())
-				defer cancel()
+			return g.grantCall(cmd, "breakglass request", func(ctx context.Context, c ztpv1.BreakGlassClient) (*ztpv1.Grant, error) {
 				return c.RequestGrant(ctx, req)
 			}, func(w io.Writer, gr *ztpv1.Grant) {
 				fmt.Fprintln(w, gr.GetId())
@@ -106,9 +106,7 @@ func newBreakglassActionCommand(g *globalOptions, verb, short, example string) *
 				return err
 			}
 			action := &ztpv1.GrantAction{Id: args[0], Comment: comment}
-			return g.grantCall(cmd, "breakglass "+verb, func(c ztpv1.BreakGlassClient) (*ztpv1.Grant, error) {
-				ctx, cancel := g.context(cmd.Context())
-				defer cancel()
+			return g.grantCall(cmd, "breakglass "+verb, func(ctx context.Context, c ztpv1.BreakGlassClient) (*ztpv1.Grant, error) {
 				switch verb {
 				case "approve":
 					return c.ApproveGrant(ctx, action)
@@ -136,9 +134,7 @@ func newBreakglassShowCommand(g *globalOptions) *cobra.Command {
 			if err := g.checkOutput(); err != nil {
 				return err
 			}
-			return g.grantCall(cmd, "breakglass show", func(c ztpv1.BreakGlassClient) (*ztpv1.Grant, error) {
-				ctx, cancel := g.context(cmd.Context())
-				defer cancel()
+			return g.grantCall(cmd, "breakglass show", func(ctx context.Context, c ztpv1.BreakGlassClient) (*ztpv1.Grant, error) {
 				return c.GetGrant(ctx, &ztpv1.GrantAction{Id: args[0]})
 			}, printGrant)
 		},
@@ -162,16 +158,11 @@ func newBreakglassListCommand(g *globalOptions) *cobra.Command {
 			default:
 				return fmt.Errorf("--state must be pending, active, expired, revoked or denied, got %q", state)
 			}
-			conn, err := g.dial()
+			resp, err := callProxy(cmd, g, "breakglass list", func(ctx context.Context, conn *grpc.ClientConn) (*ztpv1.ListGrantsResponse, error) {
+				return ztpv1.NewBreakGlassClient(conn).ListGrants(ctx, &ztpv1.ListGrantsRequest{State: state})
+			})
 			if err != nil {
 				return err
-			}
-			defer conn.Close()
-			ctx, cancel := g.context(cmd.Context())
-			defer cancel()
-			resp, err := ztpv1.NewBreakGlassClient(conn).ListGrants(ctx, &ztpv1.ListGrantsRequest{State: state})
-			if err != nil {
-				return rpcError("breakglass list", err)
 			}
 			w := cmd.OutOrStdout()
 			if g.output == "json" {
@@ -201,17 +192,14 @@ func newBreakglassListCommand(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-// grantCall dials, makes one grant-returning call and prints the grant as
-// text (with text) or JSON.
-func (g *globalOptions) grantCall(cmd *cobra.Command, what string, call func(ztpv1.BreakGlassClient) (*ztpv1.Grant, error), text func(io.Writer, *ztpv1.Grant)) error {
-	conn, err := g.dial()
+// grantCall makes one grant-returning call and prints the grant as text
+// (with text) or JSON.
+func (g *globalOptions) grantCall(cmd *cobra.Command, what string, call func(context.Context, ztpv1.BreakGlassClient) (*ztpv1.Grant, error), text func(io.Writer, *ztpv1.Grant)) error {
+	gr, err := callProxy(cmd, g, what, func(ctx context.Context, conn *grpc.ClientConn) (*ztpv1.Grant, error) {
+		return call(ctx, ztpv1.NewBreakGlassClient(conn))
+	})
 	if err != nil {
 		return err
-	}
-	defer conn.Close()
-	gr, err := call(ztpv1.NewBreakGlassClient(conn))
-	if err != nil {
-		return rpcError(what, err)
 	}
 	if g.output == "json" {
 		return printJSON(cmd.OutOrStdout(), toGrantJSON(gr))

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/ztp-dev/ztp/audit"
+	"github.com/ztp-dev/ztp/internal/testclock"
 	"github.com/ztp-dev/ztp/proxy"
 	"github.com/ztp-dev/ztp/proxy/proxytest"
 )
@@ -26,24 +26,6 @@ const (
 	erinID    = "spiffe://example.org/lead/erin"  // another lead
 	unaryCall = "/grpc.testing.TestService/UnaryCall"
 )
-
-// fakeClock is the proxy's clock in these tests; the test moves it.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // hookLog collects the webhook's POSTs.
 type hookLog struct {
@@ -85,14 +67,15 @@ func (h *hookLog) waitFor(t *testing.T, n int) []string {
 	}
 }
 
-func startBreakglassEnv(t *testing.T, extra string) (*proxytest.Env, *fakeClock) {
+// startBreakglassEnv starts a proxy with break-glass on (one approval by
+// sre-leads, 1h at most) and a clock the test moves. o.Extra continues the
+// breakglass: block.
+func startBreakglassEnv(t *testing.T, o proxytest.Options) (*proxytest.Env, *testclock.Clock) {
 	t.Helper()
-	clock := &fakeClock{now: time.Now().UTC().Truncate(time.Second)}
-	env := proxytest.Start(t, proxytest.Options{
-		Extra: "breakglass:\n  max_duration: 1h\n  approvals_required: 1\n  approver_groups: [sre-leads]\n" + extra,
-		Proxy: func(o *proxy.Options) { o.Now = clock.Now },
-	})
-	return env, clock
+	clock := testclock.New(time.Now().UTC().Truncate(time.Second))
+	o.Extra = "breakglass:\n  max_duration: 1h\n  approvals_required: 1\n  approver_groups: [sre-leads]\n" + o.Extra
+	o.Proxy = func(po *proxy.Options) { po.Now = clock.Now }
+	return proxytest.Start(t, o), clock
 }
 
 // grantRecords is what `ztpctl audit export --grant ID` lists: every record
@@ -121,7 +104,7 @@ func TestBreakglassEndToEnd(t *testing.T) {
 	hooks := &hookLog{got: make(chan struct{}, 64)}
 	hookSrv := httptest.NewServer(hooks)
 	defer hookSrv.Close()
-	env, clock := startBreakglassEnv(t, "  notify_webhook: "+hookSrv.URL+"/ztp\n")
+	env, clock := startBreakglassEnv(t, proxytest.Options{Extra: "  notify_webhook: " + hookSrv.URL + "/ztp\n"})
 	alice := env.Dial(t, proxytest.AliceID)
 
 	proxytest.WantCode(t, "UnaryCall before the grant", unary(t, alice, "hello"), codes.PermissionDenied, "ztp: denied")
@@ -271,7 +254,7 @@ func TestBreakglassEndToEnd(t *testing.T) {
 // TestBreakglassRevokeMidStream: revocation takes effect on the next message,
 // even of a stream that started under the grant.
 func TestBreakglassRevokeMidStream(t *testing.T) {
-	env, _ := startBreakglassEnv(t, "")
+	env, _ := startBreakglassEnv(t, proxytest.Options{})
 	out, err := ztpctl(t, env, proxytest.AliceID, "breakglass", "request", "--reason", "INC-9 stream", "--scope", "/grpc.testing.TestService/*", "-o", "json")
 	if err != nil {
 		t.Fatalf("request: %v", err)
@@ -318,7 +301,7 @@ func TestBreakglassRevokeMidStream(t *testing.T) {
 }
 
 func TestBreakglassSelfApprovalAndDeny(t *testing.T) {
-	env, _ := startBreakglassEnv(t, "")
+	env, _ := startBreakglassEnv(t, proxytest.Options{})
 	out, err := ztpctl(t, env, erinID, "breakglass", "request", "--reason", "INC-10 lead needs access")
 	if err != nil {
 		t.Fatal(err)
@@ -379,17 +362,12 @@ func TestBreakglassUsageErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := newRootCommand()
-			var out bytes.Buffer
-			cmd.SetOut(&out)
-			cmd.SetErr(&bytes.Buffer{})
-			cmd.SetArgs(append([]string{"--cacert", "/dev/null"}, tc.args...))
-			err := cmd.Execute()
+			out, _, err := runCtl(t, "", append([]string{"--cacert", "/dev/null"}, tc.args...)...)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("ztpctl %v = %v, want error containing %q", tc.args, err, tc.want)
 			}
-			if out.Len() != 0 {
-				t.Errorf("ztpctl %v wrote %q to stdout on error", tc.args, out.String())
+			if out != "" {
+				t.Errorf("ztpctl %v wrote %q to stdout on error", tc.args, out)
 			}
 		})
 	}

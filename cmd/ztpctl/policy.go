@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	ztpv1 "github.com/ztp-dev/ztp/api/ztp/v1"
 	"github.com/ztp-dev/ztp/audit"
@@ -51,16 +52,11 @@ func newPolicyVersionCommand(g *globalOptions) *cobra.Command {
 			if err := g.checkOutput(); err != nil {
 				return err
 			}
-			conn, err := g.dial()
+			v, err := callProxy(cmd, g, "policy version", func(ctx context.Context, conn *grpc.ClientConn) (*ztpv1.PolicyVersionResponse, error) {
+				return ztpv1.NewPolicyClient(conn).Version(ctx, &ztpv1.PolicyVersionRequest{})
+			})
 			if err != nil {
 				return err
-			}
-			defer conn.Close()
-			ctx, cancel := g.context(cmd.Context())
-			defer cancel()
-			v, err := ztpv1.NewPolicyClient(conn).Version(ctx, &ztpv1.PolicyVersionRequest{})
-			if err != nil {
-				return rpcError("policy version", err)
 			}
 			if g.output == "json" {
 				return printJSON(cmd.OutOrStdout(), map[string]any{

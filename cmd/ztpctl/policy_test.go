@@ -22,19 +22,6 @@ import (
 	"github.com/ztp-dev/ztp/proxy/proxytest"
 )
 
-// runCtl runs ztpctl in-process without a proxy and returns its standard output.
-func runPolicyCtl(t *testing.T, stdin string, args ...string) (string, error) {
-	t.Helper()
-	cmd := newRootCommand()
-	var out, errOut bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(&errOut)
-	cmd.SetIn(strings.NewReader(stdin))
-	cmd.SetArgs(args)
-	err := cmd.ExecuteContext(proxytest.Ctx(t))
-	return out.String(), err
-}
-
 // writeFiles creates files (slash paths) under a new temporary directory.
 func writePolicyFiles(t *testing.T, files map[string]string) string {
 	t.Helper()
@@ -168,7 +155,7 @@ test_human_puts if ztp.allow with input as {"principal": {"kind": "human"}, "rpc
 			if tc.inCwdOf != "" {
 				t.Chdir(tc.inCwdOf)
 			}
-			out, err := runPolicyCtl(t, "", append([]string{"policy", "test"}, tc.args...)...)
+			out, _, err := runCtl(t, "", append([]string{"policy", "test"}, tc.args...)...)
 			switch {
 			case tc.errHas == "" && err != nil:
 				t.Fatalf("ztpctl policy test %v: %v\n%s", tc.args, err, out)
@@ -196,7 +183,7 @@ test_human_puts if ztp.allow with input as {"principal": {"kind": "human"}, "rpc
 test_builtin_error if to_number("x") > 1
 `})
 	t.Run("json", func(t *testing.T) {
-		out, err := runPolicyCtl(t, "", "policy", "test", "-o", "json", "--coverage", dir)
+		out, _, err := runCtl(t, "", "policy", "test", "-o", "json", "--coverage", dir)
 		if err == nil {
 			t.Fatal("policy test with failing tests succeeded")
 		}
@@ -220,7 +207,7 @@ test_builtin_error if to_number("x") > 1
 		}
 	})
 	t.Run("junit", func(t *testing.T) {
-		out, err := runPolicyCtl(t, "", "policy", "test", "--format", "junit", dir)
+		out, _, err := runCtl(t, "", "policy", "test", "--format", "junit", dir)
 		if err == nil {
 			t.Fatal("policy test with failing tests succeeded")
 		}
@@ -325,7 +312,7 @@ func TestPolicyEvalCommand(t *testing.T) {
 			if !strings.Contains(strings.Join(tc.args, " "), "--policy") {
 				args = append(args, "--policy", dir)
 			}
-			out, err := runPolicyCtl(t, tc.stdin, args...)
+			out, _, err := runCtl(t, tc.stdin, args...)
 			if tc.errHas != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.errHas) {
 					t.Fatalf("ztpctl %v = %v, want an error containing %q", args, err, tc.errHas)
@@ -453,7 +440,7 @@ func TestPolicyReplayCommand(t *testing.T) {
 	unchanged := filepath.Join(env.Dir, "policies")
 
 	// The proxy holds its file: the error says what to do instead.
-	_, err = runPolicyCtl(t, "", "policy", "replay", "--policy", candidate, "--db", filepath.Join(env.Dir, "audit.db"))
+	_, _, err = runCtl(t, "", "policy", "replay", "--policy", candidate, "--db", filepath.Join(env.Dir, "audit.db"))
 	if err == nil || !strings.Contains(err.Error(), "a running ztp-proxy holds it") || !strings.Contains(err.Error(), "copy") {
 		t.Fatalf("replay of the live file = %v, want a lock error that suggests a copy", err)
 	}
@@ -504,7 +491,7 @@ func TestPolicyReplayCommand(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"policy", "replay", "-o", "json"}, tc.args...)
-			out, err := runPolicyCtl(t, "", args...)
+			out, _, err := runCtl(t, "", args...)
 			switch {
 			case tc.errHas == "" && err != nil:
 				t.Fatalf("ztpctl %v: %v", args, err)
@@ -548,7 +535,7 @@ func TestPolicyReplayCommand(t *testing.T) {
 	}
 
 	// The examples name real records: each allow→deny example is an allowed EmptyCall.
-	out, err := runPolicyCtl(t, "", "policy", "replay", "-o", "json", "--policy", candidate, "--db", db)
+	out, _, err := runCtl(t, "", "policy", "replay", "-o", "json", "--policy", candidate, "--db", db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -564,7 +551,7 @@ func TestPolicyReplayCommand(t *testing.T) {
 		}
 	}
 
-	text, err := runPolicyCtl(t, "", "policy", "replay", "--policy", candidate, "--db", db)
+	text, _, err := runCtl(t, "", "policy", "replay", "--policy", candidate, "--db", db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -657,7 +644,7 @@ deny contains "odd payload" if input.request.payload.body == "b2Rk"
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"policy", "replay", "-o", "json", "--policy", filepath.Join(env.Dir, "policies"), "--db", db}, tc.args...)
-			out, err := runPolicyCtl(t, "", args...)
+			out, _, err := runCtl(t, "", args...)
 			if err != nil {
 				t.Fatalf("ztpctl %v: %v", args, err)
 			}
@@ -682,7 +669,7 @@ func TestPolicyReplayRedacted(t *testing.T) {
 		t.Fatal(err)
 	}
 	db := snapshotAudit(t, env)
-	out, err := runPolicyCtl(t, "", "policy", "replay", "-o", "json", "--policy", filepath.Join(env.Dir, "policies"), "--db", db)
+	out, _, err := runCtl(t, "", "policy", "replay", "-o", "json", "--policy", filepath.Join(env.Dir, "policies"), "--db", db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -714,7 +701,7 @@ func TestPolicyReplayFlagErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := runPolicyCtl(t, "not json\n", append([]string{"policy", "replay"}, tc.args...)...)
+			_, _, err := runCtl(t, "not json\n", append([]string{"policy", "replay"}, tc.args...)...)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("ztpctl policy replay %v = %v, want an error containing %q", tc.args, err, tc.want)
 			}
@@ -723,7 +710,7 @@ func TestPolicyReplayFlagErrors(t *testing.T) {
 }
 
 func TestPolicyLibCommand(t *testing.T) {
-	out, err := runPolicyCtl(t, "", "policy", "lib")
+	out, _, err := runCtl(t, "", "policy", "lib")
 	if err != nil || out != policy.Library() || !strings.Contains(out, "package ztp.lib") {
 		t.Errorf("ztpctl policy lib = %.40q…, %v; want the library source", out, err)
 	}

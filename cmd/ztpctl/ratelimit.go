@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	ztpv1 "github.com/ztp-dev/ztp/api/ztp/v1"
 )
@@ -58,16 +60,11 @@ At most --limit buckets are shown (1000 at most), the most depleted ones.`,
 			if err := g.checkOutput(); err != nil {
 				return err
 			}
-			conn, err := g.dial()
+			resp, err := callProxy(cmd, g, "ratelimit status", func(ctx context.Context, conn *grpc.ClientConn) (*ztpv1.RateLimitStatusResponse, error) {
+				return ztpv1.NewRateLimitClient(conn).Status(ctx, &ztpv1.RateLimitStatusRequest{Principal: o.principal, Limit: o.limit})
+			})
 			if err != nil {
 				return err
-			}
-			defer conn.Close()
-			ctx, cancel := g.context(cmd.Context())
-			defer cancel()
-			resp, err := ztpv1.NewRateLimitClient(conn).Status(ctx, &ztpv1.RateLimitStatusRequest{Principal: o.principal, Limit: o.limit})
-			if err != nil {
-				return rpcError("ratelimit status", err)
 			}
 			w := cmd.OutOrStdout()
 			if g.output == "json" {

@@ -118,6 +118,25 @@ func (g *globalOptions) context(parent context.Context) (context.Context, contex
 	return context.WithTimeout(parent, g.timeout)
 }
 
+// callProxy makes one control-API call: it dials the proxy, runs call with a
+// context bounded by --timeout and closes the connection. A failed call comes
+// back as rpcError(what, err), a failed dial as it is.
+func callProxy[T any](cmd *cobra.Command, g *globalOptions, what string, call func(context.Context, *grpc.ClientConn) (T, error)) (T, error) {
+	var zero T
+	conn, err := g.dial()
+	if err != nil {
+		return zero, err
+	}
+	defer conn.Close()
+	ctx, cancel := g.context(cmd.Context())
+	defer cancel()
+	resp, err := call(ctx, conn)
+	if err != nil {
+		return zero, rpcError(what, err)
+	}
+	return resp, nil
+}
+
 // bearer sends a JWT as "authorization: Bearer …" (over TLS only).
 type bearer string
 

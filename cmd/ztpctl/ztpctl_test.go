@@ -9,17 +9,32 @@ import (
 	"github.com/ztp-dev/ztp/proxy/proxytest"
 )
 
-// ztpctl runs the CLI in-process against env as id and returns stdout.
-func ztpctl(t *testing.T, env *proxytest.Env, id string, args ...string) (string, error) {
+// runCtl runs the CLI in-process, with stdin as its standard input, and
+// returns what it wrote to standard output and error.
+func runCtl(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
-	cert, key := env.ClientFiles(t, id)
 	cmd := newRootCommand()
 	var out, errOut bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(&errOut)
-	cmd.SetArgs(append([]string{"--server", env.Addr, "--server-name", "localhost", "--cacert", env.CAFile, "--cert", cert, "--key", key}, args...))
-	err := cmd.ExecuteContext(proxytest.Ctx(t))
-	return out.String(), err
+	cmd.SetIn(strings.NewReader(stdin))
+	cmd.SetArgs(args)
+	err = cmd.ExecuteContext(proxytest.Ctx(t))
+	return out.String(), errOut.String(), err
+}
+
+// ztpctl runs the CLI against env's proxy with a client certificate for id
+// ("": none, the args carry the credentials, e.g. --token-file) and returns
+// its standard output.
+func ztpctl(t *testing.T, env *proxytest.Env, id string, args ...string) (string, error) {
+	t.Helper()
+	conn := []string{"--server", env.Addr, "--server-name", "localhost", "--cacert", env.CAFile}
+	if id != "" {
+		cert, key := env.ClientFiles(t, id)
+		conn = append(conn, "--cert", cert, "--key", key)
+	}
+	out, _, err := runCtl(t, "", append(conn, args...)...)
+	return out, err
 }
 
 func TestPolicyVersion(t *testing.T) {
@@ -56,11 +71,7 @@ func TestConnectionErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := newRootCommand()
-			cmd.SetOut(&bytes.Buffer{})
-			cmd.SetErr(&bytes.Buffer{})
-			cmd.SetArgs(tc.args)
-			err := cmd.Execute()
+			_, _, err := runCtl(t, "", tc.args...)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("ztpctl %v = %v, want error containing %q", tc.args, err, tc.want)
 			}

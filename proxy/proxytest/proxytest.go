@@ -1,6 +1,8 @@
 // Package proxytest starts a real ztp-proxy in front of a real gRPC backend for
 // tests: a CA and certificates minted for the test, a policy, a protoset, a
-// config parsed by the config package and an audit file in t.TempDir().
+// config parsed by the config package and an audit file in t.TempDir(). The
+// files stay there, so a test can rewrite the config and reload, restart the
+// proxy on the same audit file, or run the ztp-proxy binary on them.
 package proxytest
 
 import (
@@ -214,21 +216,48 @@ func WriteProtoset(t testing.TB, path string, fd protoreflect.FileDescriptor) {
 
 // Env is one proxy in front of one backend, with its own CA, policy and audit file.
 type Env struct {
-	Dir     string
-	CA      *pki.CA
-	CAFile  string
-	Backend *Backend
-	Server  *proxy.Server
-	Addr    string
+	Dir       string
+	CA        *pki.CA
+	CAFile    string
+	Config    string   // Dir/ztp.yaml: Server.Reload and Restart read it
+	AuditFile string   // the audit log's path
+	Backend   *Backend // nil when Options.Upstream names another one
+	Server    *proxy.Server
+	Addr      string
+
+	opts   Options
+	served chan error // Serve's result; nil while no proxy runs
 }
 
-// Options shape the proxy a test starts.
+// Options shape the proxy a test starts. The strings are YAML lines, indented
+// as they stand in ztp.yaml and ending in a newline.
 type Options struct {
 	Policy string // Rego source of policies/test.rego; default DefaultPolicy
 	Mode   string // policy.mode
 	Limits string // YAML lines under limits:
 	Audit  string // extra YAML lines under audit: (e.g. "  readers: [auditors]\n")
 	Extra  string // extra top-level YAML (rate_limits:, budgets:, breakglass:, …)
+
+	// ClientAuth is tls.client_auth (require or verify_if_given); default the
+	// config's, require.
+	ClientAuth string
+	// Identity is extra YAML lines under identity:, before principals: (e.g.
+	// "  jwt:\n    issuer: …\n").
+	Identity string
+	// Principals are rules appended to the ones every Env has: automation
+	// under spiffe://example.org/ns/prod/sa/, humans under example.org/user/,
+	// lead/ and auditor/.
+	Principals string
+	// AuditPath is audit.path, relative to Dir unless absolute; default audit.db.
+	AuditPath string
+	// Listen is the listen address in ztp.yaml, for the ztp-proxy binary run
+	// on a Prepared Env; default 127.0.0.1:0. Start and Restart ignore it and
+	// listen on a fresh loopback port themselves.
+	Listen string
+	// Upstream is the address of a backend the test runs itself; default a
+	// Backend started for the Env.
+	Upstream string
+
 	// NoDescriptors configures no protoset: requests reach the policy undecoded.
 	NoDescriptors bool
 	// Proxy adjusts the proxy.Options (clock, logger) before the server is built.
@@ -251,11 +280,74 @@ const principalRules = `    - match: "spiffe://example.org/ns/prod/sa/*"
       groups: [auditors]
 `
 
+// configYAML is the ztp.yaml Prepare writes for o (with its defaults filled in).
+func configYAML(o Options) string {
+	clientAuth := ""
+	if o.ClientAuth != "" {
+		clientAuth = "  client_auth: " + o.ClientAuth + "\n"
+	}
+	desc := "    descriptors: test.protoset\n"
+	if o.NoDescriptors {
+		desc = ""
+	}
+	return fmt.Sprintf(`listen: %s
+tls:
+  cert: proxy.pem
+  key: proxy-key.pem
+  client_ca: ca.pem
+%sidentity:
+%s  principals:
+%s%supstreams:
+  - name: test
+    address: %s
+    services: ["grpc.testing.*"]
+%s    tls: { insecure: true }
+policy:
+  paths: [policies/]
+  mode: %s
+audit:
+  path: %s
+%slimits:
+%s%s`, o.Listen, clientAuth, o.Identity, principalRules, o.Principals, o.Upstream, desc, o.Mode, o.AuditPath, o.Audit, o.Limits, o.Extra)
+}
+
 // Start mints certificates, writes policy, protoset and config into t.TempDir(),
 // starts the backend and the proxy, and stops both in t.Cleanup.
 func Start(t testing.TB, o Options) *Env {
 	t.Helper()
-	e := &Env{Dir: t.TempDir(), Backend: StartBackend(t)}
+	e := Prepare(t, o)
+	e.Restart(t)
+	return e
+}
+
+// Prepare does what Start does except start the proxy: it writes a CA and the
+// proxy's certificate, the policy, the protoset and ztp.yaml into
+// t.TempDir() and starts the backend (unless o.Upstream is set). Restart then
+// starts the proxy; tests of the ztp-proxy binary run it on e.Config instead.
+func Prepare(t testing.TB, o Options) *Env {
+	t.Helper()
+	if o.Policy == "" {
+		o.Policy = DefaultPolicy
+	}
+	if o.Mode == "" {
+		o.Mode = "enforce"
+	}
+	if o.AuditPath == "" {
+		o.AuditPath = "audit.db"
+	}
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:0"
+	}
+	e := &Env{Dir: t.TempDir(), opts: o}
+	if o.Upstream == "" {
+		e.Backend = StartBackend(t)
+		e.opts.Upstream = e.Backend.Addr
+	}
+	e.Config = filepath.Join(e.Dir, "ztp.yaml")
+	e.AuditFile = o.AuditPath
+	if !filepath.IsAbs(e.AuditFile) {
+		e.AuditFile = filepath.Join(e.Dir, e.AuditFile)
+	}
 	ca, err := pki.NewCA("ztp test CA")
 	if err != nil {
 		t.Fatal(err)
@@ -272,50 +364,52 @@ func Start(t testing.TB, o Options) *Env {
 	if err := os.WriteFile(e.CAFile, ca.CertPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if o.Policy == "" {
-		o.Policy = DefaultPolicy
-	}
-	if o.Mode == "" {
-		o.Mode = "enforce"
-	}
 	if err := os.MkdirAll(filepath.Join(e.Dir, "policies"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(e.Dir, "policies", "test.rego"), []byte(o.Policy), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	desc := "    descriptors: test.protoset\n"
-	if o.NoDescriptors {
-		desc = ""
-	} else {
+	if !o.NoDescriptors {
 		WriteProtoset(t, filepath.Join(e.Dir, "test.protoset"), testgrpc.File_grpc_testing_test_proto)
 	}
-	yaml := fmt.Sprintf(`listen: 127.0.0.1:0
-tls:
-  cert: proxy.pem
-  key: proxy-key.pem
-  client_ca: ca.pem
-identity:
-  principals:
-%supstreams:
-  - name: test
-    address: %s
-    services: ["grpc.testing.*"]
-%s    tls: { insecure: true }
-policy:
-  paths: [policies/]
-  mode: %s
-audit:
-  path: audit.db
-%slimits:
-%s%s`, principalRules, e.Backend.Addr, desc, o.Mode, o.Audit, o.Limits, o.Extra)
-	// Written to disk too, so Server.Reload (SIGHUP) can re-read it.
-	if err := os.WriteFile(filepath.Join(e.Dir, "ztp.yaml"), []byte(yaml), 0o644); err != nil {
+	if err := os.WriteFile(e.Config, []byte(configYAML(e.opts)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse(filepath.Join(e.Dir, "ztp.yaml"), []byte(yaml))
+	// Registered after the backend's cleanup, so it runs before it: the proxy
+	// drains while its upstream is still there.
+	t.Cleanup(func() { e.Stop(t) })
+	return e
+}
+
+// RewriteConfig replaces ztp.yaml by edit(its content), for tests of a reload
+// (Server.Reload) or a restart with another configuration. It fails t when
+// edit changes nothing: a replacement that did not match would otherwise test
+// the old configuration unnoticed.
+func (e *Env) RewriteConfig(t testing.TB, edit func(string) string) {
+	t.Helper()
+	b, err := os.ReadFile(e.Config)
 	if err != nil {
-		t.Fatalf("config: %v\n%s", err, yaml)
+		t.Fatal(err)
+	}
+	yaml := edit(string(b))
+	if yaml == string(b) {
+		t.Fatalf("RewriteConfig: the edit left %s unchanged", e.Config)
+	}
+	if err := os.WriteFile(e.Config, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// NewServer builds a proxy from ztp.yaml as Restart would, without serving it:
+// for tests of what stops a proxy from starting. The caller shuts a server it
+// got down.
+func (e *Env) NewServer(t testing.TB) (*proxy.Server, error) {
+	t.Helper()
+	cfg, err := config.Load(e.Config)
+	if err != nil {
+		b, _ := os.ReadFile(e.Config)
+		t.Fatalf("config: %v\n%s", err, b)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -324,29 +418,48 @@ audit:
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	po := proxy.Options{Logger: log}
-	if o.Proxy != nil {
-		o.Proxy(&po)
+	if e.opts.Proxy != nil {
+		e.opts.Proxy(&po)
 	}
-	e.Server, err = proxy.New(ctx, cfg, po)
+	return proxy.New(ctx, cfg, po)
+}
+
+// Restart stops the running proxy, if any, and starts a new one from the files
+// in Dir: same certificates, policy and audit file, the config as it is on disk
+// now, on a new Addr. Tests of what survives a restart use it; Start's first
+// proxy is started by it too.
+func (e *Env) Restart(t testing.TB) {
+	t.Helper()
+	e.Stop(t)
+	srv, err := e.NewServer(t)
 	if err != nil {
 		t.Fatalf("proxy.New: %v", err)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		srv.Shutdown(context.Background())
 		t.Fatal(err)
 	}
-	e.Addr = lis.Addr().String()
+	e.Server, e.Addr = srv, lis.Addr().String()
 	served := make(chan error, 1)
-	go func() { served <- e.Server.Serve(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		e.Server.Shutdown(ctx)
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return e
+	go func() { served <- srv.Serve(lis) }()
+	e.served = served
+}
+
+// Stop drains the proxy and closes its audit file, so that a test can read the
+// file or Restart; it does nothing when no proxy runs.
+func (e *Env) Stop(t testing.TB) {
+	t.Helper()
+	if e.served == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e.Server.Shutdown(ctx)
+	if err := <-e.served; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	e.served = nil
 }
 
 // Issue mints a client certificate for id.
@@ -357,6 +470,17 @@ func (e *Env) Issue(t testing.TB, id string) *pki.Leaf {
 		t.Fatal(err)
 	}
 	return leaf
+}
+
+// ClientTLS is the TLS config of a client that trusts the proxy and presents a
+// certificate for id ("": none, for token-only or refused clients).
+func (e *Env) ClientTLS(t testing.TB, id string) *tls.Config {
+	t.Helper()
+	tc := &tls.Config{RootCAs: e.CA.Pool(), ServerName: "localhost"}
+	if id != "" {
+		tc.Certificates = []tls.Certificate{e.Issue(t, id).TLS}
+	}
+	return tc
 }
 
 // ClientFiles writes a client certificate for id and returns the cert and key paths
@@ -370,10 +494,10 @@ func (e *Env) ClientFiles(t testing.TB, id string) (cert, key string) {
 	return filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
 }
 
-// Conn connects to the proxy with a certificate for id.
+// Conn connects to the proxy with a certificate for id ("": none).
 func (e *Env) Conn(t testing.TB, id string) *grpc.ClientConn {
 	t.Helper()
-	return e.ConnTLS(t, &tls.Config{Certificates: []tls.Certificate{e.Issue(t, id).TLS}, RootCAs: e.CA.Pool(), ServerName: "localhost"})
+	return e.ConnTLS(t, e.ClientTLS(t, id))
 }
 
 // ConnTLS connects to the proxy with an arbitrary client TLS config.
@@ -387,7 +511,7 @@ func (e *Env) ConnTLS(t testing.TB, tc *tls.Config) *grpc.ClientConn {
 	return conn
 }
 
-// Dial returns a TestService client authenticated as id.
+// Dial returns a TestService client authenticated as id ("": no certificate).
 func (e *Env) Dial(t testing.TB, id string) testgrpc.TestServiceClient {
 	return testgrpc.NewTestServiceClient(e.Conn(t, id))
 }

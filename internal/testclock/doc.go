@@ -1,0 +1,4 @@
+// Package testclock is the hand-moved clock the tests of several packages
+// inject where production code takes a func() time.Time: expiry, refill and
+// cache tests move it instead of sleeping. It is for tests only.
+package testclock
