@@ -175,11 +175,13 @@ func (r *policyReloader) run() {
 			}
 			r.s.log.Warn("policy watcher", "err", err)
 		case <-timer.C:
+			// Directories may have come or gone (a new subdirectory, a replaced tree,
+			// a switched symlink). Watch them before reading the policy, so that a
+			// change made right after this reload is seen too.
+			r.rewatch()
 			ctx, cancel := context.WithTimeout(context.Background(), policyReloadTimeout)
 			r.reload(ctx, nil, triggerFile) // logged and audited; nothing more to do here
 			cancel()
-			// Directories may have come or gone (a new subdirectory, a replaced tree).
-			r.rewatch()
 		}
 	}
 }

@@ -9,12 +9,10 @@ import (
 	"path/filepath"
 
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protodesc"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/ztp-dev/ztp/pki"
+
+	"github.com/ztp-dev/ztp/proxy/proxytest"
 )
 
 // The principal the load generator calls the full proxy as: automation in
@@ -120,36 +118,11 @@ func writeProxyDir(dir, backend string) (*benchTLS, error) {
 	if err := os.WriteFile(filepath.Join(dir, "policies", "bench.rego"), rego, 0o644); err != nil {
 		return nil, err
 	}
-	if err := writeProtoset(filepath.Join(dir, "test.protoset"), testgrpc.File_grpc_testing_test_proto); err != nil {
+	if err := proxytest.WriteProtosetFile(filepath.Join(dir, "test.protoset"), testgrpc.File_grpc_testing_test_proto); err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "ztp.yaml"), fmt.Appendf(nil, proxyConfig, backend), 0o644); err != nil {
 		return nil, err
 	}
 	return cr, nil
-}
-
-// writeProtoset writes the FileDescriptorSet of fd and its imports, as
-// protoc --include_imports would.
-func writeProtoset(path string, fd protoreflect.FileDescriptor) error {
-	set := &descriptorpb.FileDescriptorSet{}
-	seen := map[string]bool{}
-	var add func(protoreflect.FileDescriptor)
-	add = func(f protoreflect.FileDescriptor) {
-		if seen[f.Path()] {
-			return
-		}
-		seen[f.Path()] = true
-		imports := f.Imports()
-		for i := range imports.Len() {
-			add(imports.Get(i).FileDescriptor)
-		}
-		set.File = append(set.File, protodesc.ToFileDescriptorProto(f))
-	}
-	add(fd)
-	b, err := proto.Marshal(set)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o644)
 }

@@ -190,6 +190,14 @@ func StartBackend(t testing.TB) *Backend {
 // of its dependencies, as protoc --include_imports would.
 func WriteProtoset(t testing.TB, path string, fd protoreflect.FileDescriptor) {
 	t.Helper()
+	if err := WriteProtosetFile(path, fd); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// WriteProtosetFile is WriteProtoset for callers without a testing.TB (the
+// benchmark tool).
+func WriteProtosetFile(path string, fd protoreflect.FileDescriptor) error {
 	set := &descriptorpb.FileDescriptorSet{}
 	seen := map[string]bool{}
 	var add func(protoreflect.FileDescriptor)
@@ -207,11 +215,9 @@ func WriteProtoset(t testing.TB, path string, fd protoreflect.FileDescriptor) {
 	add(fd)
 	b, err := proto.Marshal(set)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 // Env is one proxy in front of one backend, with its own CA, policy and audit file.
