@@ -96,7 +96,15 @@ type chainHead struct {
 type pending struct {
 	e    *entry
 	done chan result // buffered: the writer never blocks on a caller that left
+	// deferred records do not start a commit of their own: they ride along with
+	// the next Append's commit, or are committed after DeferDelay (AppendDeferred).
+	deferred bool
+	cb       func(error) // AppendDeferred's done; called by the writer, must not block
 }
+
+// DeferDelay bounds how long a record handed to AppendDeferred waits for an
+// Append to share a commit with before it is committed on its own.
+const DeferDelay = 10 * time.Millisecond
 
 type result struct {
 	seq        uint64
@@ -290,27 +298,78 @@ func (s *Store) Append(ctx context.Context, r *Record) (uint64, error) {
 	}
 }
 
+// AppendDeferred queues r for the next commit without starting one: it is
+// committed together with the next Append (sharing its fsync) or on its own
+// after at most DeferDelay. It is for records nothing waits on, such as the
+// outcome of a call whose decision is already durable. It returns once r is
+// queued; done, when non-nil, is called from the writer with the commit's
+// result and must not block. Close commits every queued record.
+func (s *Store) AppendDeferred(ctx context.Context, r *Record, done func(error)) error {
+	e, err := newEntry(r, s.redact)
+	if err != nil {
+		return err
+	}
+	p := &pending{e: e, done: make(chan result, 1), deferred: true, cb: done}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case s.queue <- p:
+		s.mu.RUnlock()
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return fmt.Errorf("audit: record not queued: %w", ctx.Err())
+	}
+	return nil
+}
+
 // run is the single writer. It takes the first queued record, adds
 // whatever else is already queued (without waiting) up to MaxBatch, and
 // commits them in one transaction, so a lone caller never waits for a timer.
 func (s *Store) run() {
 	defer close(s.writerDone)
 	batch := make([]*pending, 0, s.maxBatch)
+	wait := time.NewTimer(DeferDelay)
+	wait.Stop()
 	for first := range s.queue {
 		batch = append(batch[:0], first)
 		size := len(first.e.buf)
+		urgent := !first.deferred // someone waits on this commit
+		waiting := false
 	fill:
 		for len(batch) < s.maxBatch && size < maxBatchBytes {
+			var p *pending
+			var ok bool
 			select {
-			case p, ok := <-s.queue:
-				if !ok {
+			case p, ok = <-s.queue:
+			default:
+				if urgent {
 					break fill
 				}
-				batch = append(batch, p)
-				size += len(p.e.buf)
-			default:
+				// Only deferred records so far: give an Append up to DeferDelay
+				// to share this commit's fsync.
+				if !waiting {
+					wait.Reset(DeferDelay)
+					waiting = true
+				}
+				select {
+				case p, ok = <-s.queue:
+				case <-wait.C:
+					waiting = false
+					break fill
+				}
+			}
+			if !ok {
 				break fill
 			}
+			batch = append(batch, p)
+			size += len(p.e.buf)
+			urgent = urgent || !p.deferred
+		}
+		if waiting && !wait.Stop() {
+			<-wait.C
 		}
 		s.commit(batch)
 		clear(batch)
@@ -367,6 +426,9 @@ func (s *Store) commit(batch []*pending) {
 		})
 		for _, p := range batch {
 			p.done <- result{err: err}
+			if p.cb != nil {
+				p.cb(err)
+			}
 		}
 		return
 	}
@@ -374,6 +436,9 @@ func (s *Store) commit(batch []*pending) {
 	s.head.Store(&chainHead{seq: last.seq, hash: last.hash})
 	for i, p := range batch {
 		p.done <- results[i]
+		if p.cb != nil {
+			p.cb(nil)
+		}
 	}
 	s.appendedMu.Lock()
 	close(s.appended)

@@ -676,3 +676,85 @@ func TestPing(t *testing.T) {
 		t.Errorf("Ping added a record: Head seq %d", seq)
 	}
 }
+
+// TestAppendDeferred: a deferred record shares the next Append's commit, is
+// committed on its own within DeferDelay when none comes, and is never lost
+// at Close.
+func TestAppendDeferred(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "audit.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var batches []int
+	s.hooks = &testHooks{beforeCommit: func(n int) error { batches = append(batches, n); return nil }}
+
+	done := make(chan error, 3)
+	if err := s.AppendDeferred(ctx, &Record{Type: TypeOutcome, Code: "OK"}, func(err error) { done <- err }); err != nil {
+		t.Fatal(err)
+	}
+	// Alone, it is committed after at most DeferDelay.
+	if err := <-done; err != nil {
+		t.Fatalf("deferred commit: %v", err)
+	}
+	// Queued while the writer is busy, it shares the next Append's commit. The
+	// writer is held inside a commit (of x) while d and y queue up behind it.
+	gate, inCommit := make(chan struct{}), make(chan struct{}, 1)
+	enqueued := make(chan struct{}, 2)
+	var mu sync.Mutex
+	s.hooks.beforeCommit = func(n int) error {
+		batches = append(batches, n)
+		mu.Lock()
+		g := gate
+		mu.Unlock()
+		if g != nil {
+			inCommit <- struct{}{}
+			<-g
+		}
+		return nil
+	}
+	s.hooks.enqueued = func() { enqueued <- struct{}{} }
+	appended := make(chan error, 2)
+	go func() { _, err := s.Append(ctx, &Record{Type: TypeSystem, Detail: "x"}); appended <- err }()
+	<-inCommit
+	if err := s.AppendDeferred(ctx, &Record{Type: TypeOutcome, Code: "OK"}, func(err error) { done <- err }); err != nil {
+		t.Fatal(err)
+	}
+	<-enqueued // x's
+	go func() { _, err := s.Append(ctx, &Record{Type: TypeSystem, Detail: "y"}); appended <- err }()
+	<-enqueued // y's
+	mu.Lock()
+	g := gate
+	gate = nil // later commits pass straight through
+	mu.Unlock()
+	close(g)
+	for range 2 {
+		if err := <-appended; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Close commits what is still queued.
+	if err := s.AppendDeferred(ctx, &Record{Type: TypeOutcome, Code: "CANCELLED"}, func(err error) { done <- err }); err != nil {
+		t.Fatal(err)
+	}
+	path := s.path
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("deferred record at Close: %v", err)
+	}
+	if got, want := fmt.Sprint(batches), "[1 1 2 1]"; got != want {
+		t.Errorf("commit batch sizes = %s, want %s (alone; x; d shared with y; drained at Close)", got, want)
+	}
+	res, err := VerifyFile(ctx, path)
+	if err != nil || res.Records != 5 {
+		t.Errorf("VerifyFile = %+v, %v; want 5 records", res, err)
+	}
+	if err := s.AppendDeferred(ctx, &Record{Type: TypeOutcome}, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("AppendDeferred after Close = %v, want ErrClosed", err)
+	}
+}

@@ -144,7 +144,7 @@ func (p *Pipeline) controlDecide(ctx context.Context, c *call, req any) error {
 func (p *Pipeline) controlEnd(ctx context.Context, c *call, err error) {
 	if c.firstSeq != 0 {
 		end := p.now()
-		p.outcomes.Go(func() { p.outcome(ctx, c, err, end) })
+		p.outcome(ctx, c, err, end)
 	}
 }
 

@@ -49,6 +49,8 @@ type Evaluator interface {
 // Auditor durably appends records; a nil error means the record is committed.
 type Auditor interface {
 	Append(ctx context.Context, r *audit.Record) (uint64, error)
+	// AppendDeferred queues a record nothing waits on; done reports its commit.
+	AppendDeferred(ctx context.Context, r *audit.Record, done func(error)) error
 }
 
 // Decoder renders a method's request bytes for the policy (read-only).
@@ -101,8 +103,8 @@ type Pipeline struct {
 	auditTimeout     time.Duration
 	log              *slog.Logger
 
-	// outcomes tracks outcome records still being appended; they are written
-	// after the call returned so the client does not wait for their fsync.
+	// outcomes tracks outcome records queued but not yet committed; they are
+	// written after the call returned so the client does not wait for an fsync.
 	outcomes sync.WaitGroup
 }
 
@@ -195,7 +197,7 @@ func (p *Pipeline) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 		p.metrics.ForwardSeconds.WithLabelValues(c.upstream.name).Observe(end.Sub(c.start).Seconds())
 	}
 	if c.firstSeq != 0 {
-		p.outcomes.Go(func() { p.outcome(ctx, c, err, end) })
+		p.outcome(ctx, c, err, end)
 	}
 	return err
 }
@@ -506,8 +508,26 @@ func (p *Pipeline) outcome(ctx context.Context, c *call, err error, end time.Tim
 	rec.DurationMS = float64(end.Sub(c.start).Microseconds()) / 1000
 	rec.MessagesIn = uint64(c.in.Load())
 	rec.MessagesOut = uint64(c.out.Load())
-	if _, aerr := p.append(ctx, rec); aerr != nil {
+	// Deferred: the outcome shares the next decision's commit (or is committed
+	// within audit.DeferDelay), so a call never costs a second fsync of its own.
+	failed := func(aerr error) {
+		p.metrics.AuditErrors.Inc()
 		p.log.Error("audit append failed for outcome", "method", c.method, "ref", c.firstSeq, "err", aerr)
+	}
+	p.outcomes.Add(1)
+	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.auditTimeout)
+	defer cancel()
+	err = p.audit.AppendDeferred(qctx, rec, func(aerr error) {
+		if aerr != nil {
+			failed(aerr)
+		} else {
+			p.metrics.AuditRecords.Inc()
+		}
+		p.outcomes.Done()
+	})
+	if err != nil {
+		failed(err)
+		p.outcomes.Done()
 	}
 }
 
