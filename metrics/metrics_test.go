@@ -66,5 +66,9 @@ func TestMetricsIsolated(t *testing.T) {
 	if !strings.Contains(body, "ztp_audit_records_total 1") || strings.Contains(body, `version="sha256:1"`) || !strings.Contains(body, `version="sha256:2"`) {
 		t.Errorf("metrics of a: want 1 record and only the latest policy version:\n%s", body)
 	}
-	_ = b
+	rec = httptest.NewRecorder()
+	b.Handler(NewReadiness(time.Hour, nil)).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if body := rec.Body.String(); !strings.Contains(body, "ztp_audit_records_total 0") || strings.Contains(body, "ztp_policy_info{") {
+		t.Errorf("metrics of b saw a's counts; want 0 records and no policy:\n%s", body)
+	}
 }

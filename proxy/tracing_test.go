@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -441,24 +440,6 @@ func closedAddr(t *testing.T) string {
 	return addr
 }
 
-// syncBuffer is a log sink the proxy's goroutines may write while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestTracingOTLP runs the production path: spans batched to a real OTLP
 // collector over gRPC and flushed when the proxy shuts down. A collector that
 // refuses them, or is not there at all, neither fails calls nor holds shutdown
@@ -483,7 +464,7 @@ func TestTracingOTLP(t *testing.T) {
 			if tc.down {
 				addr = closedAddr(t)
 			}
-			var logs syncBuffer
+			var logs proxytest.SyncBuffer
 			e := proxytest.Start(t, proxytest.Options{
 				Extra: "tracing:\n  otlp_endpoint: " + addr + "\n  insecure: true\n  service_name: ztp-test\n",
 				Proxy: func(o *proxy.Options) { o.Logger = slog.New(slog.NewTextHandler(&logs, nil)) },

@@ -23,6 +23,8 @@ import (
 
 	"github.com/ztp-dev/ztp/audit"
 	"github.com/ztp-dev/ztp/pki"
+
+	"github.com/ztp-dev/ztp/proxy/proxytest"
 )
 
 // defaultIdle is how long the watch stays idle. grpc-go's default keepalive enforcement
@@ -535,7 +537,7 @@ func httpGet(ctx context.Context, url string) (string, error) {
 type proc struct {
 	name           string
 	cmd            *exec.Cmd
-	stdout, stderr syncBuffer
+	stdout, stderr proxytest.SyncBuffer
 	done           chan struct{} // closed when the process has exited
 	err            error         // Wait's result, valid once done is closed
 }

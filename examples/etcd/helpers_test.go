@@ -1,11 +1,9 @@
 package etcd_test
 
 import (
-	"bytes"
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"gopkg.in/yaml.v3"
@@ -95,22 +93,4 @@ func writeExampleConfig(t *testing.T, dir, listen, etcdAddr string) string {
 		t.Fatal(err)
 	}
 	return file
-}
-
-// syncBuffer collects a subprocess's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -6,6 +6,7 @@
 package proxytest
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -575,4 +576,23 @@ func (b *Backend) DeadlineLeft() time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.deadline
+}
+
+// SyncBuffer is an io.Writer a proxy's (or a subprocess's) goroutines may write
+// while the test reads it, e.g. as a log sink.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
