@@ -101,6 +101,9 @@ type Breakglass struct {
 // Metrics configures the operational HTTP endpoint.
 type Metrics struct {
 	Listen string `yaml:"listen"`
+	// Pprof serves Go's profiler under /debug/pprof/ on the same listener. Off by
+	// default: a profile shows call paths and costs, not data, but it does cost CPU.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Tracing exports OpenTelemetry spans of every call (and of its upstream call) over

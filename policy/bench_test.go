@@ -34,6 +34,31 @@ func BenchmarkEval(b *testing.B) {
 			input: etcdInput(b, aliceID, "human", []string{"sre"}, "/etcdserverpb.KV/Range", map[string]any{"key": "Zm9v"}),
 			want:  DecisionAllow,
 		},
+		// The example policies as shipped (examples/etcd/policies: etcd.rego and budgets.rego).
+		{
+			name:  "examples-etcd/deployer-put",
+			load:  loadDir("../examples/etcd/policies"),
+			input: etcdInput(b, deployerID, "automation", []string{"deployers"}, "/etcdserverpb.KV/Put", put),
+			want:  DecisionAllow,
+		},
+		{
+			name:  "examples-etcd/human-range",
+			load:  loadDir("../examples/etcd/policies"),
+			input: etcdInput(b, aliceID, "human", []string{"sre"}, "/etcdserverpb.KV/Range", map[string]any{"key": "Zm9v"}),
+			want:  DecisionAllow,
+		},
+		{
+			name:  "examples-etcd/deployer-delete",
+			load:  loadDir("../examples/etcd/policies"),
+			input: etcdInput(b, deployerID, "automation", []string{"deployers"}, "/etcdserverpb.KV/DeleteRange", map[string]any{"key": "Zm9v", "rangeEnd": "Zm9w"}),
+			want:  DecisionAllow,
+		},
+		{
+			name:  "examples-demo/automation-drain",
+			load:  loadDir("../examples/demo/policies"),
+			input: etcdInput(b, deployerID, "automation", []string{"fleet-controllers"}, "/fleet.v1.Fleet/DrainMachine", map[string]any{"name": "m-1"}),
+			want:  DecisionAllow,
+		},
 		{
 			name: "oneline",
 			load: func(tb testing.TB) *Engine {
@@ -55,6 +80,17 @@ func BenchmarkEval(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func loadDir(dir string) func(testing.TB) *Engine {
+	return func(tb testing.TB) *Engine {
+		tb.Helper()
+		e, err := Load(testCtx(tb), Options{Paths: []string{dir}})
+		if err != nil {
+			tb.Fatalf("Load(%s): %v", dir, err)
+		}
+		return e
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"google.golang.org/grpc/connectivity"
@@ -22,6 +23,7 @@ const readinessInterval = 2 * time.Second
 // startOps starts readiness probing and, when metrics.listen is set, the HTTP
 // endpoint for /metrics, /healthz and /readyz.
 func (s *Server) startOps(cfg *config.Config) error {
+	s.pprof = cfg.Metrics.Pprof
 	s.readiness = metrics.NewReadiness(readinessInterval, map[string]metrics.Check{
 		"audit":     s.store.Ping,
 		"policy":    s.policyLoaded,
@@ -42,10 +44,7 @@ func (s *Server) startOps(cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("metrics.listen: %w", err)
 	}
-	mux := http.NewServeMux()
-	h := s.metrics.Handler(s.readiness)
-	mux.Handle("/", h)
-	s.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	s.httpSrv = &http.Server{Handler: s.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := s.httpSrv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("metrics endpoint stopped", "err", err)
@@ -80,7 +79,20 @@ func (s *Server) Ready() (bool, map[string]string) {
 func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 
 // MetricsHandler serves /metrics, /healthz and /readyz (also without metrics.listen).
-func (s *Server) MetricsHandler() http.Handler { return s.metrics.Handler(s.readiness) }
+func (s *Server) MetricsHandler() http.Handler {
+	h := s.metrics.Handler(s.readiness)
+	if !s.pprof {
+		return h
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
 
 // setHealth mirrors readiness into the gRPC health service.
 func (s *Server) setHealth(ready bool) {

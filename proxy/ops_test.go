@@ -62,6 +62,22 @@ func TestMetricsAfterTraffic(t *testing.T) {
 	}
 }
 
+// TestPprofOnlyWhenConfigured: the profiler is served only with metrics.pprof.
+func TestPprofOnlyWhenConfigured(t *testing.T) {
+	off := proxytest.Start(t, proxytest.Options{})
+	if code, _ := scrape(t, off, "/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ without metrics.pprof = %d, want 404", code)
+	}
+	on := proxytest.Start(t, proxytest.Options{Extra: "metrics:\n  pprof: true\n"})
+	code, body := scrape(t, on, "/debug/pprof/")
+	if code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Errorf("/debug/pprof/ with metrics.pprof = %d %.80q, want 200 with the profile index", code, body)
+	}
+	if code, _ := scrape(t, on, "/metrics"); code != http.StatusOK {
+		t.Errorf("/metrics with metrics.pprof = %d", code)
+	}
+}
+
 // TestReadinessFollowsAudit: /readyz and the gRPC health service turn unready
 // within a few seconds of the audit log becoming unwritable, with no traffic.
 func TestReadinessFollowsAudit(t *testing.T) {

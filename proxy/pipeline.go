@@ -102,6 +102,7 @@ type Pipeline struct {
 	maxUnaryDeadline time.Duration
 	auditTimeout     time.Duration
 	log              *slog.Logger
+	evals            *evalPool // nil: evaluate on the caller's goroutine
 
 	// outcomes tracks outcome records queued but not yet committed; they are
 	// written after the call returned so the client does not wait for an fsync.
@@ -302,7 +303,7 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	// 6. Decide, then draw on the change budgets the policy named (only when allowed).
 	eng := p.policy.Load().eval
 	t0 := time.Now()
-	res, evalErr := eng.Eval(ctx, p.input(c, req, decoded, idx, grant, hasGrant, now))
+	res, evalErr := p.evals.eval(ctx, eng, p.input(c, req, decoded, idx, grant, hasGrant, now))
 	p.metrics.PolicySeconds.Observe(time.Since(t0).Seconds())
 	v := policy.Decide(res, evalErr, p.mode, grant.ID)
 	rec.PolicyVersion = eng.Version()

@@ -54,6 +54,7 @@ type options struct {
 	dir          string        // where to make the work directory; "" = os.TempDir()
 	keep         bool          // keep the work directory
 	jsonFile     string        // where to write the JSON report; "" = nowhere
+	cpuProfile   string        // where to write the full proxy's CPU profile; "" = not taken
 	warmup       time.Duration // per row, not measured
 	duration     time.Duration // per row, measured
 	rounds       int
@@ -85,6 +86,7 @@ Flags:
 	fs.StringVar(&o.dir, "dir", "", "where the run makes its work directory (certificates, audit log, process logs); the durability floor is measured on its filesystem (default: the system's temporary directory)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (audit log, proxy log) after the run")
 	fs.StringVar(&o.jsonFile, "json", "", "also write the results as JSON to this file")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write the full proxy's CPU profile, taken over the measured window of its last round at the highest concurrency, to this file (go tool pprof bin/ztp-proxy FILE)")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "load before each measured window, not measured")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "measured window of each row")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every path at every concurrency, interleaved")

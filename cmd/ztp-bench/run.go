@@ -127,7 +127,11 @@ func run(ctx context.Context, o options, out, progress io.Writer) (_ *report, er
 	for r := range o.rounds {
 		for _, c := range o.concurrency {
 			for _, t := range targets {
-				s, err := measure(ctx, t, backend, payload, c, o)
+				profile := ""
+				if t.metrics != "" && r == o.rounds-1 && c == slices.Max(o.concurrency) {
+					profile = o.cpuProfile
+				}
+				s, err := measure(ctx, t, backend, payload, c, o, profile)
 				if err != nil {
 					return nil, err
 				}
@@ -219,8 +223,9 @@ type rowKey struct {
 
 // measure runs one row: warm-up, then the measured window, with the CPU time
 // of every process and, for the full proxy, its own histograms read at both
-// ends of the window.
-func measure(ctx context.Context, t *target, backend *child, req *testgrpc.SimpleRequest, workers int, o options) (sample, error) {
+// ends of the window. With profile set, the full proxy's CPU profile over the
+// window is written there.
+func measure(ctx context.Context, t *target, backend *child, req *testgrpc.SimpleRequest, workers int, o options, profile string) (sample, error) {
 	from := time.Now().Add(o.warmup)
 	end := from.Add(o.duration)
 	done := make(chan window, 1)
@@ -241,11 +246,20 @@ func measure(ctx context.Context, t *target, backend *child, req *testgrpc.Simpl
 		return sample{}, err
 	}
 	before := snapshot(ctx, t, backend)
+	profiled := make(chan error, 1)
+	if profile != "" {
+		go func() { profiled <- cpuProfile(ctx, t.metrics, o.duration, profile) }()
+	} else {
+		profiled <- nil
+	}
 	if err := wait(end); err != nil {
 		return sample{}, err
 	}
 	after := snapshot(ctx, t, backend)
 	w := <-done
+	if err := <-profiled; err != nil {
+		return sample{}, fmt.Errorf("cpu profile: %w", err)
+	}
 
 	s := sample{
 		Calls:     w.calls,
@@ -356,6 +370,31 @@ func parseMetrics(r io.Reader, want map[string]bool) (map[string]float64, error)
 func readyz(ctx context.Context, addr string) error {
 	_, err := httpGet(ctx, "http://"+addr+"/readyz")
 	return err
+}
+
+// cpuProfile writes the profile the proxy's /debug/pprof/profile takes over d
+// (whole seconds, at least one) to file.
+func cpuProfile(ctx context.Context, addr string, d time.Duration, file string) error {
+	secs := max(int(d.Seconds()), 1)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", req.URL, resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, b, 0o644)
 }
 
 func httpGet(ctx context.Context, url string) (string, error) {

@@ -70,6 +70,7 @@ breakglass:
   approver_groups: [sre-leads]
 metrics:
   listen: 127.0.0.1:0
+  pprof: true
 log:
   format: json
 `

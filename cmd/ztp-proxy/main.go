@@ -6,9 +6,20 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
 )
 
+// gcPercent is the proxy's GOGC unless the environment sets one. Every call
+// allocates (gRPC streams, the policy input, OPA's evaluation, the audit record)
+// while the live heap stays small, so the default of 100 collects very often:
+// at 64 calls in flight, 400 cut the proxy's CPU per call by about a quarter
+// (README, "Performance") for a peak heap about five times the live one.
+const gcPercent = 400
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	if err := newRootCommand().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "ztp-proxy:", err)
 		os.Exit(1)
