@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 
+	"github.com/open-policy-agent/opa/v1/ast"
+
 	"github.com/ztp-dev/ztp/policy"
 )
 
@@ -26,7 +28,7 @@ type evalPool struct {
 type evalJob struct {
 	ctx   context.Context
 	eng   Evaluator
-	input map[string]any
+	input ast.Value
 	res   policy.Result
 	err   error
 	done  chan struct{}
@@ -48,7 +50,7 @@ func (p *evalPool) work() {
 	for {
 		select {
 		case j := <-p.jobs:
-			j.res, j.err = j.eng.Eval(j.ctx, j.input)
+			j.res, j.err = j.eng.EvalValue(j.ctx, j.input)
 			j.done <- struct{}{}
 		case <-p.stop:
 			return
@@ -59,9 +61,9 @@ func (p *evalPool) work() {
 // eval evaluates on an idle worker, or on the caller's goroutine when every
 // worker is busy (or the pool is closed or nil): waiting for a worker would
 // only add latency, the CPU is busy either way.
-func (p *evalPool) eval(ctx context.Context, eng Evaluator, input map[string]any) (policy.Result, error) {
+func (p *evalPool) eval(ctx context.Context, eng Evaluator, input ast.Value) (policy.Result, error) {
 	if p == nil {
-		return eng.Eval(ctx, input)
+		return eng.EvalValue(ctx, input)
 	}
 	j := p.free.Get().(*evalJob)
 	j.ctx, j.eng, j.input = ctx, eng, input
@@ -69,7 +71,7 @@ func (p *evalPool) eval(ctx context.Context, eng Evaluator, input map[string]any
 	case p.jobs <- j:
 		<-j.done
 	default:
-		j.res, j.err = eng.Eval(ctx, input)
+		j.res, j.err = eng.EvalValue(ctx, input)
 	}
 	res, err := j.res, j.err
 	*j = evalJob{done: j.done}

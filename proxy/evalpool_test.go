@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/open-policy-agent/opa/v1/ast"
+
 	"github.com/ztp-dev/ztp/policy"
 )
 
@@ -29,7 +31,10 @@ func TestEvalPool(t *testing.T) {
 		if n%2 == 0 {
 			kind = "automation"
 		}
-		in := map[string]any{"principal": map[string]any{"kind": kind}, "n": n}
+		in, err := policy.Value(map[string]any{"principal": map[string]any{"kind": kind}, "n": n})
+		if err != nil {
+			return err
+		}
 		res, err := p.eval(ctx, eng, in)
 		if err != nil {
 			return err
@@ -66,7 +71,7 @@ func TestEvalPool(t *testing.T) {
 	// A done context denies on the pool as it does inline.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := p.eval(cctx, eng, map[string]any{}); err == nil {
+	if _, err := p.eval(cctx, eng, ast.NewObject()); err == nil {
 		t.Error("eval with a cancelled context: no error")
 	}
 

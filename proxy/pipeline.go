@@ -42,7 +42,7 @@ type Authenticator interface {
 
 // Evaluator is a loaded policy. Version names the content that made a decision.
 type Evaluator interface {
-	Eval(ctx context.Context, input map[string]any) (policy.Result, error)
+	EvalValue(ctx context.Context, input ast.Value) (policy.Result, error)
 	Version() string
 }
 
@@ -129,7 +129,7 @@ type call struct {
 	info          decode.MethodInfo
 	metadata      map[string][]string // sanitized client metadata, for policy and audit
 	mdInput       ast.Value           // the same, converted for the policy input once per call
-	principalIn   ast.Value           // the principal, converted once per call
+	in0           *callTerms          // the policy input's parts that stay the same for the call
 	justification string
 	ticket        string
 
@@ -286,15 +286,20 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 
 	// 5. Decode (read-only; the original bytes are what gets forwarded).
 	var req map[string]any
+	var reqIn ast.Value // the request for the policy; nil: not decoded
+	var inErr error
 	decoded := false
 	if msg != nil && c.upstream.decoder != nil {
 		req, _, decoded = c.upstream.decoder.Decode(ctx, c.method, msg.data)
-		if decoded && req == nil {
-			req = map[string]any{} // an all-default message is {}, as protojson prints it
+		if decoded {
+			reqIn, inErr = requestValue(req)
 		}
 	}
 	rec.RequestDecoded = decoded
 	if decoded {
+		if req == nil {
+			req = map[string]any{} // an all-default message is {}, as protojson prints it
+		}
 		if b, err := json.Marshal(req); err == nil {
 			rec.Request = b
 		}
@@ -303,7 +308,10 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	// 6. Decide, then draw on the change budgets the policy named (only when allowed).
 	eng := p.policy.Load().eval
 	t0 := time.Now()
-	res, evalErr := p.evals.eval(ctx, eng, p.input(c, req, decoded, idx, grant, hasGrant, now))
+	res, evalErr := policy.Result{}, inErr
+	if inErr == nil {
+		res, evalErr = p.evals.eval(ctx, eng, p.input(c, reqIn, idx, grant, hasGrant, now))
+	}
 	p.metrics.PolicySeconds.Observe(time.Since(t0).Seconds())
 	v := policy.Decide(res, evalErr, p.mode, grant.ID)
 	rec.PolicyVersion = eng.Version()
@@ -380,100 +388,6 @@ func firstNonEmpty(a, b string) string {
 		return a
 	}
 	return b
-}
-
-// input builds the policy input document of DESIGN.md ("Policy contract").
-func (p *Pipeline) input(c *call, req map[string]any, decoded bool, idx int, g GrantInfo, hasGrant bool, now time.Time) map[string]any {
-	var reqv any
-	if decoded {
-		reqv = req
-	}
-	upstream := ""
-	if c.upstream != nil {
-		upstream = c.upstream.name
-	}
-	if c.principalIn == nil {
-		c.principalIn = principalValue(c.principal)
-	}
-	return map[string]any{
-		"principal":       c.principalIn,
-		"method":          c.method,
-		"service":         c.service,
-		"rpc":             c.rpc,
-		"upstream":        upstream,
-		"request":         reqv,
-		"request_decoded": decoded,
-		"stream": map[string]any{
-			"client_streaming": c.info.ClientStreaming,
-			"server_streaming": c.info.ServerStreaming,
-			"message_index":    json.Number(itoa(idx)),
-		},
-		"metadata":      c.mdInput,
-		"justification": firstNonEmpty(c.justification, bgField(hasGrant, g.Reason)),
-		"ticket":        firstNonEmpty(c.ticket, bgField(hasGrant, g.Ticket)),
-		"breakglass":    breakglassInput(g, hasGrant),
-		"time":          now.UTC().Format(time.RFC3339),
-	}
-}
-
-// principalValue renders the principal for the policy input.
-func principalValue(p identity.Principal) ast.Value {
-	groups := make([]*ast.Term, len(p.Groups))
-	for i, g := range p.Groups {
-		groups[i] = ast.StringTerm(g)
-	}
-	return ast.NewObject(
-		[2]*ast.Term{ast.StringTerm("id"), ast.StringTerm(p.ID)},
-		[2]*ast.Term{ast.StringTerm("kind"), ast.StringTerm(p.Kind)},
-		[2]*ast.Term{ast.StringTerm("groups"), ast.ArrayTerm(groups...)},
-		[2]*ast.Term{ast.StringTerm("authn"), ast.StringTerm(p.Authn)},
-	)
-}
-
-func bgField(has bool, v string) string {
-	if has {
-		return v
-	}
-	return ""
-}
-
-func breakglassInput(g GrantInfo, has bool) map[string]any {
-	if !has {
-		return map[string]any{"active": false}
-	}
-	return map[string]any{
-		"active":  true,
-		"grant":   g.ID,
-		"reason":  g.Reason,
-		"ticket":  g.Ticket,
-		"expires": g.Expires.UTC().Format(time.RFC3339),
-	}
-}
-
-// readMetadata keeps what the policy and the auditors may see of the client's
-// metadata: credentials and every x-ztp-* header (which only the proxy sets) are
-// dropped, except that justification and ticket are lifted into their own fields.
-func (c *call) readMetadata(ctx context.Context) {
-	in, _ := metadata.FromIncomingContext(ctx)
-	c.metadata = make(map[string][]string, len(in))
-	kvs := make([][2]*ast.Term, 0, len(in))
-	for k, vs := range in {
-		switch {
-		case k == HeaderJustification:
-			c.justification = strings.Join(vs, " ")
-		case k == HeaderTicket:
-			c.ticket = strings.Join(vs, " ")
-		case sensitiveHeader(k):
-		default:
-			c.metadata[k] = vs
-			l := make([]*ast.Term, len(vs))
-			for i, v := range vs {
-				l[i] = ast.StringTerm(v)
-			}
-			kvs = append(kvs, [2]*ast.Term{ast.StringTerm(k), ast.ArrayTerm(l...)})
-		}
-	}
-	c.mdInput = ast.NewObject(kvs...)
 }
 
 // sensitiveHeader names metadata never copied into policy input or audit records.

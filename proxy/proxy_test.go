@@ -5,8 +5,10 @@ import (
 	"github.com/ztp-dev/ztp/proxy"
 	"github.com/ztp-dev/ztp/proxy/proxytest"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -231,4 +233,77 @@ func TestAllRPCKinds(t *testing.T) {
 			t.Errorf("outcome record = %+v, want code FAILED_PRECONDITION", out)
 		}
 	})
+}
+
+// TestPolicyInputDocument: the policy sees the input document of DESIGN.md
+// ("Policy contract"), field by field, on the first and a later message.
+func TestPolicyInputDocument(t *testing.T) {
+	e := proxytest.Start(t, proxytest.Options{Policy: `package ztp
+
+default allow := false
+
+deny contains json.marshal(input)
+`})
+	c := e.Dial(t, proxytest.DeployerID)
+	ctx := metadata.AppendToOutgoingContext(proxytest.Ctx(t),
+		"x-ztp-justification", "rotate key",
+		"x-ztp-ticket", "INC-1",
+		"authorization", "Bearer secret",
+		"x-request-id", "r-1",
+	)
+	_, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: 7, Payload: &testgrpc.Payload{Body: []byte("hi")}})
+	proxytest.WantCode(t, "UnaryCall", err, codes.PermissionDenied, "")
+	_, err = c.EmptyCall(ctx, &testgrpc.Empty{})
+	proxytest.WantCode(t, "EmptyCall", err, codes.PermissionDenied, "")
+
+	var inputs []map[string]any
+	for _, r := range e.Records(t) {
+		if r.Type != "request" || len(r.Reasons) == 0 {
+			continue
+		}
+		for _, reason := range r.Reasons {
+			var in map[string]any
+			if json.Unmarshal([]byte(reason), &in) == nil {
+				inputs = append(inputs, in)
+			}
+		}
+	}
+	if len(inputs) != 2 {
+		t.Fatalf("inputs seen by the policy = %d, want 2", len(inputs))
+	}
+	unary, empty := inputs[0], inputs[1]
+	ts, _ := unary["time"].(string)
+	if _, err := time.Parse(time.RFC3339, ts); err != nil {
+		t.Errorf("input.time = %q, want RFC 3339", ts)
+	}
+	delete(unary, "time")
+	want := map[string]any{
+		"principal":       map[string]any{"id": proxytest.DeployerID, "kind": "automation", "groups": []any{"deployers"}, "authn": "mtls"},
+		"method":          "/grpc.testing.TestService/UnaryCall",
+		"service":         "grpc.testing.TestService",
+		"rpc":             "UnaryCall",
+		"upstream":        "test",
+		"request":         map[string]any{"responseSize": float64(7), "payload": map[string]any{"body": "aGk="}},
+		"request_decoded": true,
+		"stream":          map[string]any{"client_streaming": false, "server_streaming": false, "message_index": float64(0)},
+		"justification":   "rotate key",
+		"ticket":          "INC-1",
+		"breakglass":      map[string]any{"active": false},
+	}
+	md, _ := unary["metadata"].(map[string]any)
+	delete(unary, "metadata")
+	if !reflect.DeepEqual(unary, want) {
+		t.Errorf("input =\n%v\nwant\n%v", unary, want)
+	}
+	if got := md["x-request-id"]; !reflect.DeepEqual(got, []any{"r-1"}) {
+		t.Errorf("input.metadata[x-request-id] = %v, want [r-1]", got)
+	}
+	for _, k := range []string{"authorization", "x-ztp-justification", "x-ztp-ticket"} {
+		if _, ok := md[k]; ok {
+			t.Errorf("input.metadata has %s", k)
+		}
+	}
+	if r, ok := empty["request"].(map[string]any); !ok || len(r) != 0 || empty["rpc"] != "EmptyCall" {
+		t.Errorf("EmptyCall input: request %v rpc %v, want {} and EmptyCall", empty["request"], empty["rpc"])
+	}
 }
