@@ -23,5 +23,6 @@ func NewBareForwarder(conn *grpc.ClientConn, opts ...grpc.ServerOption) *grpc.Se
 	return grpc.NewServer(append([]grpc.ServerOption{
 		grpc.ForceServerCodecV2(rawCodec{}),
 		grpc.UnknownServiceHandler(fwd.handle),
+		grpc.NumStreamWorkers(streamWorkers), // as the full proxy
 	}, opts...)...)
 }

@@ -62,6 +62,20 @@ func (f *forwarder) handle(_ any, ss grpc.ServerStream) error {
 		return status.Errorf(st.Code(), "ztp: upstream %s: %s", up.name, st.Message())
 	}
 
+	// A unary call (known as such from the upstream's descriptors) is forwarded
+	// on this goroutine: its one message up, then the answer down. The two pumps
+	// below cost two goroutines and their wake-ups per call, which buy nothing
+	// when the client half-closes with its only message, as gRPC clients do.
+	if c := callFromContext(ss.Context()); c != nil && c.unary() {
+		if err := pumpToUpstream(ss, cs, first, firstErr != nil); err != nil {
+			return err // refused or gone; cancel (deferred) abandons the upstream call
+		}
+		if err := pumpToClient(cs, ss); !errors.Is(err, io.EOF) {
+			return err
+		}
+		return nil
+	}
+
 	toUpstream := make(chan error, 1)
 	toClient := make(chan error, 1)
 	go func() { toUpstream <- pumpToUpstream(ss, cs, first, firstErr != nil) }()

@@ -176,7 +176,7 @@ func (p *Pipeline) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 	}
 	// Unary calls get the configured maximum deadline; streams never get one
 	// (an etcd watch may stay open for days).
-	if p.maxUnaryDeadline > 0 && c.info.Known && !c.info.ClientStreaming && !c.info.ServerStreaming {
+	if p.maxUnaryDeadline > 0 && c.unary() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, p.maxUnaryDeadline)
 		defer cancel()
@@ -201,6 +201,11 @@ func (p *Pipeline) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 		p.outcome(ctx, c, err, end)
 	}
 	return err
+}
+
+// unary reports that the upstream's descriptors say the method is unary.
+func (c *call) unary() bool {
+	return c.info.Known && !c.info.ClientStreaming && !c.info.ServerStreaming
 }
 
 // methodLabel bounds metric label values: only methods the upstream's descriptors
@@ -345,7 +350,9 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	}
 	p.metrics.Decisions.WithLabelValues(c.upstream.name, c.methodLabel(), v.Decision).Inc()
 	// One log line per decision, joinable with the audit log by seq.
-	p.log.Info("decision", "seq", seq, "method", c.method, "principal", c.principal.ID, "decision", v.Decision, "reasons", v.Reasons, "grant", v.Grant)
+	// LogAttrs with typed attributes: no boxing, and nothing at all when info is off.
+	p.log.LogAttrs(ctx, slog.LevelInfo, "decision", slog.Uint64("seq", seq), slog.String("method", c.method),
+		slog.String("principal", c.principal.ID), slog.String("decision", v.Decision), slog.Any("reasons", v.Reasons), slog.String("grant", v.Grant))
 
 	if v.Forward() {
 		return nil

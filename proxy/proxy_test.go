@@ -2,8 +2,7 @@ package proxy_test
 
 import (
 	"encoding/json"
-	"github.com/ztp-dev/ztp/proxy"
-	"github.com/ztp-dev/ztp/proxy/proxytest"
+	"errors"
 	"io"
 	"reflect"
 	"strings"
@@ -11,12 +10,15 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-
-	"github.com/ztp-dev/ztp/audit"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/ztp-dev/ztp/audit"
+	"github.com/ztp-dev/ztp/proxy"
+	"github.com/ztp-dev/ztp/proxy/proxytest"
 )
 
 func TestMain(m *testing.M) {
@@ -305,5 +307,60 @@ deny contains json.marshal(input)
 	}
 	if r, ok := empty["request"].(map[string]any); !ok || len(r) != 0 || empty["rpc"] != "EmptyCall" {
 		t.Errorf("EmptyCall input: request %v rpc %v, want {} and EmptyCall", empty["request"], empty["rpc"])
+	}
+}
+
+// TestUnaryLateHalfClose: a unary call is forwarded on the handler's goroutine
+// and answered once the client half-closes. A client that sends its one message
+// and half-closes only later (gRPC clients do both at once) still gets the
+// backend's answer, and a second message on a unary method is decided too.
+func TestUnaryLateHalfClose(t *testing.T) {
+	e := proxytest.Start(t, proxytest.Options{})
+	conn := e.Conn(t, proxytest.DeployerID)
+	desc := &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}
+
+	cs, err := conn.NewStream(proxytest.Ctx(t), desc, "/grpc.testing.TestService/UnaryCall")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.SendMsg(&testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("late")}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the message is decided and forwarded; no half-close yet
+	if err := cs.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	var resp testgrpc.SimpleResponse
+	if err := cs.RecvMsg(&resp); err != nil || string(resp.GetPayload().GetBody()) != "late" {
+		t.Fatalf("RecvMsg = %v, %v; want the echo of the late half-closed call", &resp, err)
+	}
+
+	// Two messages on a unary method: both are decided (and audited); the
+	// backend's gRPC server refuses the second, and that status comes back.
+	cs, err = conn.NewStream(proxytest.Ctx(t), desc, "/grpc.testing.TestService/UnaryCall")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := cs.SendMsg(&testgrpc.SimpleRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs.CloseSend()
+	var rerr error
+	for rerr == nil {
+		rerr = cs.RecvMsg(&resp)
+	}
+	if status.Code(rerr) == codes.OK || errors.Is(rerr, io.EOF) {
+		t.Errorf("two messages on a unary method: %v, want the backend's error", rerr)
+	}
+	n := 0
+	for _, r := range e.Records(t) {
+		if r.Type == "request" && r.Method == "/grpc.testing.TestService/UnaryCall" && r.Decision == "allow" {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Errorf("allowed UnaryCall messages audited = %d, want 3 (1 + 2)", n)
 	}
 }
