@@ -47,6 +47,10 @@ type Options struct {
 	Redact []string
 	// Now is the clock for records whose Time is zero (default time.Now).
 	Now func() time.Time
+	// OnCommit, when set, is told about every commit of the writer: how many
+	// records it carried, how long the bbolt transaction took (the fsyncs
+	// included) and its error. It runs on the writer goroutine and must be quick.
+	OnCommit func(records int, took time.Duration, err error)
 
 	hooks *testHooks
 }
@@ -67,6 +71,7 @@ type Store struct {
 	redact   []redactPath
 	maxBatch int
 	hooks    *testHooks
+	onCommit func(records int, took time.Duration, err error)
 
 	mu      sync.RWMutex // held for reading while sending on queue; for writing to close it
 	closed  bool
@@ -158,6 +163,7 @@ func Open(path string, opts Options) (*Store, error) {
 		redact:     redact,
 		maxBatch:   opts.MaxBatch,
 		hooks:      opts.hooks,
+		onCommit:   opts.OnCommit,
 		queue:      make(chan *pending, opts.MaxBatch),
 		writerDone: make(chan struct{}),
 		appended:   make(chan struct{}),
@@ -379,6 +385,7 @@ func (s *Store) run() {
 func (s *Store) commit(batch []*pending) {
 	head := *s.head.Load()
 	results := make([]result, len(batch))
+	start := time.Now()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		records, meta := tx.Bucket(bucketRecords), tx.Bucket(bucketMeta)
 		if records == nil || meta == nil {
@@ -414,6 +421,9 @@ func (s *Store) commit(batch []*pending) {
 		}
 		return nil
 	})
+	if s.onCommit != nil {
+		s.onCommit(len(batch), time.Since(start), err)
+	}
 	if err != nil {
 		err = fmt.Errorf("%w: %s: %w", ErrWrite, s.path, err)
 		// Chain on from what the file holds, not from memory: after a

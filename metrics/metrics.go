@@ -12,6 +12,7 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"time"
 )
 
 // Metrics are the proxy's collectors.
@@ -29,6 +30,10 @@ type Metrics struct {
 	AuditAppendSeconds prometheus.Histogram
 	AuditRecords       prometheus.Counter
 	AuditErrors        prometheus.Counter
+	// AuditCommitSeconds is the duration of one group commit (both fsyncs);
+	// AuditCommitRecords the records it carried.
+	AuditCommitSeconds prometheus.Histogram
+	AuditCommitRecords prometheus.Histogram
 	// ForwardSeconds is the duration of forwarded calls by upstream.
 	ForwardSeconds *prometheus.HistogramVec
 	// RateLimited counts refusals by kind (rate, budget).
@@ -66,6 +71,12 @@ func New() *Metrics {
 		AuditErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ztp_audit_append_errors_total", Help: "Audit appends that failed (each refused a call or lost an outcome record).",
 		}),
+		AuditCommitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "ztp_audit_commit_seconds", Help: "Duration of one audit group commit (bbolt transaction, fsyncs included).", Buckets: latency,
+		}),
+		AuditCommitRecords: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "ztp_audit_commit_records", Help: "Records carried by one audit group commit.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512},
+		}),
 		ForwardSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "ztp_forwarded_call_seconds", Help: "Duration of calls forwarded to an upstream.", Buckets: latency,
 		}, []string{"upstream"}),
@@ -83,9 +94,19 @@ func New() *Metrics {
 		}),
 	}
 	r.MustRegister(m.Decisions, m.Calls, m.PolicySeconds, m.AuditAppendSeconds, m.AuditRecords, m.AuditErrors,
+		m.AuditCommitSeconds, m.AuditCommitRecords,
 		m.ForwardSeconds, m.RateLimited, m.PolicyReloads, m.PolicyInfo, m.InflightStreams,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// ObserveCommit records one audit group commit (audit.Options.OnCommit).
+func (m *Metrics) ObserveCommit(records int, took time.Duration, err error) {
+	if err != nil {
+		return // the failed appends are counted by AuditErrors
+	}
+	m.AuditCommitSeconds.Observe(took.Seconds())
+	m.AuditCommitRecords.Observe(float64(records))
 }
 
 // GaugeFunc registers a gauge whose value is read at scrape time (e.g. the number

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +57,17 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+	// Every record went through a group commit: 8 from the calls, plus the
+	// proxy's own "started" record.
+	var committed float64
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, "ztp_audit_commit_records_sum "); ok {
+			committed, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	if committed < 9 || !strings.Contains(body, "ztp_audit_commit_seconds_count ") {
+		t.Errorf("/metrics: records in group commits = %v, want at least 9, and ztp_audit_commit_seconds", committed)
 	}
 	if code, body := scrape(t, e, "/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz = %d %q", code, body)

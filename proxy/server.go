@@ -167,12 +167,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		}
 	}
 
-	s.store, err = audit.Open(cfg.Resolve(cfg.Audit.Path), audit.Options{Redact: cfg.Audit.Redact, Now: opts.Now})
+	s.metrics = metrics.New()
+	s.store, err = audit.Open(cfg.Resolve(cfg.Audit.Path), audit.Options{Redact: cfg.Audit.Redact, Now: opts.Now, OnCommit: s.metrics.ObserveCommit})
 	if err != nil {
 		return nil, fmt.Errorf("audit.path: %w", err)
 	}
 
-	s.metrics = metrics.New()
 	s.pipeline = &Pipeline{
 		metrics:          s.metrics,
 		auth:             auth,

@@ -64,6 +64,8 @@ type sample struct {
 	PolicyEvalMeanUS   *float64 `json:"policy_eval_mean_us,omitempty"`
 	AuditAppendMeanUS  *float64 `json:"audit_append_mean_us,omitempty"`
 	AuditRecordsPerSec *float64 `json:"audit_records_per_s,omitempty"`
+	CommitMeanUS       *float64 `json:"audit_commit_mean_us,omitempty"`
+	RecordsPerCommit   *float64 `json:"audit_records_per_commit,omitempty"`
 }
 
 // row is one path at one concurrency: medians over the rounds. The ratio and
@@ -86,6 +88,8 @@ type row struct {
 	PolicyEvalMeanUS   *float64 `json:"policy_eval_mean_us,omitempty"`
 	AuditAppendMeanUS  *float64 `json:"audit_append_mean_us,omitempty"`
 	AuditRecordsPerSec *float64 `json:"audit_records_per_s,omitempty"`
+	CommitMeanUS       *float64 `json:"audit_commit_mean_us,omitempty"`
+	RecordsPerCommit   *float64 `json:"audit_records_per_commit,omitempty"`
 
 	Errors int      `json:"errors"`
 	Rounds []sample `json:"rounds"`
@@ -124,6 +128,8 @@ func summarize(paths []string, concurrency []int, samples map[rowKey][]sample) [
 			r.PolicyEvalMeanUS = medianOpt(ss, func(s sample) *float64 { return s.PolicyEvalMeanUS })
 			r.AuditAppendMeanUS = medianOpt(ss, func(s sample) *float64 { return s.AuditAppendMeanUS })
 			r.AuditRecordsPerSec = medianOpt(ss, func(s sample) *float64 { return s.AuditRecordsPerSec })
+			r.CommitMeanUS = medianOpt(ss, func(s sample) *float64 { return s.CommitMeanUS })
+			r.RecordsPerCommit = medianOpt(ss, func(s sample) *float64 { return s.RecordsPerCommit })
 			rows = append(rows, r)
 		}
 	}
@@ -218,10 +224,15 @@ func writeTable(w io.Writer, rep *report) error {
 	}
 	if len(inside) > 0 {
 		b.WriteString("\nInside the full proxy (its own histograms over the measured window, mean per message):\n\n")
-		b.WriteString("| c | policy eval | audit append (incl. group-commit wait) | audit records/s |\n")
-		b.WriteString("| ---: | ---: | ---: | ---: |\n")
+		b.WriteString("| c | policy eval | audit append (incl. group-commit wait) | audit records/s | group commit | records per commit |\n")
+		b.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		for _, r := range inside {
-			fmt.Fprintf(&b, "| %d | %s | %s | %s |\n", r.Concurrency, optUS(r.PolicyEvalMeanUS), optUS(r.AuditAppendMeanUS), optThousands(r.AuditRecordsPerSec))
+			perCommit := "—"
+			if r.RecordsPerCommit != nil {
+				perCommit = fmt.Sprintf("%.1f", *r.RecordsPerCommit)
+			}
+			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s |\n", r.Concurrency, optUS(r.PolicyEvalMeanUS), optUS(r.AuditAppendMeanUS),
+				optThousands(r.AuditRecordsPerSec), optUS(r.CommitMeanUS), perCommit)
 		}
 	}
 	if f := rep.Floors; f != nil {

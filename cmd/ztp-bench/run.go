@@ -298,6 +298,11 @@ func measure(ctx context.Context, t *target, backend *child, req *testgrpc.Simpl
 		}
 		s.PolicyEvalMeanUS = mean("ztp_policy_eval_seconds")
 		s.AuditAppendMeanUS = mean("ztp_audit_append_seconds")
+		s.CommitMeanUS = mean("ztp_audit_commit_seconds")
+		if n := after.metrics["ztp_audit_commit_records_count"] - before.metrics["ztp_audit_commit_records_count"]; n > 0 {
+			v := (after.metrics["ztp_audit_commit_records_sum"] - before.metrics["ztp_audit_commit_records_sum"]) / n
+			s.RecordsPerCommit = &v
+		}
 		if span > 0 {
 			v := (after.metrics["ztp_audit_records_total"] - before.metrics["ztp_audit_records_total"]) / span
 			s.AuditRecordsPerSec = &v
@@ -335,7 +340,9 @@ func snapshot(ctx context.Context, t *target, backend *child) point {
 var scrapedMetrics = map[string]bool{
 	"ztp_policy_eval_seconds_sum": true, "ztp_policy_eval_seconds_count": true,
 	"ztp_audit_append_seconds_sum": true, "ztp_audit_append_seconds_count": true,
-	"ztp_audit_records_total": true,
+	"ztp_audit_records_total":      true,
+	"ztp_audit_commit_seconds_sum": true, "ztp_audit_commit_seconds_count": true,
+	"ztp_audit_commit_records_sum": true, "ztp_audit_commit_records_count": true,
 }
 
 // scrape reads the unlabelled samples in scrapedMetrics from the proxy's
