@@ -34,6 +34,9 @@ type Metrics struct {
 	// AuditCommitRecords the records it carried.
 	AuditCommitSeconds prometheus.Histogram
 	AuditCommitRecords prometheus.Histogram
+	// RefusalsUnrecorded counts unauthenticated refusals past the refusal
+	// budget: counted into a summary record instead of a record each.
+	RefusalsUnrecorded prometheus.Counter
 	// ForwardSeconds is the duration of forwarded calls by upstream.
 	ForwardSeconds *prometheus.HistogramVec
 	// RateLimited counts refusals by kind (rate, budget).
@@ -77,6 +80,9 @@ func New() *Metrics {
 		AuditCommitRecords: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "ztp_audit_commit_records", Help: "Records carried by one audit group commit.", Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512},
 		}),
+		RefusalsUnrecorded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ztp_refusals_unrecorded_total", Help: "Unauthenticated calls refused past the per-host refusal budget (audited in summary records).",
+		}),
 		ForwardSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "ztp_forwarded_call_seconds", Help: "Duration of calls forwarded to an upstream.", Buckets: latency,
 		}, []string{"upstream"}),
@@ -94,7 +100,7 @@ func New() *Metrics {
 		}),
 	}
 	r.MustRegister(m.Decisions, m.Calls, m.PolicySeconds, m.AuditAppendSeconds, m.AuditRecords, m.AuditErrors,
-		m.AuditCommitSeconds, m.AuditCommitRecords,
+		m.AuditCommitSeconds, m.AuditCommitRecords, m.RefusalsUnrecorded,
 		m.ForwardSeconds, m.RateLimited, m.PolicyReloads, m.PolicyInfo, m.InflightStreams,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -102,7 +102,8 @@ type Pipeline struct {
 	maxUnaryDeadline time.Duration
 	auditTimeout     time.Duration
 	log              *slog.Logger
-	evals            *evalPool // nil: evaluate on the caller's goroutine
+	evals            *evalPool      // nil: evaluate on the caller's goroutine
+	refusals         *refusalBudget // nil: every unauthenticated refusal gets its own record
 
 	// outcomes tracks outcome records queued but not yet committed; they are
 	// written after the call returned so the client does not wait for an fsync.
@@ -160,7 +161,7 @@ func (p *Pipeline) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 	// credentials only, never from metadata.
 	pr, err := p.auth.Authenticate(ctx)
 	if err != nil {
-		p.refuse(ctx, c, nil, err.Error())
+		p.refuseUnauthenticated(ctx, c, err.Error())
 		return status.Error(codes.Unauthenticated, "ztp: "+err.Error())
 	}
 	c.principal = pr
@@ -416,6 +417,47 @@ func (p *Pipeline) refuse(ctx context.Context, c *call, pr *identity.Principal, 
 	p.metrics.Decisions.WithLabelValues("", "unknown", policy.DecisionDeny).Inc()
 	if _, err := p.append(ctx, rec); err != nil {
 		p.log.Error("audit append failed for refused call", "method", c.method, "err", err)
+	}
+}
+
+// refuseUnauthenticated audits a call refused before authentication, within the
+// refusal budget: past it the refusal is counted for the host's summary record.
+func (p *Pipeline) refuseUnauthenticated(ctx context.Context, c *call, reason string) {
+	if p.refusals == nil {
+		p.refuse(ctx, c, nil, reason)
+		return
+	}
+	record, closed := p.refusals.admit(c.peer, reason, p.now())
+	p.auditRefusalSummaries(ctx, closed)
+	if record {
+		p.refuse(ctx, c, nil, reason)
+		return
+	}
+	p.metrics.Decisions.WithLabelValues("", "unknown", policy.DecisionDeny).Inc()
+	p.metrics.RefusalsUnrecorded.Inc()
+}
+
+// FlushRefusals audits the summaries of the unauthenticated refusals that got
+// no record of their own: those of a window that has ended, or with force all
+// counted so far (at shutdown).
+func (p *Pipeline) FlushRefusals(ctx context.Context, force bool) {
+	if p.refusals != nil {
+		p.auditRefusalSummaries(ctx, p.refusals.flush(p.now(), force))
+	}
+}
+
+func (p *Pipeline) auditRefusalSummaries(ctx context.Context, sums []refusalSummary) {
+	for _, sum := range sums {
+		rec := &audit.Record{
+			Time:     p.now().UTC(),
+			Type:     audit.TypeRequest,
+			Peer:     sum.host,
+			Decision: policy.DecisionDeny,
+			Reasons:  []string{sum.reason()},
+		}
+		if _, err := p.append(ctx, rec); err != nil {
+			p.log.Error("audit append failed for refusal summary", "peer", sum.host, "refused", sum.suppressed, "err", err)
+		}
 	}
 }
 

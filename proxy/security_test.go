@@ -3,7 +3,7 @@ package proxy_test
 import (
 	"context"
 	"crypto/tls"
-	"github.com/ztp-dev/ztp/proxy/proxytest"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +13,10 @@ import (
 	"google.golang.org/grpc/credentials"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
+	"github.com/ztp-dev/ztp/internal/testclock"
 	"github.com/ztp-dev/ztp/pki"
+	"github.com/ztp-dev/ztp/proxy"
+	"github.com/ztp-dev/ztp/proxy/proxytest"
 )
 
 // TestAuthenticationFailsClosed: every way of not being a known principal ends the
@@ -230,5 +233,60 @@ func TestEmptyMessageDecodesAsObject(t *testing.T) {
 	recs := e.Requests(t, "/grpc.testing.TestService/EmptyCall")
 	if len(recs) != 1 || string(recs[0].Request) != "{}" {
 		t.Errorf("request records = %+v, want one with request {}", recs)
+	}
+}
+
+// TestUnauthenticatedFloodIsBounded: a caller that never authenticates cannot
+// make the proxy write (and fsync) a record per call. The first refusals of its
+// host get their own records, the rest one summary record when the window
+// ends; every call is refused and none reaches the backend.
+func TestUnauthenticatedFloodIsBounded(t *testing.T) {
+	clock := testclock.New(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
+	e := proxytest.Start(t, proxytest.Options{Proxy: func(o *proxy.Options) { o.Now = clock.Now }})
+	leaf, err := e.CA.Issue(pki.LeafOptions{URIs: []string{proxytest.StrangerID}, Client: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := e.DialTLS(t, &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, RootCAs: e.CA.Pool(), ServerName: "localhost"})
+	const calls = 200
+	for range calls {
+		_, err := c.EmptyCall(proxytest.Ctx(t), &testgrpc.Empty{})
+		proxytest.WantCode(t, "EmptyCall as a stranger", err, codes.Unauthenticated, "matches no rule")
+	}
+	countRefusals := func() (single, summaries int, summary string) {
+		for _, r := range e.Records(t) {
+			if r.Type != "request" || r.Principal != nil {
+				continue
+			}
+			if strings.Contains(r.Reasons[0], "more unauthenticated calls") {
+				summaries++
+				summary = r.Reasons[0]
+			} else {
+				single++
+			}
+		}
+		return
+	}
+	if single, summaries, _ := countRefusals(); single != 10 || summaries != 0 {
+		t.Errorf("during the window: %d single refusal records and %d summaries, want 10 and 0", single, summaries)
+	}
+
+	clock.Advance(time.Minute)
+	e.Server.Pipeline().FlushRefusals(proxytest.Ctx(t), false)
+	single, summaries, summary := countRefusals()
+	if single != 10 || summaries != 1 || !strings.Contains(summary, fmt.Sprintf("%d more unauthenticated calls from 127.0.0.1", calls-10)) {
+		t.Errorf("after the window: %d single records, %d summaries (%q); want 10, 1 counting %d calls", single, summaries, summary, calls-10)
+	}
+	if code, body := scrape(t, e, "/metrics"); code != 200 || !strings.Contains(body, fmt.Sprintf("ztp_refusals_unrecorded_total %d", calls-10)) {
+		t.Errorf("/metrics lacks ztp_refusals_unrecorded_total %d", calls-10)
+	}
+	if n := e.Backend.Calls.Load(); n != 0 {
+		t.Errorf("backend handled %d calls, want 0", n)
+	}
+	// A new window records the host's refusals one by one again.
+	_, err = c.EmptyCall(proxytest.Ctx(t), &testgrpc.Empty{})
+	proxytest.WantCode(t, "EmptyCall in the next window", err, codes.Unauthenticated, "")
+	if single, _, _ := countRefusals(); single != 11 {
+		t.Errorf("single refusal records after the next window's first call = %d, want 11", single)
 	}
 }

@@ -82,6 +82,17 @@ type Server struct {
 	pprof     bool         // metrics.pprof: the handler also serves /debug/pprof/
 }
 
+// The refusal budget for callers that never authenticated (see refusalBudget):
+// per window, the first refusalsPerHost refusals of each peer host, and at most
+// refusalsGlobal in all, are audited one by one; the rest in one summary record
+// per host (refusalHosts hosts tracked, the others summed up together).
+const (
+	refusalWindow   = time.Minute
+	refusalsPerHost = 10
+	refusalsGlobal  = 600
+	refusalHosts    = 10000
+)
+
 // streamWorkers is how many goroutines serve gRPC streams before the server
 // falls back to one goroutine per stream; a long-lived watch holds one.
 const streamWorkers = 64
@@ -185,9 +196,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		auditTimeout:     opts.AuditTimeout,
 		log:              opts.Logger,
 		evals:            newEvalPool(2 * runtime.GOMAXPROCS(0)),
+		refusals:         newRefusalBudget(refusalWindow, refusalsPerHost, refusalsGlobal, refusalHosts),
 	}
 	s.pipeline.SetPolicy(engine)
 	s.stops = append(s.stops, func(context.Context) { s.pipeline.evals.Close() })
+	s.startRefusalFlusher()
 	tr.annotate(s.pipeline)
 
 	fwd := &forwarder{route: rt.lookup}
@@ -301,6 +314,34 @@ func (s *Server) system(ctx context.Context, detail string) {
 	if _, err := s.store.Append(ctx, rec); err != nil {
 		s.log.Error("audit append failed for system record", "detail", detail, "err", err)
 	}
+}
+
+// startRefusalFlusher audits the refusal summaries of each window as it ends,
+// also when no further refusal arrives to close it, and the last ones at
+// shutdown.
+func (s *Server) startRefusalFlusher() {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(refusalWindow / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				s.pipeline.FlushRefusals(context.Background(), false)
+			}
+		}
+	}()
+	var once sync.Once // Shutdown may run the stops twice
+	s.stops = append(s.stops, func(ctx context.Context) {
+		once.Do(func() {
+			close(stop)
+			<-done
+			s.pipeline.FlushRefusals(ctx, true)
+		})
+	})
 }
 
 func (s *Server) closeUpstreams() {

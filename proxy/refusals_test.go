@@ -1,0 +1,67 @@
+package proxy
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRefusalBudget(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	b := newRefusalBudget(time.Minute, 2, 5, 3)
+
+	// Per host: the first two refusals are recorded, the rest counted. A new
+	// source port is the same host.
+	var got []bool
+	for i := range 4 {
+		rec, closed := b.admit(fmt.Sprintf("10.0.0.1:%d", 4000+i), "bad token", t0)
+		if closed != nil {
+			t.Fatalf("admit closed a window early: %v", closed)
+		}
+		got = append(got, rec)
+	}
+	if fmt.Sprint(got) != "[true true false false]" {
+		t.Errorf("records for one host = %v, want [true true false false]", got)
+	}
+	// Proxy-wide: 5 individual records per window at most.
+	b.admit("10.0.0.2:1", "r", t0)
+	b.admit("10.0.0.2:1", "r", t0)
+	if rec, _ := b.admit("10.0.0.3:1", "r", t0); !rec {
+		t.Error("5th record of the window refused, want recorded")
+	}
+	if rec, _ := b.admit("10.0.0.3:1", "r3", t0); rec {
+		t.Error("6th record of the window recorded, want it counted (global budget)")
+	}
+	// Hosts beyond the table are counted together.
+	if rec, _ := b.admit("[2001:db8::1]:443", "v6", t0); rec {
+		t.Error("4th host recorded, want it counted with the other hosts")
+	}
+
+	if s := b.flush(t0.Add(59*time.Second), false); s != nil {
+		t.Errorf("flush before the window ended = %v, want nothing", s)
+	}
+	sums := b.flush(t0.Add(time.Minute), false)
+	if len(sums) != 3 {
+		t.Fatalf("summaries = %+v, want 10.0.0.1, 10.0.0.3 and other hosts", sums)
+	}
+	if sums[0].host != "10.0.0.1" || sums[0].suppressed != 2 || sums[1].host != "10.0.0.3" || sums[1].suppressed != 1 || sums[2].host != "" || sums[2].suppressed != 1 {
+		t.Errorf("summaries = %+v", sums)
+	}
+	if r := sums[0].reason(); !strings.Contains(r, "2 more unauthenticated calls from 10.0.0.1") || !strings.Contains(r, "bad token") {
+		t.Errorf("summary reason = %q", r)
+	}
+	if r := sums[2].reason(); !strings.Contains(r, "from other hosts") || !strings.Contains(r, "v6") {
+		t.Errorf("other hosts' summary reason = %q", r)
+	}
+
+	// The next window starts empty; a forced flush closes it at once.
+	if rec, _ := b.admit("10.0.0.1:9", "x", t0.Add(61*time.Second)); !rec {
+		t.Error("first refusal of a new window not recorded")
+	}
+	b.admit("10.0.0.1:9", "x", t0.Add(61*time.Second))
+	b.admit("10.0.0.1:9", "y", t0.Add(61*time.Second))
+	if sums := b.flush(t0.Add(62*time.Second), true); len(sums) != 1 || sums[0].suppressed != 1 || sums[0].last != "y" {
+		t.Errorf("forced flush = %+v, want one refusal from 10.0.0.1", sums)
+	}
+}
