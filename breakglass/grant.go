@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/ztp-dev/ztp/identity"
 )
 
 // State is where a grant is in its life.
@@ -62,16 +64,31 @@ const (
 
 // Approval is one approver's consent.
 type Approval struct {
-	Approver string    `json:"approver"`
-	Time     time.Time `json:"time"`
-	Comment  string    `json:"comment,omitempty"`
+	Approver string `json:"approver"`
+	// Person is who the approver is when a principal rule names it
+	// (identity.Principal.Person); "" means the approver id itself.
+	Person  string    `json:"person,omitempty"`
+	Time    time.Time `json:"time"`
+	Comment string    `json:"comment,omitempty"`
+}
+
+// person is the approval's separation-of-duty key.
+func (a Approval) person() string {
+	if a.Person != "" {
+		return a.Person
+	}
+	return a.Approver
 }
 
 // Grant is a break-glass grant. The JSON form is what is stored in bbolt and
 // sent to the webhook.
 type Grant struct {
-	ID                string
-	Requester         string
+	ID        string
+	Requester string
+	// RequesterPerson is who the requester is when a principal rule names it;
+	// "" means the requester id itself. Nobody approves or denies a grant
+	// their own person requested, whichever of their ids they use.
+	RequesterPerson   string
 	Reason            string
 	Ticket            string
 	Scope             []string // method globs (path.Match)
@@ -93,6 +110,7 @@ type Grant struct {
 type grantJSON struct {
 	ID                string     `json:"id"`
 	Requester         string     `json:"requester"`
+	RequesterPerson   string     `json:"requester_person,omitempty"`
 	Reason            string     `json:"reason"`
 	Ticket            string     `json:"ticket,omitempty"`
 	Scope             []string   `json:"scope"`
@@ -115,7 +133,7 @@ func (g Grant) MarshalJSON() ([]byte, error) {
 		approvals = []Approval{}
 	}
 	return json.Marshal(grantJSON{
-		ID: g.ID, Requester: g.Requester, Reason: g.Reason, Ticket: g.Ticket,
+		ID: g.ID, Requester: g.Requester, RequesterPerson: g.RequesterPerson, Reason: g.Reason, Ticket: g.Ticket,
 		Scope: g.Scope, Duration: g.Duration.String(), State: g.State,
 		Approvals: approvals, ApprovalsRequired: g.ApprovalsRequired,
 		Created: g.Created, ApproveBy: g.ApproveBy, Activated: g.Activated,
@@ -137,7 +155,7 @@ func (g *Grant) UnmarshalJSON(b []byte) error {
 		return fmt.Errorf("state %q unknown", j.State)
 	}
 	*g = Grant{
-		ID: j.ID, Requester: j.Requester, Reason: j.Reason, Ticket: j.Ticket,
+		ID: j.ID, Requester: j.Requester, RequesterPerson: j.RequesterPerson, Reason: j.Reason, Ticket: j.Ticket,
 		Scope: j.Scope, Duration: d, State: j.State,
 		Approvals: j.Approvals, ApprovalsRequired: j.ApprovalsRequired,
 		Created: j.Created, ApproveBy: j.ApproveBy, Activated: j.Activated,
@@ -179,6 +197,28 @@ func (g *Grant) view(now time.Time) Grant {
 func (g *Grant) ApprovedBy(id string) bool {
 	for _, a := range g.Approvals {
 		if a.Approver == id {
+			return true
+		}
+	}
+	return false
+}
+
+// requestedBy reports whether p is the person who requested g, under any id.
+func (g *Grant) requestedBy(p identity.Principal) bool {
+	if g.Requester == p.ID {
+		return true
+	}
+	who := g.RequesterPerson
+	if who == "" {
+		who = g.Requester
+	}
+	return who == p.PersonKey()
+}
+
+// approvedByPerson reports whether p's person already approved g, under any id.
+func (g *Grant) approvedByPerson(p identity.Principal) bool {
+	for _, a := range g.Approvals {
+		if a.Approver == p.ID || a.person() == p.PersonKey() {
 			return true
 		}
 	}

@@ -273,7 +273,7 @@ func (s *Store) Request(ctx context.Context, p identity.Principal, r GrantReques
 	}
 	now := s.opts.Now()
 	g := &Grant{
-		ID: id, Requester: p.ID, Reason: r.Reason, Ticket: r.Ticket,
+		ID: id, Requester: p.ID, RequesterPerson: p.Person, Reason: r.Reason, Ticket: r.Ticket,
 		Scope: r.Scope, Duration: r.Duration, State: StatePending,
 		ApprovalsRequired: s.opts.ApprovalsRequired, Created: now,
 	}
@@ -322,13 +322,13 @@ func (s *Store) Approve(ctx context.Context, p identity.Principal, id, comment s
 	if err != nil {
 		return Grant{}, err
 	}
-	if g.Requester == p.ID {
+	if g.requestedBy(p) {
 		return Grant{}, fmt.Errorf("%w: you requested %s; another member of %s must approve it", ErrSelfApproval, id, strings.Join(s.opts.ApproverGroups, ", "))
 	}
-	if g.ApprovedBy(p.ID) {
+	if g.approvedByPerson(p) {
 		return Grant{}, fmt.Errorf("%w: you already approved %s; %d of %d approvals so far", ErrAlreadyApproved, id, len(g.Approvals), g.ApprovalsRequired)
 	}
-	g.Approvals = append(g.Approvals, Approval{Approver: p.ID, Time: now, Comment: comment})
+	g.Approvals = append(g.Approvals, Approval{Approver: p.ID, Person: p.Person, Time: now, Comment: comment})
 	evs := []event{{name: EventApproved, actor: &p, comment: comment,
 		detail: fmt.Sprintf("%d of %d", len(g.Approvals), g.ApprovalsRequired)}}
 	if len(g.Approvals) >= g.ApprovalsRequired {
@@ -357,7 +357,7 @@ func (s *Store) Deny(ctx context.Context, p identity.Principal, id, comment stri
 	if err != nil {
 		return Grant{}, err
 	}
-	if g.Requester == p.ID {
+	if g.requestedBy(p) {
 		return Grant{}, fmt.Errorf("%w: you requested %s; to withdraw it, revoke it", ErrSelfApproval, id)
 	}
 	g.State, g.Ended, g.EndedBy = StateDenied, now, p.ID

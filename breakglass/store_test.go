@@ -304,6 +304,40 @@ func TestSelfApprovalByALead(t *testing.T) {
 	}
 }
 
+// TestOnePersonTwoIdentities: a person who requested a grant with one id (a
+// certificate) cannot approve or deny it with another (a token) when the
+// principal rules say both are the same person, nor approve twice under two
+// ids; the person is kept across restarts.
+func TestOnePersonTwoIdentities(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.ApprovalsRequired = 2 })
+	erinCert := lead1Requester
+	erinCert.Person = "erin@example.org"
+	erinToken := identity.Principal{ID: "erin@example.org", Kind: identity.KindHuman, Groups: []string{"sre", "sre-leads"}, Authn: identity.AuthnJWT}
+	g := e.request(erinCert, GrantRequest{Reason: "INC-7"})
+	_, err := e.store.Approve(testCtx(t), erinToken, g.ID, "")
+	wantErr(t, "approval by the requester's token", err, ErrSelfApproval, "you requested")
+	_, err = e.store.Deny(testCtx(t), erinToken, g.ID, "")
+	wantErr(t, "denial by the requester's token", err, ErrSelfApproval, "you requested")
+
+	frankCert := lead1
+	frankCert.Person = "frank@example.org"
+	frankToken := identity.Principal{ID: "frank@example.org", Kind: identity.KindHuman, Groups: []string{"sre", "sre-leads"}, Authn: identity.AuthnJWT}
+	e.approve(frankCert, g.ID)
+	_, err = e.store.Approve(testCtx(t), frankToken, g.ID, "")
+	wantErr(t, "second approval by the same person's token", err, ErrAlreadyApproved, "you already approved")
+
+	e.restart()
+	got, _ := e.store.Get(g.ID)
+	if got.RequesterPerson != "erin@example.org" || len(got.Approvals) != 1 || got.Approvals[0].Person != "frank@example.org" {
+		t.Fatalf("after restart: %+v; want the requester's and the approver's persons kept", got)
+	}
+	_, err = e.store.Approve(testCtx(t), erinToken, g.ID, "")
+	wantErr(t, "approval by the requester's token after a restart", err, ErrSelfApproval, "you requested")
+	if got, _ := e.store.Get(g.ID); got.State != StatePending {
+		t.Errorf("state %s, want pending: two approvals by others are required", got.State)
+	}
+}
+
 func TestPendingLapses(t *testing.T) {
 	e := newEnv(t, nil)
 	g := e.request(alice, GrantRequest{Reason: "INC-5", Duration: 5 * time.Minute})

@@ -125,6 +125,10 @@ type PrincipalRule struct {
 	Match  string   `yaml:"match"`
 	Kind   string   `yaml:"kind"`
 	Groups []string `yaml:"groups"`
+	// Person names who is behind the matching ids, for break-glass separation
+	// of duties: a literal, or a template where "{*}" is what Match's only '*'
+	// matched. Empty: each id is its own person.
+	Person string `yaml:"person"`
 }
 
 // Upstream is one backend and the services routed to it.
@@ -480,6 +484,9 @@ func (p *parser) validate(c *Config) {
 		p.checkGlob(key+".match", r.Match)
 		if r.Kind != "automation" && r.Kind != "human" {
 			p.errorf(key+".kind", "must be automation or human, got %q", r.Kind)
+		}
+		if strings.Contains(r.Person, "{*}") && (strings.Count(r.Match, "*") != 1 || strings.ContainsAny(r.Match, "?[\\")) {
+			p.errorf(key+".person", "{*} needs a match with exactly one '*' and no '?', '[' or '\\', got %q", r.Match)
 		}
 	}
 

@@ -105,6 +105,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad glob", repl(`"etcdserverpb.*"`, `"etcd[.*"`), []string{"upstreams[0].services[0]: bad glob"}},
 		{"bad principal glob", repl(`"spiffe://example.org/user/*"`, `"spiffe://[x"`), []string{"ztp.yaml:11: identity.principals[1].match: bad glob"}},
 		{"bad kind", repl("kind: human", "kind: robot"), []string{"identity.principals[1].kind: must be automation or human"}},
+		{"person {*} without one star", repl(`"spiffe://example.org/user/*"`, `"spiffe://example.org/user/alice"`+"\n      person: \"{*}\""), []string{"ztp.yaml:12: identity.principals[1].person: {*} needs a match with exactly one '*'"}},
 		{"missing cert file", repl("certs/proxy.pem", "certs/nope.pem"), []string{"tls.cert: certs/nope.pem: no such file"}},
 		{"missing protoset", repl("etcd.protoset", "gone.protoset"), []string{"upstreams[0].descriptors: gone.protoset: no such file"}},
 		{"bad mode", add("  mode: yolo\n", "  paths: [policies/]\n"), []string{"policy.mode: must be enforce or dryrun"}},

@@ -3,6 +3,7 @@ package identity
 import (
 	"fmt"
 	"path"
+	"strings"
 	"time"
 )
 
@@ -27,7 +28,25 @@ type Principal struct {
 	// token's exp, the client certificate's NotAfter); zero when unknown. A
 	// long-lived stream outlives its handshake, so the proxy checks it per message.
 	Expires time.Time `json:"-"`
+	// Person names the human or service behind the id when a principal rule
+	// says so (Rule.Person); "" means the id itself. One person may hold
+	// several ids (a SPIFFE certificate and an OIDC token): break-glass
+	// compares persons, so nobody approves their own request with a second id.
+	Person string `json:"-"`
 }
+
+// PersonKey is who the principal is for separation-of-duty checks: Person
+// when a rule named it, else the id.
+func (p Principal) PersonKey() string {
+	if p.Person != "" {
+		return p.Person
+	}
+	return p.ID
+}
+
+// personWildcard in Rule.Person stands for the text the rule's single '*'
+// matched.
+const personWildcard = "{*}"
 
 // Rule classifies the principal ids matching Match, a glob with path.Match
 // semantics: '*' and '?' do not cross '/', so "spiffe://example.org/ns/*"
@@ -36,6 +55,12 @@ type Rule struct {
 	Match  string   `yaml:"match"`
 	Kind   string   `yaml:"kind"`
 	Groups []string `yaml:"groups"`
+	// Person names who is behind the matching ids: a literal ("carol"), or a
+	// template in which "{*}" is the text matched by Match's only '*'
+	// ("spiffe://example.org/user/*" with person "{*}@example.org" makes
+	// spiffe://example.org/user/alice the person alice@example.org, the id an
+	// OIDC token with principal_claim email gives her). Empty: the id itself.
+	Person string `yaml:"person"`
 }
 
 // Classifier maps principal ids to principals with an ordered rule list.
@@ -67,8 +92,13 @@ func NewClassifier(rules []Rule) (*Classifier, error) {
 				return nil, &ruleError{key: fmt.Sprintf("%s.groups[%d]", key, j), reason: "must not be empty"}
 			}
 		}
+		if strings.Contains(r.Person, personWildcard) {
+			if strings.Count(r.Match, "*") != 1 || strings.ContainsAny(r.Match, "?[\\") {
+				return nil, &ruleError{key: key + ".person", reason: fmt.Sprintf("%s needs a match with exactly one '*' and no '?', '[' or '\\', got %q", personWildcard, r.Match)}
+			}
+		}
 		// Copy so a caller mutating its slice cannot change a running classifier.
-		own[i] = Rule{Match: r.Match, Kind: r.Kind, Groups: append([]string(nil), r.Groups...)}
+		own[i] = Rule{Match: r.Match, Kind: r.Kind, Groups: append([]string(nil), r.Groups...), Person: r.Person}
 	}
 	return &Classifier{rules: own}, nil
 }
@@ -89,10 +119,21 @@ func (c *Classifier) Classify(id, authn string) (Principal, bool) {
 				Kind:   r.Kind,
 				Groups: append(make([]string, 0, len(r.Groups)), r.Groups...),
 				Authn:  authn,
+				Person: r.person(id),
 			}, true
 		}
 	}
 	return Principal{}, false
+}
+
+// person renders Rule.Person for id, which matched r.Match.
+func (r Rule) person(id string) string {
+	if !strings.Contains(r.Person, personWildcard) {
+		return r.Person
+	}
+	star := strings.IndexByte(r.Match, '*')
+	prefix, suffix := r.Match[:star], r.Match[star+1:]
+	return strings.ReplaceAll(r.Person, personWildcard, id[len(prefix):len(id)-len(suffix)])
 }
 
 // ruleError names the config key at fault and matches ErrInvalidRule.

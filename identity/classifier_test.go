@@ -115,6 +115,9 @@ func TestNewClassifierErrors(t *testing.T) {
 		{"missing kind", []Rule{{Match: "cn:*"}}, "identity.principals[0].kind: ", nil},
 		{"kind is case sensitive", []Rule{{Match: "cn:*", Kind: "Human"}}, "identity.principals[0].kind: ", nil},
 		{"empty group", []Rule{{Match: "cn:*", Kind: KindHuman, Groups: []string{"sre", ""}}}, "identity.principals[0].groups[1]: ", nil},
+		{"person {*} with two stars", []Rule{{Match: "spiffe://*/user/*", Kind: KindHuman, Person: "{*}"}}, "identity.principals[0].person: ", nil},
+		{"person {*} without a star", []Rule{{Match: "cn:alice", Kind: KindHuman, Person: "{*}"}}, "identity.principals[0].person: ", nil},
+		{"person {*} with a class", []Rule{{Match: "cn:[ab]*", Kind: KindHuman, Person: "{*}"}}, "identity.principals[0].person: ", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -173,6 +176,31 @@ func TestRuleYAML(t *testing.T) {
 	for i := range want {
 		if rules[i].Match != want[i].Match || rules[i].Kind != want[i].Kind || !slices.Equal(rules[i].Groups, want[i].Groups) {
 			t.Errorf("rule %d = %+v, want %+v", i, rules[i], want[i])
+		}
+	}
+}
+
+// TestClassifyPerson: a rule's person names who is behind an id, so that one
+// person's certificate and token are one person for break-glass approvals.
+func TestClassifyPerson(t *testing.T) {
+	c, err := NewClassifier([]Rule{
+		{Match: "spiffe://example.org/user/*", Kind: KindHuman, Person: "{*}@example.org"},
+		{Match: "*@example.org", Kind: KindHuman, Person: "{*}@example.org"},
+		{Match: "spiffe://example.org/lead/carol", Kind: KindHuman, Person: "carol@example.org"},
+		{Match: "cn:*", Kind: KindHuman},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ id, person, key string }{
+		{"spiffe://example.org/user/alice", "alice@example.org", "alice@example.org"},
+		{"alice@example.org", "alice@example.org", "alice@example.org"},
+		{"spiffe://example.org/lead/carol", "carol@example.org", "carol@example.org"},
+		{"cn:bob", "", "cn:bob"},
+	} {
+		p, ok := c.Classify(tt.id, AuthnMTLS)
+		if !ok || p.Person != tt.person || p.PersonKey() != tt.key {
+			t.Errorf("Classify(%q) = %+v (ok %v); want person %q, key %q", tt.id, p, ok, tt.person, tt.key)
 		}
 	}
 }

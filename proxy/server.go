@@ -353,7 +353,7 @@ func (s *Server) closeUpstreams() {
 func principalRules(cfg *config.Config) []identity.Rule {
 	rules := make([]identity.Rule, len(cfg.Identity.Principals))
 	for i, r := range cfg.Identity.Principals {
-		rules[i] = identity.Rule{Match: r.Match, Kind: r.Kind, Groups: r.Groups}
+		rules[i] = identity.Rule{Match: r.Match, Kind: r.Kind, Groups: r.Groups, Person: r.Person}
 	}
 	return rules
 }

@@ -196,3 +196,35 @@ func TestJWTThroughTheProxy(t *testing.T) {
 		t.Errorf("ztpctl with an expired token = %v, want Unauthenticated: token expired", err)
 	}
 }
+
+// TestOnePersonCertAndToken: with a principal rule naming the person behind a
+// token, a lead who requested break-glass with her certificate cannot approve
+// it with her SSO token.
+func TestOnePersonCertAndToken(t *testing.T) {
+	keys := testjwt.NewKeys(t)
+	env, clock := startBreakglassEnv(t, proxytest.Options{
+		ClientAuth: "verify_if_given",
+		Identity:   "  jwt:\n    issuer: " + testjwt.Issuer + "\n    audience: " + testjwt.Audience + "\n    jwks_file: " + keys.JWKS(t) + "\n",
+		// carol@example.com is the person spiffe://example.org/lead/carol, whose
+		// certificate the default rules classify as a lead.
+		Principals: "    - match: \"*@example.com\"\n      kind: human\n      groups: [sre, sre-leads]\n      person: \"spiffe://example.org/lead/{*}\"\n",
+	})
+	out, err := ztpctl(t, env, carolID, "breakglass", "request", "--reason", "INC-31", "--scope", unaryCall)
+	if err != nil {
+		t.Fatalf("request by carol's certificate: %v", err)
+	}
+	id, _, _ := strings.Cut(out, "\n")
+	tokFile := filepath.Join(t.TempDir(), "token")
+	token := testjwt.Sign(t, jwa.RS256(), keys.RSA, "rsa1", testjwt.Claims("carol@example.com", clock.Now()))
+	if err := os.WriteFile(tokFile, []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ztpctl(t, env, "", "--token-file", tokFile, "breakglass", "approve", id)
+	if err == nil || !strings.Contains(err.Error(), "self-approval refused") {
+		t.Fatalf("approve with carol's token = %v, want self-approval refused", err)
+	}
+	g, err := ztpv1.NewBreakGlassClient(env.Conn(t, carolID)).GetGrant(proxytest.Ctx(t), &ztpv1.GrantAction{Id: id})
+	if err != nil || g.GetState() != "pending" || len(g.GetApprovals()) != 0 {
+		t.Errorf("GetGrant = %v, %v; want pending without approvals", g, err)
+	}
+}
