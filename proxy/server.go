@@ -416,6 +416,13 @@ func dialUpstream(cfg *config.Config, uc config.Upstream, maxMsg int, trace grpc
 	conn, err := grpc.NewClient(uc.Address,
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsg), grpc.MaxCallSendMsgSize(maxMsg)),
+		// The proxy never retries on its own: a retried message would reach the
+		// upstream twice on one audited decision, and a service config from the
+		// upstream's name resolver must not be able to turn retries on. (gRPC's
+		// transparent retries of calls that never reached the server remain.)
+		// It also spares every message the copy kept for replay.
+		grpc.WithDisableRetry(),
+		grpc.WithDisableServiceConfig(),
 		trace,
 	)
 	if err != nil {

@@ -85,7 +85,8 @@ func serveBare(args []string) error {
 		}
 		opts = append(opts, grpc.Creds(creds))
 	}
-	up, err := grpc.NewClient(*upstream, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// Dialled as ztp-proxy dials its upstreams: no retries, no service config.
+	up, err := grpc.NewClient(*upstream, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDisableRetry(), grpc.WithDisableServiceConfig())
 	if err != nil {
 		return err
 	}
