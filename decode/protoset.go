@@ -92,6 +92,40 @@ func (p *Protoset) Methods() []string {
 
 func (p *Protoset) types() *dynamicpb.Types { return p.all }
 
+// FieldNames lists the names a request's keys can have: json holds every
+// field's JSON (lowerCamelCase) name, the name requests are rendered with;
+// renamed maps each field's protobuf name that differs from its JSON name to
+// the message field it names ("fleet.v1.User.new_password" → "newPassword").
+func (p *Protoset) FieldNames() (json map[string]bool, renamed map[string]FieldName) {
+	json, renamed = map[string]bool{}, map[string]FieldName{}
+	var walk func(ms protoreflect.MessageDescriptors)
+	walk = func(ms protoreflect.MessageDescriptors) {
+		for i := range ms.Len() {
+			md := ms.Get(i)
+			fields := md.Fields()
+			for j := range fields.Len() {
+				fd := fields.Get(j)
+				json[fd.JSONName()] = true
+				if string(fd.Name()) != fd.JSONName() {
+					renamed[string(fd.Name())] = FieldName{Field: string(fd.FullName()), JSON: fd.JSONName()}
+				}
+			}
+			walk(md.Messages())
+		}
+	}
+	p.files.RangeFiles(func(f protoreflect.FileDescriptor) bool {
+		walk(f.Messages())
+		return true
+	})
+	return json, renamed
+}
+
+// FieldName is a protobuf field and the JSON name requests show it under.
+type FieldName struct {
+	Field string // full name, "fleet.v1.User.new_password"
+	JSON  string // "newPassword"
+}
+
 func isService(d protoreflect.Descriptor) bool {
 	_, ok := d.(protoreflect.ServiceDescriptor)
 	return ok

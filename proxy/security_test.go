@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -288,5 +289,37 @@ func TestUnauthenticatedFloodIsBounded(t *testing.T) {
 	proxytest.WantCode(t, "EmptyCall in the next window", err, codes.Unauthenticated, "")
 	if single, _, _ := countRefusals(); single != 11 {
 		t.Errorf("single refusal records after the next window's first call = %d, want 11", single)
+	}
+}
+
+// TestRedactByProtobufNameRefused: a redact pattern that names a request field
+// by its protobuf name (response_size) instead of the JSON name requests are
+// recorded with (responseSize) would hide nothing; the proxy refuses to start.
+func TestRedactByProtobufNameRefused(t *testing.T) {
+	e := proxytest.Prepare(t, proxytest.Options{Audit: "  redact: [\"payload.body\", \"response_size\", \"*.fill_username\"]\n"})
+	_, err := e.NewServer(t)
+	if err == nil {
+		t.Fatal("proxy.New with audit.redact [response_size] succeeded, want an error")
+	}
+	for _, want := range []string{
+		`audit.redact[1]: "response_size": "response_size" is the protobuf name of grpc.testing.SimpleRequest.response_size; requests are recorded with JSON names, so write "responseSize"`,
+		`audit.redact[2]: "*.fill_username"`, `"fillUsername"`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if _, err := os.Stat(e.AuditFile); err == nil {
+		t.Error("the audit file was created although the config was refused")
+	}
+
+	ok := proxytest.Start(t, proxytest.Options{Audit: "  redact: [\"payload.body\", \"responseSize\", \"password\"]\n"})
+	if _, err := ok.Dial(t, proxytest.DeployerID).UnaryCall(proxytest.Ctx(t), &testgrpc.SimpleRequest{ResponseSize: 3}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range ok.Records(t) {
+		if r.Type == "request" && strings.Contains(string(r.Request), `"responseSize":3`) {
+			t.Errorf("request record %s: responseSize not redacted", r.Request)
+		}
 	}
 }

@@ -34,9 +34,10 @@ import (
 
 // upstream is one configured backend connection.
 type upstream struct {
-	name    string
-	conn    *grpc.ClientConn
-	decoder Decoder // nil when neither descriptors nor reflection are configured
+	name     string
+	conn     *grpc.ClientConn
+	decoder  Decoder          // nil when neither descriptors nor reflection are configured
+	protoset *decode.Protoset // nil unless descriptors are configured
 }
 
 // Options carries what a Server takes from its environment rather than the config file.
@@ -176,6 +177,16 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		for _, g := range uc.Services {
 			rt.routes = append(rt.routes, route{glob: g, upstream: up})
 		}
+	}
+
+	var sets []*decode.Protoset
+	for _, up := range s.upstreams {
+		if up.protoset != nil {
+			sets = append(sets, up.protoset)
+		}
+	}
+	if err := CheckRedact(cfg.Audit.Redact, sets); err != nil {
+		return nil, err
 	}
 
 	s.metrics = metrics.New()
@@ -436,7 +447,7 @@ func dialUpstream(cfg *config.Config, uc config.Upstream, maxMsg int, trace grpc
 			conn.Close()
 			return nil, fmt.Errorf("descriptors: %w", err)
 		}
-		up.decoder = decode.NewDecoder(ps)
+		up.decoder, up.protoset = decode.NewDecoder(ps), ps
 	case uc.Reflection:
 		up.decoder = decode.NewDecoder(decode.NewReflection(conn, decode.ReflectionOptions{}))
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ztp-dev/ztp/proxy/proxytest"
 )
 
 func TestEveryCommandHasExample(t *testing.T) {
@@ -35,5 +37,18 @@ func TestValidateNamesTheKey(t *testing.T) {
 	err := cmd.Execute()
 	if err == nil || !strings.Contains(err.Error(), "ztp.yaml:2: colour: unknown key") {
 		t.Fatalf("validate = %v, want the file, line and key of the unknown key", err)
+	}
+}
+
+// TestValidateRedactNames: validate refuses a redact pattern written with a
+// field's protobuf name, as start-up does.
+func TestValidateRedactNames(t *testing.T) {
+	e := proxytest.Prepare(t, proxytest.Options{Audit: "  redact: [\"response_size\"]\n"})
+	cmd := newRootCommand()
+	cmd.SetOut(&bytes.Buffer{})
+	cmd.SetErr(&bytes.Buffer{})
+	cmd.SetArgs([]string{"validate", "--config", e.Config})
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), `audit.redact[0]: "response_size"`) || !strings.Contains(err.Error(), `write "responseSize"`) {
+		t.Fatalf("validate = %v, want audit.redact[0] named with the JSON name to use", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/ztp-dev/ztp/config"
 	"github.com/ztp-dev/ztp/decode"
 	"github.com/ztp-dev/ztp/policy"
+	"github.com/ztp-dev/ztp/proxy"
 )
 
 type validateOptions struct {
@@ -36,13 +37,19 @@ func newValidateCommand() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("policy: %w", err)
 			}
+			var sets []*decode.Protoset
 			for i, u := range cfg.Upstreams {
 				if u.Descriptors == "" {
 					continue
 				}
-				if _, err := decode.LoadProtoset(cfg.Resolve(u.Descriptors)); err != nil {
+				ps, err := decode.LoadProtoset(cfg.Resolve(u.Descriptors))
+				if err != nil {
 					return fmt.Errorf("upstreams[%d].descriptors: %w", i, err)
 				}
+				sets = append(sets, ps)
+			}
+			if err := proxy.CheckRedact(cfg.Audit.Redact, sets); err != nil {
+				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (policy %s, %d upstreams)\n", o.config, eng.Version(), len(cfg.Upstreams))
 			return nil
