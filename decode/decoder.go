@@ -3,9 +3,12 @@ package decode
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -69,9 +72,24 @@ func (d *Decoder) Decode(ctx context.Context, fullMethod string, b []byte) (req 
 // DecodeErr is [Decoder.Decode] with the reason for a failure, for logs and
 // audit records. The error wraps one of the package's sentinel errors.
 func (d *Decoder) DecodeErr(ctx context.Context, fullMethod string, b []byte) (req map[string]any, info MethodInfo, err error) {
+	req, _, info, err = d.decode(ctx, fullMethod, b, false)
+	return req, info, err
+}
+
+// DecodeUnknown is [Decoder.Decode] that also reports where the message
+// carries fields its descriptors do not know: protojson leaves them out of
+// req, so a policy would not see them. Each is a path of JSON names ending in
+// the field number, lists transparent and map keys "*": "15",
+// "success.requestPut.15", "labels.*.3"; sorted, without duplicates.
+func (d *Decoder) DecodeUnknown(ctx context.Context, fullMethod string, b []byte) (req map[string]any, unknown []string, info MethodInfo, ok bool) {
+	req, unknown, info, err := d.decode(ctx, fullMethod, b, true)
+	return req, unknown, info, err == nil
+}
+
+func (d *Decoder) decode(ctx context.Context, fullMethod string, b []byte, findUnknown bool) (req map[string]any, unknown []string, info MethodInfo, err error) {
 	m, err := d.method(ctx, fullMethod)
 	if err != nil {
-		return nil, MethodInfo{}, err
+		return nil, nil, MethodInfo{}, err
 	}
 	// gRPC does not recover handler panics, so a panic here would take the
 	// whole proxy down. This is not hypothetical: proto.Unmarshal in
@@ -79,22 +97,73 @@ func (d *Decoder) DecodeErr(ctx context.Context, fullMethod string, b []byte) (r
 	// entries of dynamic messages (see TestDecode).
 	defer func() {
 		if p := recover(); p != nil {
-			req, info, err = nil, m.info, fmt.Errorf("%w: %s: panic while decoding: %v", ErrUndecodable, fullMethod, p)
+			req, unknown, info, err = nil, nil, m.info, fmt.Errorf("%w: %s: panic while decoding: %v", ErrUndecodable, fullMethod, p)
 		}
 	}()
 	msg := dynamicpb.NewMessage(m.md.Input())
-	// Unknown fields are kept (and later ignored) so that a newer client's
-	// fields never make a request undecodable; AllowPartial stays false, so
-	// missing proto2 required fields are rejected here as protojson would.
+	// Unknown fields are kept so that a newer client's fields never make a
+	// request undecodable (DecodeUnknown reports where they are); AllowPartial
+	// stays false, so missing proto2 required fields are rejected here as
+	// protojson would.
 	opts := proto.UnmarshalOptions{DiscardUnknown: false, Resolver: m.types, AllowPartial: m.partialOK}
 	if err := opts.Unmarshal(b, msg); err != nil {
-		return nil, m.info, fmt.Errorf("%w: %s: %w", ErrUndecodable, fullMethod, err)
+		return nil, nil, m.info, fmt.Errorf("%w: %s: %w", ErrUndecodable, fullMethod, err)
 	}
 	req, err = toMap(msg, m.types, false)
 	if err != nil {
-		return nil, m.info, fmt.Errorf("%s: %w", fullMethod, err)
+		return nil, nil, m.info, fmt.Errorf("%s: %w", fullMethod, err)
 	}
-	return req, m.info, nil
+	if findUnknown {
+		unknown = unknownFields(msg, "", nil)
+		if len(unknown) > 1 {
+			slices.Sort(unknown)
+			unknown = slices.Compact(unknown)
+		}
+	}
+	return req, unknown, m.info, nil
+}
+
+// unknownFields appends the paths of m's unknown fields, and those of every
+// message inside it, to out.
+func unknownFields(m protoreflect.Message, prefix string, out []string) []string {
+	join := func(name string) string {
+		if prefix == "" {
+			return name
+		}
+		return prefix + "." + name
+	}
+	for b := m.GetUnknown(); len(b) > 0; {
+		num, _, n := protowire.ConsumeField(b)
+		if n < 0 {
+			out = append(out, join("?")) // unparsable; proto.Unmarshal kept it anyway
+			break
+		}
+		out = append(out, join(strconv.Itoa(int(num))))
+		b = b[n:]
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsMap():
+			if fd.MapValue().Message() != nil {
+				p := join(fd.JSONName()) + ".*"
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					out = unknownFields(mv.Message(), p, out)
+					return true
+				})
+			}
+		case fd.IsList():
+			if fd.Message() != nil {
+				l := v.List()
+				for i := range l.Len() {
+					out = unknownFields(l.Get(i).Message(), join(fd.JSONName()), out)
+				}
+			}
+		case fd.Message() != nil:
+			out = unknownFields(v.Message(), join(fd.JSONName()), out)
+		}
+		return true
+	})
+	return out
 }
 
 // Info returns the method's streaming shape without decoding anything; the

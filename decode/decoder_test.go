@@ -324,3 +324,50 @@ func unmarshalNoPanic(b []byte, m proto.Message, types typeResolver) (err error)
 	}()
 	return proto.UnmarshalOptions{Resolver: types}.Unmarshal(b, m)
 }
+
+// TestDecodeUnknown: fields the descriptors do not know are left out of the
+// rendered request, and DecodeUnknown says where they were, also inside
+// nested messages and lists.
+func TestDecodeUnknown(t *testing.T) {
+	d := NewDecoder(testProtoset(t))
+	ctx := testContext(t)
+	unknown := func(b []byte, num protowire.Number) []byte {
+		b = protowire.AppendTag(b, num, protowire.BytesType)
+		return protowire.AppendBytes(b, []byte("future"))
+	}
+	// payload (field 3) with an unknown field 9 inside it, then unknown fields
+	// 999 and 77 (twice) at the top.
+	payload := unknown(wire(t, &grpc_testing.Payload{Body: []byte("hi")}), 9)
+	in := wire(t, &grpc_testing.SimpleRequest{ResponseSize: 3})
+	in = protowire.AppendTag(in, 3, protowire.BytesType)
+	in = protowire.AppendBytes(in, payload)
+	in = unknown(unknown(unknown(in, 999), 77), 77)
+
+	req, got, info, ok := d.DecodeUnknown(ctx, "/grpc.testing.TestService/UnaryCall", in)
+	if !ok || !info.Known {
+		t.Fatalf("DecodeUnknown: ok %v, info %+v", ok, info)
+	}
+	if b, _ := json.Marshal(req); string(b) != `{"payload":{"body":"aGk="},"responseSize":3}` {
+		t.Errorf("request = %s, want the known fields only", b)
+	}
+	if want := []string{"77", "999", "payload.9"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("unknown = %q, want %q", got, want)
+	}
+
+	// In a list: responseParameters (field 2 of StreamingOutputCallRequest).
+	param := unknown(wire(t, &grpc_testing.ResponseParameters{Size: 5}), 12)
+	var list []byte
+	for range 2 {
+		list = protowire.AppendTag(list, 2, protowire.BytesType)
+		list = protowire.AppendBytes(list, param)
+	}
+	_, got, _, ok = d.DecodeUnknown(ctx, "/grpc.testing.TestService/FullDuplexCall", list)
+	if want := []string{"responseParameters.12"}; !ok || !reflect.DeepEqual(got, want) {
+		t.Errorf("unknown in a list = %q (ok %v), want %q", got, ok, want)
+	}
+
+	_, got, _, ok = d.DecodeUnknown(ctx, "/grpc.testing.TestService/UnaryCall", wire(t, &grpc_testing.SimpleRequest{ResponseSize: 3}))
+	if !ok || got != nil {
+		t.Errorf("unknown without unknown fields = %q (ok %v), want none", got, ok)
+	}
+}

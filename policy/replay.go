@@ -252,6 +252,8 @@ func RecordInput(rec *audit.Record, clientStreaming, serverStreaming bool) (map[
 		"upstream":        rec.Upstream,
 		"request":         req,
 		"request_decoded": rec.RequestDecoded,
+		// Audit records do not keep where unknown fields were.
+		"request_unknown_fields": []any{},
 		"stream": map[string]any{
 			"client_streaming": clientStreaming,
 			"server_streaming": serverStreaming,

@@ -23,6 +23,7 @@ var (
 	keyUpstream        = ast.StringTerm("upstream")
 	keyRequest         = ast.StringTerm("request")
 	keyRequestDecoded  = ast.StringTerm("request_decoded")
+	keyRequestUnknown  = ast.StringTerm("request_unknown_fields")
 	keyStream          = ast.StringTerm("stream")
 	keyClientStreaming = ast.StringTerm("client_streaming")
 	keyServerStreaming = ast.StringTerm("server_streaming")
@@ -45,6 +46,7 @@ type callTerms struct {
 	clientStreaming, serverStreaming                    *ast.Term
 	justification, ticket                               *ast.Term // the caller's own; a grant may fill them per message
 	noGrant                                             *ast.Term // breakglass when no grant is active
+	noUnknown                                           *ast.Term // request_unknown_fields of a message without any
 }
 
 // terms returns the call's terms, building them on first use.
@@ -68,14 +70,24 @@ func (c *call) terms() *callTerms {
 		justification:   ast.StringTerm(c.justification),
 		ticket:          ast.StringTerm(c.ticket),
 		noGrant:         ast.ObjectTerm([2]*ast.Term{keyActive, ast.InternedTerm(false)}),
+		noUnknown:       ast.ArrayTerm(),
 	}
 	return c.in0
 }
 
 // input builds the policy input of one message. req is the decoded request, or
-// nil when the message was not decoded (input.request is then null).
-func (p *Pipeline) input(c *call, req ast.Value, idx int, g GrantInfo, hasGrant bool, now time.Time) ast.Value {
+// nil when the message was not decoded (input.request is then null); unknown
+// lists where it has fields the descriptors do not know.
+func (p *Pipeline) input(c *call, req ast.Value, unknown []string, idx int, g GrantInfo, hasGrant bool, now time.Time) ast.Value {
 	t := c.terms()
+	unknownIn := t.noUnknown
+	if len(unknown) > 0 {
+		terms := make([]*ast.Term, len(unknown))
+		for i, u := range unknown {
+			terms[i] = ast.StringTerm(u)
+		}
+		unknownIn = ast.ArrayTerm(terms...)
+	}
 	request, decoded := ast.NullTerm(), ast.InternedTerm(false)
 	if req != nil {
 		request, decoded = ast.NewTerm(req), ast.InternedTerm(true)
@@ -109,6 +121,7 @@ func (p *Pipeline) input(c *call, req ast.Value, idx int, g GrantInfo, hasGrant 
 		[2]*ast.Term{keyUpstream, t.upstream},
 		[2]*ast.Term{keyRequest, request},
 		[2]*ast.Term{keyRequestDecoded, decoded},
+		[2]*ast.Term{keyRequestUnknown, unknownIn},
 		[2]*ast.Term{keyStream, stream},
 		[2]*ast.Term{keyMetadata, t.metadata},
 		[2]*ast.Term{keyJustification, justification},

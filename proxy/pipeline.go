@@ -55,7 +55,9 @@ type Auditor interface {
 
 // Decoder renders a method's request bytes for the policy (read-only).
 type Decoder interface {
-	Decode(ctx context.Context, fullMethod string, b []byte) (map[string]any, decode.MethodInfo, bool)
+	// DecodeUnknown also lists where the message has fields the descriptors
+	// do not know (see decode.Decoder.DecodeUnknown).
+	DecodeUnknown(ctx context.Context, fullMethod string, b []byte) (map[string]any, []string, decode.MethodInfo, bool)
 	Info(ctx context.Context, fullMethod string) decode.MethodInfo
 }
 
@@ -293,10 +295,11 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	// 5. Decode (read-only; the original bytes are what gets forwarded).
 	var req map[string]any
 	var reqIn ast.Value // the request for the policy; nil: not decoded
+	var unknown []string
 	var inErr error
 	decoded := false
 	if msg != nil && c.upstream.decoder != nil {
-		req, _, decoded = c.upstream.decoder.Decode(ctx, c.method, msg.data)
+		req, unknown, _, decoded = c.upstream.decoder.DecodeUnknown(ctx, c.method, msg.data)
 		if decoded {
 			reqIn, inErr = requestValue(req)
 		}
@@ -316,7 +319,7 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	t0 := time.Now()
 	res, evalErr := policy.Result{}, inErr
 	if inErr == nil {
-		res, evalErr = p.evals.eval(ctx, eng, p.input(c, reqIn, idx, grant, hasGrant, now))
+		res, evalErr = p.evals.eval(ctx, eng, p.input(c, reqIn, unknown, idx, grant, hasGrant, now))
 	}
 	p.metrics.PolicySeconds.Observe(time.Since(t0).Seconds())
 	v := policy.Decide(res, evalErr, p.mode, grant.ID)

@@ -280,17 +280,18 @@ deny contains json.marshal(input)
 	}
 	delete(unary, "time")
 	want := map[string]any{
-		"principal":       map[string]any{"id": proxytest.DeployerID, "kind": "automation", "groups": []any{"deployers"}, "authn": "mtls"},
-		"method":          "/grpc.testing.TestService/UnaryCall",
-		"service":         "grpc.testing.TestService",
-		"rpc":             "UnaryCall",
-		"upstream":        "test",
-		"request":         map[string]any{"responseSize": float64(7), "payload": map[string]any{"body": "aGk="}},
-		"request_decoded": true,
-		"stream":          map[string]any{"client_streaming": false, "server_streaming": false, "message_index": float64(0)},
-		"justification":   "rotate key",
-		"ticket":          "INC-1",
-		"breakglass":      map[string]any{"active": false},
+		"principal":              map[string]any{"id": proxytest.DeployerID, "kind": "automation", "groups": []any{"deployers"}, "authn": "mtls"},
+		"method":                 "/grpc.testing.TestService/UnaryCall",
+		"service":                "grpc.testing.TestService",
+		"rpc":                    "UnaryCall",
+		"upstream":               "test",
+		"request":                map[string]any{"responseSize": float64(7), "payload": map[string]any{"body": "aGk="}},
+		"request_decoded":        true,
+		"request_unknown_fields": []any{},
+		"stream":                 map[string]any{"client_streaming": false, "server_streaming": false, "message_index": float64(0)},
+		"justification":          "rotate key",
+		"ticket":                 "INC-1",
+		"breakglass":             map[string]any{"active": false},
 	}
 	md, _ := unary["metadata"].(map[string]any)
 	delete(unary, "metadata")
@@ -362,5 +363,29 @@ func TestUnaryLateHalfClose(t *testing.T) {
 	}
 	if n != 3 {
 		t.Errorf("allowed UnaryCall messages audited = %d, want 3 (1 + 2)", n)
+	}
+}
+
+// TestUnknownFieldsVisibleToPolicy: fields the descriptor set does not know
+// are left out of input.request (as protojson does) but listed in
+// input.request_unknown_fields, so a policy can refuse what it cannot see.
+func TestUnknownFieldsVisibleToPolicy(t *testing.T) {
+	e := proxytest.Start(t, proxytest.Options{Policy: `package ztp
+
+default allow := true
+
+deny contains sprintf("unknown fields %v", [input.request_unknown_fields]) if count(input.request_unknown_fields) > 0
+`})
+	conn := e.Conn(t, proxytest.DeployerID)
+	// A SimpleResponse sent as UnaryCall's request: its username (field 2,
+	// a string) has the wrong wire type for SimpleRequest.response_size, so
+	// the proxy's decoder keeps it as an unknown field, as the backend does.
+	err := conn.Invoke(proxytest.Ctx(t), "/grpc.testing.TestService/UnaryCall", &testgrpc.SimpleResponse{Username: "x"}, &testgrpc.SimpleResponse{})
+	proxytest.WantCode(t, "UnaryCall with an unknown field", err, codes.PermissionDenied, `unknown fields ["2"]`)
+	if _, err := e.Dial(t, proxytest.DeployerID).UnaryCall(proxytest.Ctx(t), &testgrpc.SimpleRequest{ResponseSize: 1}); err != nil {
+		t.Errorf("UnaryCall without unknown fields: %v", err)
+	}
+	if n := e.Backend.Calls.Load(); n != 1 {
+		t.Errorf("backend calls = %d, want 1", n)
 	}
 }

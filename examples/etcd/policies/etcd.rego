@@ -90,6 +90,15 @@ deny contains "request not decoded: mutating methods need a readable request" if
 	not input.request_decoded
 }
 
+# A field the descriptor set does not describe is left out of input.request (protojson
+# drops it) but still reaches etcd, so a change carrying one cannot be judged; the proxy
+# lists where such fields are in input.request_unknown_fields. Reads are let through.
+deny contains sprintf("request has fields etcd.protoset does not describe (%s): update the protoset", [concat(", ", unknown)]) if {
+	mutating
+	unknown := object.get(input, "request_unknown_fields", [])
+	count(unknown) > 0
+}
+
 # Every DeleteRange a message asks for: the request itself, or one nested anywhere inside
 # a Txn (success and failure branches, and transactions nested in those).
 deletes contains input.request if {

@@ -89,6 +89,14 @@ test_deployer_may_write if {
 	}
 }
 
+test_unknown_fields_stop_writes_not_reads if {
+	put := object.union(msg(deployer, "/etcdserverpb.KV/Put", put_foo), {"request_unknown_fields": ["7"]})
+	not passes(put)
+	ztp.deny == {"request has fields etcd.protoset does not describe (7): update the protoset"} with input as put
+	passes(object.union(msg(deployer, "/etcdserverpb.KV/Range", {"key": "Zm9v"}), {"request_unknown_fields": ["7"]}))
+	passes(object.union(msg(deployer, "/etcdserverpb.KV/Put", put_foo), {"request_unknown_fields": []}))
+}
+
 test_human_writes_need_breakglass if {
 	every c in write_calls {
 		inp := msg(alice, c[0], c[1])
