@@ -102,7 +102,7 @@ func (p *Pipeline) controlStart(ctx context.Context, method string) (*call, cont
 	c.service, c.rpc, _ = splitMethod(method)
 	pr, err := p.auth.Authenticate(ctx)
 	if err != nil {
-		p.refuse(ctx, c, nil, err.Error())
+		p.refuseUnauthenticated(ctx, c, err.Error())
 		return nil, nil, status.Error(codes.Unauthenticated, "ztp: "+err.Error())
 	}
 	c.principal = pr

@@ -449,8 +449,12 @@ func (p *Pipeline) FlushRefusals(ctx context.Context, force bool) {
 	}
 }
 
+// auditRefusalSummaries appends the summaries, all but the last without
+// waiting for their commit (the last one's commit carries them all). After a
+// failure it logs the rest instead: with a stuck disk, a window's worth of
+// summaries must not hold the caller, or shutdown, for an audit timeout each.
 func (p *Pipeline) auditRefusalSummaries(ctx context.Context, sums []refusalSummary) {
-	for _, sum := range sums {
+	for i, sum := range sums {
 		rec := &audit.Record{
 			Time:     p.now().UTC(),
 			Type:     audit.TypeRequest,
@@ -458,10 +462,35 @@ func (p *Pipeline) auditRefusalSummaries(ctx context.Context, sums []refusalSumm
 			Decision: policy.DecisionDeny,
 			Reasons:  []string{sum.reason()},
 		}
-		if _, err := p.append(ctx, rec); err != nil {
-			p.log.Error("audit append failed for refusal summary", "peer", sum.host, "refused", sum.suppressed, "err", err)
+		var err error
+		if i < len(sums)-1 {
+			err = p.appendQueued(ctx, rec)
+		} else {
+			_, err = p.append(ctx, rec)
+		}
+		if err != nil {
+			for _, lost := range sums[i:] {
+				p.log.Error("audit append failed for refusal summary", "peer", lost.host, "refused", lost.suppressed, "reason", lost.reason(), "err", err)
+			}
+			return
 		}
 	}
+}
+
+// appendQueued hands rec to the audit writer without waiting for its commit;
+// a later append's commit, or the writer's own within audit.DeferDelay, makes
+// it durable.
+func (p *Pipeline) appendQueued(ctx context.Context, rec *audit.Record) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.auditTimeout)
+	defer cancel()
+	return p.audit.AppendDeferred(ctx, rec, func(err error) {
+		if err != nil {
+			p.metrics.AuditErrors.Inc()
+			p.log.Error("audit append failed for refusal summary", "peer", rec.Peer, "reason", rec.Reasons[0], "err", err)
+			return
+		}
+		p.metrics.AuditRecords.Inc()
+	})
 }
 
 // outcome appends the record that closes a call, linked to its first decision.

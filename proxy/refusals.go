@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"sort"
 	"sync"
 	"time"
@@ -123,10 +124,16 @@ func (b *refusalBudget) close(now time.Time) []refusalSummary {
 }
 
 // peerHost is the address without its port: one client opening new connections
-// (new source ports) is still one host.
+// (new source ports) is still one host. IPv6 addresses count by their /64, which
+// one host or site usually holds whole: otherwise every address in it would be a
+// host of its own.
 func peerHost(peer string) string {
-	if h, _, err := net.SplitHostPort(peer); err == nil {
-		return h
+	h, _, err := net.SplitHostPort(peer)
+	if err != nil {
+		h = peer
 	}
-	return peer
+	if ip, err := netip.ParseAddr(h); err == nil && ip.Is6() && !ip.Is4In6() {
+		return netip.PrefixFrom(ip.WithZone(""), 64).Masked().String()
+	}
+	return h
 }

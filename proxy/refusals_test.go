@@ -65,3 +65,43 @@ func TestRefusalBudget(t *testing.T) {
 		t.Errorf("forced flush = %+v, want one refusal from 10.0.0.1", sums)
 	}
 }
+
+// TestRefusalBudgetManyHosts: callers spread over many addresses still write a
+// bounded number of records per window, and an IPv6 /64 is one host.
+func TestRefusalBudgetManyHosts(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	b := newRefusalBudget(time.Minute, 10, 600, 100)
+	recorded := 0
+	for i := range 10000 {
+		peer := fmt.Sprintf("[2001:db8:%x:%x::1]:443", i/256, i%256)
+		if rec, _ := b.admit(peer, "no certificate", t0); rec {
+			recorded++
+		}
+	}
+	sums := b.flush(t0.Add(time.Minute), false)
+	if recorded+len(sums) > 600+100+1 {
+		t.Errorf("10,000 hosts: %d records and %d summaries, want at most 701 in all", recorded, len(sums))
+	}
+	total := recorded
+	for _, s := range sums {
+		total += s.suppressed
+	}
+	if total != 10000 {
+		t.Errorf("records plus summarised refusals = %d, want every one of the 10,000 counted", total)
+	}
+	if last := sums[len(sums)-1]; last.host != "" {
+		t.Errorf("last summary is for %q, want the other hosts", last.host)
+	}
+
+	// Every address of one /64, with new source ports: one host.
+	for i := range 50 {
+		b.admit(fmt.Sprintf("[2001:db8:1:2::%x]:%d", i+1, 1000+i), "r", t0.Add(time.Minute))
+	}
+	sums = b.flush(t0.Add(2*time.Minute), false)
+	if len(sums) != 1 || sums[0].host != "2001:db8:1:2::/64" || sums[0].suppressed != 40 {
+		t.Errorf("one /64: summaries %+v, want one for 2001:db8:1:2::/64 with 40 refusals", sums)
+	}
+	if h := peerHost("192.0.2.7:5000"); h != "192.0.2.7" {
+		t.Errorf("peerHost(IPv4) = %q", h)
+	}
+}

@@ -12,8 +12,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
+	"github.com/ztp-dev/ztp/audit"
 	"github.com/ztp-dev/ztp/internal/testclock"
 	"github.com/ztp-dev/ztp/pki"
 	"github.com/ztp-dev/ztp/proxy"
@@ -249,10 +251,17 @@ func TestUnauthenticatedFloodIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := e.DialTLS(t, &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, RootCAs: e.CA.Pool(), ServerName: "localhost"})
+	// Forwarded methods and the proxy's own services alike.
+	health := healthpb.NewHealthClient(e.ConnTLS(t, &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, RootCAs: e.CA.Pool(), ServerName: "localhost"}))
 	const calls = 200
-	for range calls {
-		_, err := c.EmptyCall(proxytest.Ctx(t), &testgrpc.Empty{})
-		proxytest.WantCode(t, "EmptyCall as a stranger", err, codes.Unauthenticated, "matches no rule")
+	for i := range calls {
+		var err error
+		if i%2 == 0 {
+			_, err = c.EmptyCall(proxytest.Ctx(t), &testgrpc.Empty{})
+		} else {
+			_, err = health.Check(proxytest.Ctx(t), &healthpb.HealthCheckRequest{})
+		}
+		proxytest.WantCode(t, "call as a stranger", err, codes.Unauthenticated, "matches no rule")
 	}
 	countRefusals := func() (single, summaries int, summary string) {
 		for _, r := range e.Records(t) {
@@ -321,5 +330,47 @@ func TestRedactByProtobufNameRefused(t *testing.T) {
 		if r.Type == "request" && strings.Contains(string(r.Request), `"responseSize":3`) {
 			t.Errorf("request record %s: responseSize not redacted", r.Request)
 		}
+	}
+}
+
+// TestRefusalSummaryAtShutdown: the refusals counted but not yet summarised
+// when the proxy stops are audited before the log closes.
+func TestRefusalSummaryAtShutdown(t *testing.T) {
+	e := proxytest.Start(t, proxytest.Options{})
+	leaf, err := e.CA.Issue(pki.LeafOptions{URIs: []string{proxytest.StrangerID}, Client: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := e.DialTLS(t, &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, RootCAs: e.CA.Pool(), ServerName: "localhost"})
+	for range 15 {
+		_, err := c.EmptyCall(proxytest.Ctx(t), &testgrpc.Empty{})
+		proxytest.WantCode(t, "EmptyCall as a stranger", err, codes.Unauthenticated, "")
+	}
+	e.Stop(t)
+
+	r, err := audit.OpenReader(e.AuditFile, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var summary string
+	var afterStopped bool
+	err = r.Scan(proxytest.Ctx(t), 1, func(rec *audit.Record) error {
+		switch {
+		case rec.Type == "request" && len(rec.Reasons) == 1 && strings.Contains(rec.Reasons[0], "more unauthenticated calls"):
+			summary = rec.Reasons[0]
+		case rec.Type == "system" && strings.HasPrefix(rec.Detail, "stopped"):
+			afterStopped = summary == ""
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(summary, "5 more unauthenticated calls from 127.0.0.1") {
+		t.Errorf("summary at shutdown = %q, want 5 more calls from 127.0.0.1", summary)
+	}
+	if afterStopped {
+		t.Error("the summary was written after the stopped record")
 	}
 }

@@ -84,14 +84,17 @@ type Server struct {
 }
 
 // The refusal budget for callers that never authenticated (see refusalBudget):
-// per window, the first refusalsPerHost refusals of each peer host, and at most
-// refusalsGlobal in all, are audited one by one; the rest in one summary record
-// per host (refusalHosts hosts tracked, the others summed up together).
+// per window, the first refusalsPerHost refusals of each peer host (an IPv6
+// /64), and at most refusalsGlobal in all, are audited one by one; the rest in
+// one summary record per host for the first refusalHosts hosts of the window,
+// and one for all other hosts together. So unauthenticated traffic writes at
+// most refusalsGlobal + refusalHosts + 1 records per window, however many
+// addresses it comes from.
 const (
 	refusalWindow   = time.Minute
 	refusalsPerHost = 10
 	refusalsGlobal  = 600
-	refusalHosts    = 10000
+	refusalHosts    = 100
 )
 
 // streamWorkers is how many goroutines serve gRPC streams before the server
