@@ -62,18 +62,31 @@ func (f *forwarder) handle(_ any, ss grpc.ServerStream) error {
 		return status.Errorf(st.Code(), "ztp: upstream %s: %s", up.name, st.Message())
 	}
 
-	// A unary call (known as such from the upstream's descriptors) is forwarded
-	// on this goroutine: its one message up, then the answer down. The two pumps
-	// below cost two goroutines and their wake-ups per call, which buy nothing
-	// when the client half-closes with its only message, as gRPC clients do.
+	// A unary call (known as such from the upstream's descriptors) needs one
+	// goroutine, not two: the answer is copied down on this one. The message is
+	// still sent up (and the client's half-close awaited) on its own goroutine,
+	// so that max_unary_deadline ends a call whose client never half-closes.
 	if c := callFromContext(ss.Context()); c != nil && c.unary() {
-		if err := pumpToUpstream(ss, cs, first, firstErr != nil); err != nil {
-			return err // refused or gone; cancel (deferred) abandons the upstream call
+		toUpstream := make(chan error, 1)
+		go func() {
+			err := pumpToUpstream(ss, cs, first, firstErr != nil)
+			toUpstream <- err
+			if err != nil {
+				cancel() // a later message refused, or the client gone: abandon the upstream call
+			}
+		}()
+		err := pumpToClient(cs, ss)
+		select {
+		case uerr := <-toUpstream:
+			if uerr != nil {
+				return uerr
+			}
+		default:
 		}
-		if err := pumpToClient(cs, ss); !errors.Is(err, io.EOF) {
-			return err
+		if errors.Is(err, io.EOF) {
+			return nil
 		}
-		return nil
+		return err
 	}
 
 	toUpstream := make(chan error, 1)

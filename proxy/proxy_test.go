@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -387,5 +388,29 @@ deny contains sprintf("unknown fields %v", [input.request_unknown_fields]) if co
 	}
 	if n := e.Backend.Calls.Load(); n != 1 {
 		t.Errorf("backend calls = %d, want 1", n)
+	}
+}
+
+// TestUnaryDeadlineWithoutHalfClose: limits.max_unary_deadline ends a unary
+// call whose client sends its message but never half-closes.
+func TestUnaryDeadlineWithoutHalfClose(t *testing.T) {
+	e := proxytest.Start(t, proxytest.Options{Limits: "  max_unary_deadline: 300ms\n"})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs, err := e.Conn(t, proxytest.DeployerID).NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, "/grpc.testing.TestService/UnaryCall")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.SendMsg(&testgrpc.SimpleRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	var resp testgrpc.SimpleResponse
+	done := make(chan error, 1)
+	go func() { done <- cs.RecvMsg(&resp) }()
+	select {
+	case err := <-done:
+		proxytest.WantCode(t, "unary call without half-close", err, codes.DeadlineExceeded, "")
+	case <-time.After(10 * time.Second): // the client's own deadline is 30s
+		t.Fatal("max_unary_deadline (300ms) did not end the call within 10s")
 	}
 }
