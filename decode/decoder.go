@@ -114,7 +114,7 @@ func (d *Decoder) decode(ctx context.Context, fullMethod string, b []byte, findU
 		return nil, nil, m.info, fmt.Errorf("%s: %w", fullMethod, err)
 	}
 	if findUnknown {
-		unknown = unknownFields(msg, "", nil)
+		unknown = unknownFields(msg, m.types, "", nil)
 		if len(unknown) > 1 {
 			slices.Sort(unknown)
 			unknown = slices.Compact(unknown)
@@ -124,13 +124,17 @@ func (d *Decoder) decode(ctx context.Context, fullMethod string, b []byte, findU
 }
 
 // unknownFields appends the paths of m's unknown fields, and those of every
-// message inside it, to out.
-func unknownFields(m protoreflect.Message, prefix string, out []string) []string {
+// message inside it (also those packed in a google.protobuf.Any, which
+// protojson renders inline), to out.
+func unknownFields(m protoreflect.Message, types typeResolver, prefix string, out []string) []string {
 	join := func(name string) string {
 		if prefix == "" {
 			return name
 		}
 		return prefix + "." + name
+	}
+	if m.Descriptor().FullName() == "google.protobuf.Any" {
+		return unknownInAny(m, types, prefix, join, out)
 	}
 	for b := m.GetUnknown(); len(b) > 0; {
 		num, _, n := protowire.ConsumeField(b)
@@ -147,7 +151,7 @@ func unknownFields(m protoreflect.Message, prefix string, out []string) []string
 			if fd.MapValue().Message() != nil {
 				p := join(fd.JSONName()) + ".*"
 				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-					out = unknownFields(mv.Message(), p, out)
+					out = unknownFields(mv.Message(), types, p, out)
 					return true
 				})
 			}
@@ -155,11 +159,11 @@ func unknownFields(m protoreflect.Message, prefix string, out []string) []string
 			if fd.Message() != nil {
 				l := v.List()
 				for i := range l.Len() {
-					out = unknownFields(l.Get(i).Message(), join(fd.JSONName()), out)
+					out = unknownFields(l.Get(i).Message(), types, join(fd.JSONName()), out)
 				}
 			}
 		case fd.Message() != nil:
-			out = unknownFields(v.Message(), join(fd.JSONName()), out)
+			out = unknownFields(v.Message(), types, join(fd.JSONName()), out)
 		}
 		return true
 	})
@@ -305,4 +309,37 @@ func splitMethod(fullMethod string) (protoreflect.FullName, protoreflect.Name, e
 		return "", "", fmt.Errorf("%w: %q", ErrBadMethodName, fullMethod)
 	}
 	return service, name, nil
+}
+
+// unknownInAny reports the unknown fields of the message an Any packs (and of
+// the Any itself). A packed message that cannot be resolved or parsed is
+// reported as "<path>.?": its content is not what the policy saw.
+func unknownInAny(m protoreflect.Message, types typeResolver, prefix string, join func(string) string, out []string) []string {
+	for b := m.GetUnknown(); len(b) > 0; {
+		num, _, n := protowire.ConsumeField(b)
+		if n < 0 {
+			out = append(out, join("?"))
+			break
+		}
+		out = append(out, join(strconv.Itoa(int(num))))
+		b = b[n:]
+	}
+	fields := m.Descriptor().Fields()
+	urlField, valueField := fields.ByNumber(1), fields.ByNumber(2)
+	if urlField == nil || valueField == nil {
+		return append(out, join("?"))
+	}
+	url := m.Get(urlField).String()
+	if url == "" {
+		return out // an empty Any: protojson prints {}
+	}
+	mt, err := types.FindMessageByURL(url)
+	if err != nil {
+		return append(out, join("?"))
+	}
+	inner := mt.New()
+	if err := (proto.UnmarshalOptions{AllowPartial: true, Resolver: types}).Unmarshal(m.Get(valueField).Bytes(), inner.Interface()); err != nil {
+		return append(out, join("?"))
+	}
+	return unknownFields(inner, types, prefix, out)
 }

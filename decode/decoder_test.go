@@ -311,6 +311,19 @@ func FuzzDecode(f *testing.F) {
 		if err := checkTypes(req, "$"); err != nil {
 			t.Fatal(err)
 		}
+		// DecodeUnknown reports unknown fields exactly when parsing without
+		// them gives a different message.
+		_, unknown, _, ok := d.DecodeUnknown(ctx, method, b)
+		if !ok {
+			t.Fatalf("DecodeUnknown(%s, %x) failed where DecodeErr succeeded", method, b)
+		}
+		known := dynamicpb.NewMessage(md.Input())
+		if err := (proto.UnmarshalOptions{DiscardUnknown: true, AllowPartial: true, Resolver: types}).Unmarshal(b, known); err != nil {
+			t.Fatalf("unmarshal without unknown fields: %v", err)
+		}
+		if hasUnknown := !proto.Equal(ref, known); hasUnknown != (len(unknown) > 0) {
+			t.Fatalf("DecodeUnknown(%s, %x) unknown = %q, but parsing without unknown fields changes the message: %v", method, b, unknown, hasUnknown)
+		}
 	})
 }
 
@@ -369,5 +382,46 @@ func TestDecodeUnknown(t *testing.T) {
 	_, got, _, ok = d.DecodeUnknown(ctx, "/grpc.testing.TestService/UnaryCall", wire(t, &grpc_testing.SimpleRequest{ResponseSize: 3}))
 	if !ok || got != nil {
 		t.Errorf("unknown without unknown fields = %q (ok %v), want none", got, ok)
+	}
+}
+
+// TestDecodeUnknownInAny: protojson renders a google.protobuf.Any's packed
+// message inline and drops its unknown fields, so they are reported too.
+func TestDecodeUnknownInAny(t *testing.T) {
+	p := testProtoset(t)
+	d := NewDecoder(p)
+	ctx := testContext(t)
+	allDesc, err := p.files.FindDescriptorByName("ztptest.All")
+	if err != nil {
+		t.Fatal(err)
+	}
+	anyField := allDesc.(protoreflect.MessageDescriptor).Fields().ByName("any")
+	pack := func(url string, value []byte) []byte {
+		var a []byte
+		a = protowire.AppendTag(a, 1, protowire.BytesType)
+		a = protowire.AppendString(a, url)
+		a = protowire.AppendTag(a, 2, protowire.BytesType)
+		a = protowire.AppendBytes(a, value)
+		var b []byte
+		b = protowire.AppendTag(b, anyField.Number(), protowire.BytesType)
+		return protowire.AppendBytes(b, a)
+	}
+	payload := wire(t, &grpc_testing.Payload{Body: []byte("hi")})
+	payload = protowire.AppendTag(payload, 9, protowire.VarintType)
+	payload = protowire.AppendVarint(payload, 1)
+
+	req, unknown, _, ok := d.DecodeUnknown(ctx, "/ztptest.Admin/Do", pack("type.googleapis.com/grpc.testing.Payload", payload))
+	if !ok {
+		t.Fatal("DecodeUnknown failed")
+	}
+	if b, _ := json.Marshal(req); string(b) != `{"any":{"@type":"type.googleapis.com/grpc.testing.Payload","body":"aGk="}}` {
+		t.Errorf("request = %s", b)
+	}
+	if want := []string{"any.9"}; !reflect.DeepEqual(unknown, want) {
+		t.Errorf("unknown = %q, want %q", unknown, want)
+	}
+	_, unknown, _, ok = d.DecodeUnknown(ctx, "/ztptest.Admin/Do", pack("type.googleapis.com/grpc.testing.Payload", wire(t, &grpc_testing.Payload{Body: []byte("hi")})))
+	if !ok || unknown != nil {
+		t.Errorf("Any without unknown fields: unknown = %q (ok %v), want none", unknown, ok)
 	}
 }
