@@ -203,22 +203,36 @@ func (g *Grant) ApprovedBy(id string) bool {
 	return false
 }
 
-// requestedBy reports whether p is the person who requested g, under any id.
-func (g *Grant) requestedBy(p identity.Principal) bool {
-	if g.Requester == p.ID {
-		return true
-	}
-	who := g.RequesterPerson
-	if who == "" {
-		who = g.Requester
-	}
-	return who == p.PersonKey()
+// requestedBy reports whether p is the person who requested g, under any id:
+// by the person stored with the grant, or by the one the current rules
+// (personOf, may be nil) give either id.
+func (g *Grant) requestedBy(p identity.Principal, personOf func(string) string) bool {
+	return samePerson(g.Requester, g.RequesterPerson, p, personOf)
 }
 
 // approvedByPerson reports whether p's person already approved g, under any id.
-func (g *Grant) approvedByPerson(p identity.Principal) bool {
+func (g *Grant) approvedByPerson(p identity.Principal, personOf func(string) string) bool {
 	for _, a := range g.Approvals {
-		if a.Approver == p.ID || a.person() == p.PersonKey() {
+		if samePerson(a.Approver, a.Person, p, personOf) {
+			return true
+		}
+	}
+	return false
+}
+
+// samePerson reports whether the id with its stored person and p could be one
+// person: any of the first's keys (the id, the stored person, the person the
+// current rules give the id) equals any of p's (its id, its person, the person
+// the current rules give its id).
+func samePerson(id, stored string, p identity.Principal, personOf func(string) string) bool {
+	keys := []string{id, stored}
+	theirs := []string{p.ID, p.Person}
+	if personOf != nil {
+		keys = append(keys, personOf(id))
+		theirs = append(theirs, personOf(p.ID))
+	}
+	for _, k := range keys {
+		if k != "" && slices.Contains(theirs, k) {
 			return true
 		}
 	}

@@ -70,6 +70,12 @@ type Options struct {
 	// DefaultSweepInterval). Expiry itself never waits for it.
 	SweepInterval time.Duration
 	Logger        *slog.Logger
+	// PersonOf names the person behind an id under the principal rules in
+	// force now ("" when none names one). Approvals compare the requester and
+	// earlier approvers by the persons stored with the grant and by the ones
+	// the current rules give, so that rules added or changed after a request
+	// still keep its requester from approving it under another id.
+	PersonOf func(id string) string
 }
 
 // Store holds the grants: durable in bbolt, indexed in memory for the
@@ -322,10 +328,10 @@ func (s *Store) Approve(ctx context.Context, p identity.Principal, id, comment s
 	if err != nil {
 		return Grant{}, err
 	}
-	if g.requestedBy(p) {
+	if g.requestedBy(p, s.opts.PersonOf) {
 		return Grant{}, fmt.Errorf("%w: you requested %s; another member of %s must approve it", ErrSelfApproval, id, strings.Join(s.opts.ApproverGroups, ", "))
 	}
-	if g.approvedByPerson(p) {
+	if g.approvedByPerson(p, s.opts.PersonOf) {
 		return Grant{}, fmt.Errorf("%w: you already approved %s; %d of %d approvals so far", ErrAlreadyApproved, id, len(g.Approvals), g.ApprovalsRequired)
 	}
 	g.Approvals = append(g.Approvals, Approval{Approver: p.ID, Person: p.Person, Time: now, Comment: comment})
@@ -357,7 +363,7 @@ func (s *Store) Deny(ctx context.Context, p identity.Principal, id, comment stri
 	if err != nil {
 		return Grant{}, err
 	}
-	if g.requestedBy(p) {
+	if g.requestedBy(p, s.opts.PersonOf) {
 		return Grant{}, fmt.Errorf("%w: you requested %s; to withdraw it, revoke it", ErrSelfApproval, id)
 	}
 	g.State, g.Ended, g.EndedBy = StateDenied, now, p.ID

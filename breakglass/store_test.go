@@ -338,6 +338,32 @@ func TestOnePersonTwoIdentities(t *testing.T) {
 	}
 }
 
+// TestPersonRulesAddedLater: persons are also compared under the principal
+// rules in force at the approval, so a grant requested (or approved) before a
+// person rule existed is protected by it too.
+func TestPersonRulesAddedLater(t *testing.T) {
+	rules := map[string]string{}
+	e := newEnv(t, func(o *Options) {
+		o.ApprovalsRequired = 2
+		o.PersonOf = func(id string) string { return rules[id] }
+	})
+	erinToken := identity.Principal{ID: "erin@example.org", Kind: identity.KindHuman, Groups: []string{"sre", "sre-leads"}, Authn: identity.AuthnJWT}
+	carolToken := identity.Principal{ID: "carol@example.org", Kind: identity.KindHuman, Groups: []string{"sre", "sre-leads"}, Authn: identity.AuthnJWT}
+	g := e.request(lead1Requester, GrantRequest{Reason: "INC-8"}) // no person rules yet
+	e.approve(lead1, g.ID)                                        // carol's certificate
+
+	// Now the rules say who is who.
+	rules["erin@example.org"] = lead1Requester.ID
+	rules["carol@example.org"] = lead1.ID
+	_, err := e.store.Approve(testCtx(t), erinToken, g.ID, "")
+	wantErr(t, "approval by the requester's token under later rules", err, ErrSelfApproval, "you requested")
+	_, err = e.store.Approve(testCtx(t), carolToken, g.ID, "")
+	wantErr(t, "second approval by the first approver's token under later rules", err, ErrAlreadyApproved, "you already approved")
+	if got, _ := e.store.Get(g.ID); got.State != StatePending || len(got.Approvals) != 1 {
+		t.Errorf("grant %+v, want pending with one approval", got)
+	}
+}
+
 func TestPendingLapses(t *testing.T) {
 	e := newEnv(t, nil)
 	g := e.request(alice, GrantRequest{Reason: "INC-5", Duration: 5 * time.Minute})

@@ -25,6 +25,13 @@ type Authenticator struct {
 // authenticated concurrently use either the old or the new rules, never a mix.
 func (a *Authenticator) SetClassifier(c *Classifier) { a.classifier.Store(c) }
 
+// PersonOf returns the person the principal rules in force name for id, or ""
+// when no rule matches or the matching rule names none.
+func (a *Authenticator) PersonOf(id string) string {
+	p, _ := a.classifier.Load().Classify(id, "")
+	return p.Person
+}
+
 // Option adds an authentication method to an Authenticator.
 type Option func(*Authenticator)
 

@@ -10,6 +10,7 @@ import (
 
 	ztpv1 "github.com/ztp-dev/ztp/api/ztp/v1"
 	"github.com/ztp-dev/ztp/breakglass"
+	"github.com/ztp-dev/ztp/identity"
 )
 
 // wireBreakglass opens the grant store in the audit file, makes the pipeline
@@ -32,6 +33,9 @@ func (s *Server) wireBreakglass(ctx context.Context) error {
 		Now:               s.now,
 		AuditTimeout:      s.opts.AuditTimeout,
 		Logger:            s.log,
+	}
+	if a, ok := s.pipeline.auth.(*identity.Authenticator); ok {
+		opts.PersonOf = a.PersonOf // the rules in force at each approval (SIGHUP reloads them)
 	}
 	if bc.NotifyWebhook != "" {
 		wh, err := breakglass.NewWebhook(breakglass.WebhookOptions{URL: bc.NotifyWebhook, Audit: s.store, Now: s.now, Logger: s.log})
