@@ -72,14 +72,6 @@ type Approval struct {
 	Comment string    `json:"comment,omitempty"`
 }
 
-// person is the approval's separation-of-duty key.
-func (a Approval) person() string {
-	if a.Person != "" {
-		return a.Person
-	}
-	return a.Approver
-}
-
 // Grant is a break-glass grant. The JSON form is what is stored in bbolt and
 // sent to the webhook.
 type Grant struct {

@@ -35,15 +35,6 @@ type Principal struct {
 	Person string `json:"-"`
 }
 
-// PersonKey is who the principal is for separation-of-duty checks: Person
-// when a rule named it, else the id.
-func (p Principal) PersonKey() string {
-	if p.Person != "" {
-		return p.Person
-	}
-	return p.ID
-}
-
 // personWildcard in Rule.Person stands for the text the rule's single '*'
 // matched.
 const personWildcard = "{*}"
