@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
@@ -23,6 +24,9 @@ type evalPool struct {
 	wg   sync.WaitGroup
 	once sync.Once
 	free sync.Pool // *evalJob, each with its own done channel
+	// onWorker counts the evaluations the workers made (the rest ran on their
+	// callers' goroutines).
+	onWorker atomic.Int64
 }
 
 type evalJob struct {
@@ -51,6 +55,7 @@ func (p *evalPool) work() {
 		select {
 		case j := <-p.jobs:
 			j.res, j.err = j.eng.EvalValue(j.ctx, j.input)
+			p.onWorker.Add(1)
 			j.done <- struct{}{}
 		case <-p.stop:
 			return

@@ -67,6 +67,9 @@ func TestEvalPool(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+	if n := p.onWorker.Load(); n == 0 {
+		t.Errorf("none of %d evaluations ran on the pool's workers", 32*50)
+	}
 
 	// A done context denies on the pool as it does inline.
 	cctx, cancel := context.WithCancel(ctx)
@@ -77,8 +80,12 @@ func TestEvalPool(t *testing.T) {
 
 	p.Close()
 	p.Close() // idempotent
+	before := p.onWorker.Load()
 	if err := check(p, 7); err != nil {
 		t.Errorf("after Close: %v", err)
+	}
+	if p.onWorker.Load() != before {
+		t.Error("an evaluation after Close ran on a worker")
 	}
 	var nilPool *evalPool
 	if err := check(nilPool, 4); err != nil {
