@@ -3,8 +3,9 @@
 //
 // Policies live in package ztp and are written in OPA v1 Rego. Load reads them once, together
 // with any data files beside them, compiles them with network and runtime built-ins removed
-// (see Capabilities), and prepares a single query. Engine.Eval then runs that prepared query
-// once per client message; nothing is parsed or compiled on the request path.
+// (see Capabilities), and prepares a single query. Engine.Eval then runs that compiled query
+// with OPA's topdown evaluator once per client message; nothing is parsed or compiled on the
+// request path.
 //
 // The contract with policy authors (DESIGN.md, "Policy contract"):
 //

@@ -11,8 +11,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/metrics"
-	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
 // Budget is a change budget a message draws on (an element of data.ztp.budgets).
@@ -148,26 +147,54 @@ func (e *Engine) evalValueAt(ctx context.Context, in ast.Value, now time.Time) (
 	if err := ctx.Err(); err != nil {
 		return Result{}, fmt.Errorf("%w: %w", ErrEval, err)
 	}
-	// No metrics: OPA would otherwise build a metrics map with timers for every
-	// evaluation that nobody reads.
-	rs, err := e.query.Eval(ctx, rego.EvalParsedInput(in), rego.EvalTime(now), rego.EvalMetrics(metrics.NoOp()))
+	// A read transaction on the (never written) data store, as rego opens one.
+	txn, err := e.store.NewTransaction(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("%w: %w", ErrEval, err)
+	}
+	defer e.store.Abort(ctx, txn)
+	// Not interrupted half-way by ctx (rego would start a goroutine per
+	// evaluation for that): an evaluation takes microseconds, and ctx was
+	// checked above.
+	q := topdown.NewQuery(e.body).
+		WithQueryCompiler(e.qc).
+		WithCompiler(e.compiler).
+		WithStore(e.store).
+		WithTransaction(txn).
+		WithInput(ast.NewTerm(in)).
+		WithTime(now).
+		WithStrictBuiltinErrors(true).
+		WithIndexing(true).
+		WithEarlyExit(true)
+	var bindings map[string]ast.Value
+	results := 0
+	err = q.Iter(ctx, func(qr topdown.QueryResult) error {
+		results++
+		bindings = make(map[string]ast.Value, len(e.rules))
+		for k, t := range qr {
+			if name, ok := e.names[k]; ok {
+				bindings[name] = t.Value
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return Result{}, evalError(err)
 	}
-	if len(rs) != 1 {
-		return Result{}, fmt.Errorf("%w: %d results", ErrUndefined, len(rs))
+	if results != 1 {
+		return Result{}, fmt.Errorf("%w: %d results", ErrUndefined, results)
 	}
-	return e.result(rs[0].Bindings)
+	return e.result(bindings)
 }
 
-func (e *Engine) result(b rego.Vars) (Result, error) {
+func (e *Engine) result(b map[string]ast.Value) (Result, error) {
 	var res Result
 	value := func(name string) (ast.Value, bool, error) {
 		total, ok := e.rules[name]
 		if !ok {
 			return nil, false, nil
 		}
-		v, _ := b[name].(ast.Value)
+		v := b[name]
 		if v == nil {
 			return nil, false, fmt.Errorf("%w: data.ztp.%s has no binding", ErrUndefined, name)
 		}
