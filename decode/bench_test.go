@@ -47,6 +47,25 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
+// BenchmarkDecodeUnknown is Decode plus the walk that finds unknown fields,
+// what the proxy runs per message.
+func BenchmarkDecodeUnknown(b *testing.B) {
+	p := testProtoset(b)
+	d := NewDecoder(p)
+	ctx := context.Background()
+	for _, bc := range benchCases {
+		in := benchInput(b, p, bc.msg, bc.json)
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, _, ok := d.DecodeUnknown(ctx, bc.method, in); !ok {
+					b.Fatal("DecodeUnknown failed")
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkDecodeProtojson is the obvious alternative the direct walk
 // replaces: dynamicpb unmarshal, protojson.Marshal, then encoding/json back
 // into Go values with UseNumber.

@@ -109,11 +109,11 @@ func (d *Decoder) decode(ctx context.Context, fullMethod string, b []byte, findU
 	if err := opts.Unmarshal(b, msg); err != nil {
 		return nil, nil, m.info, fmt.Errorf("%w: %s: %w", ErrUndecodable, fullMethod, err)
 	}
-	req, err = toMap(msg, m.types, false)
+	req, mayHide, err := render(msg, m.types, false)
 	if err != nil {
 		return nil, nil, m.info, fmt.Errorf("%s: %w", fullMethod, err)
 	}
-	if findUnknown {
+	if findUnknown && mayHide {
 		unknown = unknownFields(msg, m.types, "", nil)
 		if len(unknown) > 1 {
 			slices.Sort(unknown)

@@ -40,24 +40,31 @@ func ToMap(m protoreflect.Message) (map[string]any, error) {
 // caller has just unmarshalled m without AllowPartial, which already proved
 // that the required fields are present.
 func toMap(m protoreflect.Message, types typeResolver, checkRequired bool) (map[string]any, error) {
+	obj, _, err := render(m, types, checkRequired)
+	return obj, err
+}
+
+// render is toMap that also reports whether the message may hide fields from
+// its rendering (see renderer.mayHideFields).
+func render(m protoreflect.Message, types typeResolver, checkRequired bool) (map[string]any, bool, error) {
 	if m == nil {
-		return map[string]any{}, nil // protojson prints a nil message as {}
+		return map[string]any{}, false, nil // protojson prints a nil message as {}
 	}
 	if checkRequired {
 		if err := proto.CheckInitialized(m.Interface()); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrUnrenderable, err)
+			return nil, false, fmt.Errorf("%w: %w", ErrUnrenderable, err)
 		}
 	}
 	r := renderer{types: types}
 	v, err := r.message(m)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	obj, ok := v.(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf("%w: %s", ErrNotObject, m.Descriptor().FullName())
+		return nil, false, fmt.Errorf("%w: %s", ErrNotObject, m.Descriptor().FullName())
 	}
-	return obj, nil
+	return obj, r.mayHideFields, nil
 }
 
 // renderer walks a message directly into Go values. It mirrors
@@ -66,6 +73,11 @@ func toMap(m protoreflect.Message, types typeResolver, checkRequired bool) (map[
 // on every request.
 type renderer struct {
 	types typeResolver
+	// mayHideFields is set when the walk met unknown fields, which protojson
+	// leaves out, or a well-known type, whose subtree protojson renders and this
+	// walk does not enter: only then is the path-collecting walk of
+	// DecodeUnknown worth running.
+	mayHideFields bool
 }
 
 func (r *renderer) message(m protoreflect.Message) (any, error) {
@@ -73,7 +85,13 @@ func (r *renderer) message(m protoreflect.Message) (any, error) {
 	if isMessageSet(md) {
 		return nil, fmt.Errorf("%w: %s is a proto1 MessageSet", ErrUnrenderable, md.FullName())
 	}
+	if len(m.GetUnknown()) > 0 {
+		r.mayHideFields = true
+	}
 	if hasSpecialJSON(md.FullName()) {
+		// protojson renders the whole subtree (an Any's packed message, a
+		// Struct's values), so this walk does not see inside it.
+		r.mayHideFields = true
 		return r.wellKnown(m)
 	}
 	obj := make(map[string]any)
