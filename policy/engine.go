@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/topdown"
 )
 
@@ -143,7 +144,8 @@ func (e *Engine) evalAt(ctx context.Context, input map[string]any, now time.Time
 
 func (e *Engine) evalValueAt(ctx context.Context, in ast.Value, now time.Time) (Result, error) {
 	// OPA notices cancellation asynchronously, so a short evaluation could still finish
-	// after the caller gave up; check first so that a done context always denies.
+	// after the caller gave up; check first (and after) so that a done context always
+	// denies.
 	if err := ctx.Err(); err != nil {
 		return Result{}, fmt.Errorf("%w: %w", ErrEval, err)
 	}
@@ -153,9 +155,12 @@ func (e *Engine) evalValueAt(ctx context.Context, in ast.Value, now time.Time) (
 		return Result{}, fmt.Errorf("%w: %w", ErrEval, err)
 	}
 	defer e.store.Abort(ctx, txn)
-	// Not interrupted half-way by ctx (rego would start a goroutine per
-	// evaluation for that): an evaluation takes microseconds, and ctx was
-	// checked above.
+	// The context's end interrupts a long evaluation (a policy walking a huge
+	// request), as rego arranges it, but with context.AfterFunc instead of a
+	// goroutine per evaluation.
+	cancel := topdown.NewCancel()
+	stop := context.AfterFunc(ctx, cancel.Cancel)
+	defer stop()
 	q := topdown.NewQuery(e.body).
 		WithQueryCompiler(e.qc).
 		WithCompiler(e.compiler).
@@ -163,6 +168,8 @@ func (e *Engine) evalValueAt(ctx context.Context, in ast.Value, now time.Time) (
 		WithTransaction(txn).
 		WithInput(ast.NewTerm(in)).
 		WithTime(now).
+		WithCancel(cancel).
+		WithMetrics(metrics.NoOp()). // else a timer map per evaluation that nobody reads
 		WithStrictBuiltinErrors(true).
 		WithIndexing(true).
 		WithEarlyExit(true)
@@ -180,6 +187,9 @@ func (e *Engine) evalValueAt(ctx context.Context, in ast.Value, now time.Time) (
 	})
 	if err != nil {
 		return Result{}, evalError(err)
+	}
+	if err := ctx.Err(); err != nil {
+		return Result{}, fmt.Errorf("%w: %w", ErrEval, err)
 	}
 	if results != 1 {
 		return Result{}, fmt.Errorf("%w: %d results", ErrUndefined, results)

@@ -231,6 +231,34 @@ func TestEvalContextDone(t *testing.T) {
 	}
 }
 
+// TestEvalInterruptedByContext: a context that ends while a slow policy is
+// being evaluated stops the evaluation, and the message is denied as an error,
+// never allowed by the rules that did not get to run.
+func TestEvalInterruptedByContext(t *testing.T) {
+	e := loadPolicy(t, `package ztp
+
+default allow := true
+
+# About 10^8 steps: minutes, unless interrupted.
+deny contains "slow" if {
+	some i in numbers.range(1, 100000000)
+	i < 0
+}
+`, nil)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		cancel()
+	}()
+	res, err := e.Eval(ctx, map[string]any{})
+	if !errors.Is(err, ErrEval) {
+		t.Fatalf("Eval cancelled half-way = %+v, %v; want ErrEval", res, err)
+	}
+	if v := Decide(res, err, Enforce, ""); v.Forward() || v.Decision != DecisionError {
+		t.Errorf("Decide after an interrupted evaluation = %+v, want error, no forward", v)
+	}
+}
+
 // TestInputConversion checks that the Go shapes the proxy builds reach the policy as JSON
 // would, without a JSON round trip.
 func TestInputConversion(t *testing.T) {
