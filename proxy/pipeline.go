@@ -246,6 +246,12 @@ func (s *stream) RecvMsg(m any) error {
 	if !ok {
 		return status.Error(codes.Internal, "ztp: unexpected message type")
 	}
+	// A unary method takes one message. A second one breaks the protocol (the
+	// upstream would refuse it too); it is neither decided nor forwarded, and
+	// the call fails: deciding it could race with the end of the call.
+	if s.c.unary() && s.c.in.Load() > 0 {
+		return status.Errorf(codes.InvalidArgument, "ztp: %s is unary: more than one request message", s.c.method)
+	}
 	return s.p.decide(s.ctx, s.c, f)
 }
 
