@@ -212,6 +212,32 @@ func (g *Grant) approvedByPerson(p identity.Principal, personOf func(string) str
 	return false
 }
 
+// countedApprovals is how many approvals count towards ApprovalsRequired under
+// the person rules in force: one per person, none by the requester's person.
+// An approval accepted before a rule linked its id to the requester (or to an
+// earlier approver) stops counting once the rule exists.
+func (g *Grant) countedApprovals(personOf func(string) string) int {
+	requester := identity.Principal{ID: g.Requester, Person: g.RequesterPerson}
+	n := 0
+	for i, a := range g.Approvals {
+		p := identity.Principal{ID: a.Approver, Person: a.Person}
+		if samePerson(g.Requester, g.RequesterPerson, p, personOf) {
+			continue
+		}
+		dup := false
+		for _, b := range g.Approvals[:i] {
+			if samePerson(b.Approver, b.Person, p, personOf) && !samePerson(b.Approver, b.Person, requester, personOf) {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			n++
+		}
+	}
+	return n
+}
+
 // samePerson reports whether the id with its stored person and p could be one
 // person: any of the first's keys (the id, the stored person, the person the
 // current rules give the id) equals any of p's (its id, its person, the person

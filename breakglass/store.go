@@ -335,9 +335,10 @@ func (s *Store) Approve(ctx context.Context, p identity.Principal, id, comment s
 		return Grant{}, fmt.Errorf("%w: you already approved %s; %d of %d approvals so far", ErrAlreadyApproved, id, len(g.Approvals), g.ApprovalsRequired)
 	}
 	g.Approvals = append(g.Approvals, Approval{Approver: p.ID, Person: p.Person, Time: now, Comment: comment})
+	counted := g.countedApprovals(s.opts.PersonOf)
 	evs := []event{{name: EventApproved, actor: &p, comment: comment,
-		detail: fmt.Sprintf("%d of %d", len(g.Approvals), g.ApprovalsRequired)}}
-	if len(g.Approvals) >= g.ApprovalsRequired {
+		detail: fmt.Sprintf("%d of %d", counted, g.ApprovalsRequired)}}
+	if counted >= g.ApprovalsRequired {
 		activate(g, now)
 		evs = append(evs, event{name: EventActivated, actor: &p, detail: activatedDetail(g)})
 	}

@@ -364,6 +364,31 @@ func TestPersonRulesAddedLater(t *testing.T) {
 	}
 }
 
+// TestApprovalLinkedToRequesterLater: an approval accepted before a person rule
+// linked the approver's id to the requester stops counting once the rule exists.
+func TestApprovalLinkedToRequesterLater(t *testing.T) {
+	rules := map[string]string{}
+	e := newEnv(t, func(o *Options) {
+		o.ApprovalsRequired = 2
+		o.PersonOf = func(id string) string { return rules[id] }
+	})
+	erinToken := identity.Principal{ID: "erin@example.org", Kind: identity.KindHuman, Groups: []string{"sre", "sre-leads"}, Authn: identity.AuthnJWT}
+	g := e.request(lead1Requester, GrantRequest{Reason: "INC-9"})
+	e.approve(erinToken, g.ID) // no rule links the token to erin's certificate yet
+	rules["erin@example.org"] = lead1Requester.ID
+
+	got := e.approve(lead1, g.ID)
+	if got.State != StatePending {
+		t.Fatalf("after the requester's own (token) approval and one other: %s, want pending", got.State)
+	}
+	if recs := e.records(g.ID); recs[len(recs)-1].Detail != "approved: 1 of 2" {
+		t.Errorf("last record %q, want the counted approvals (1 of 2)", recs[len(recs)-1].Detail)
+	}
+	if got := e.approve(lead2, g.ID); got.State != StateActive {
+		t.Errorf("after a second other approver: %s, want active", got.State)
+	}
+}
+
 func TestPendingLapses(t *testing.T) {
 	e := newEnv(t, nil)
 	g := e.request(alice, GrantRequest{Reason: "INC-5", Duration: 5 * time.Minute})
