@@ -311,8 +311,9 @@ func FuzzDecode(f *testing.F) {
 		if err := checkTypes(req, "$"); err != nil {
 			t.Fatal(err)
 		}
-		// DecodeUnknown reports unknown fields exactly when parsing without
-		// them gives a different message.
+		// DecodeUnknown reports unknown fields whenever parsing without them
+		// gives a different message. (It may report more: DiscardUnknown does
+		// not look inside the bytes an Any packs, DecodeUnknown does.)
 		_, unknown, _, ok := d.DecodeUnknown(ctx, method, b)
 		if !ok {
 			t.Fatalf("DecodeUnknown(%s, %x) failed where DecodeErr succeeded", method, b)
@@ -321,8 +322,8 @@ func FuzzDecode(f *testing.F) {
 		if err := (proto.UnmarshalOptions{DiscardUnknown: true, AllowPartial: true, Resolver: types}).Unmarshal(b, known); err != nil {
 			t.Fatalf("unmarshal without unknown fields: %v", err)
 		}
-		if hasUnknown := !proto.Equal(ref, known); hasUnknown != (len(unknown) > 0) {
-			t.Fatalf("DecodeUnknown(%s, %x) unknown = %q, but parsing without unknown fields changes the message: %v", method, b, unknown, hasUnknown)
+		if !proto.Equal(ref, known) && len(unknown) == 0 {
+			t.Fatalf("DecodeUnknown(%s, %x) reports no unknown fields, but parsing without them changes the message", method, b)
 		}
 	})
 }
