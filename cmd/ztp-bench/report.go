@@ -53,19 +53,31 @@ type sample struct {
 	P50US      float64 `json:"p50_us"`
 	P90US      float64 `json:"p90_us"`
 	P99US      float64 `json:"p99_us"`
+	figures
+}
+
+// figures are the optional measurements of a window, each nil when it could
+// not be taken.
+type figures struct {
 	// CPU time per call of each process (Linux only): the load generator, the
 	// backend, and the proxy in between (none on the direct path).
 	ClientCPUPerReqUS  *float64 `json:"client_cpu_per_req_us,omitempty"`
 	BackendCPUPerReqUS *float64 `json:"backend_cpu_per_req_us,omitempty"`
 	ProxyCPUPerReqUS   *float64 `json:"proxy_cpu_per_req_us,omitempty"`
-	// The full proxy's own histograms over the window: mean policy evaluation
-	// and audit append (group-commit wait included) per message, and audit
-	// records written per second.
+	// The full proxy's own metrics over the window: mean policy evaluation and
+	// audit append (group-commit wait included) per message, audit records
+	// written per second, mean group commit and records per commit.
 	PolicyEvalMeanUS   *float64 `json:"policy_eval_mean_us,omitempty"`
 	AuditAppendMeanUS  *float64 `json:"audit_append_mean_us,omitempty"`
 	AuditRecordsPerSec *float64 `json:"audit_records_per_s,omitempty"`
 	CommitMeanUS       *float64 `json:"audit_commit_mean_us,omitempty"`
 	RecordsPerCommit   *float64 `json:"audit_records_per_commit,omitempty"`
+}
+
+// fields lists f's measurements, for taking the median of each.
+func (f *figures) fields() []**float64 {
+	return []**float64{&f.ClientCPUPerReqUS, &f.BackendCPUPerReqUS, &f.ProxyCPUPerReqUS,
+		&f.PolicyEvalMeanUS, &f.AuditAppendMeanUS, &f.AuditRecordsPerSec, &f.CommitMeanUS, &f.RecordsPerCommit}
 }
 
 // row is one path at one concurrency: medians over the rounds. The ratio and
@@ -82,14 +94,7 @@ type row struct {
 	RatioMax      float64 `json:"ratio_max"`
 	AddedP50US    float64 `json:"added_p50_us"`
 
-	ClientCPUPerReqUS  *float64 `json:"client_cpu_per_req_us,omitempty"`
-	BackendCPUPerReqUS *float64 `json:"backend_cpu_per_req_us,omitempty"`
-	ProxyCPUPerReqUS   *float64 `json:"proxy_cpu_per_req_us,omitempty"`
-	PolicyEvalMeanUS   *float64 `json:"policy_eval_mean_us,omitempty"`
-	AuditAppendMeanUS  *float64 `json:"audit_append_mean_us,omitempty"`
-	AuditRecordsPerSec *float64 `json:"audit_records_per_s,omitempty"`
-	CommitMeanUS       *float64 `json:"audit_commit_mean_us,omitempty"`
-	RecordsPerCommit   *float64 `json:"audit_records_per_commit,omitempty"`
+	figures // medians over the rounds that have them
 
 	Errors int      `json:"errors"`
 	Rounds []sample `json:"rounds"`
@@ -122,14 +127,9 @@ func summarize(paths []string, concurrency []int, samples map[rowKey][]sample) [
 				r.RatioMin, r.RatioMax = slices.Min(ratios), slices.Max(ratios)
 				r.AddedP50US = median(added, func(v float64) float64 { return v })
 			}
-			r.ClientCPUPerReqUS = medianOpt(ss, func(s sample) *float64 { return s.ClientCPUPerReqUS })
-			r.BackendCPUPerReqUS = medianOpt(ss, func(s sample) *float64 { return s.BackendCPUPerReqUS })
-			r.ProxyCPUPerReqUS = medianOpt(ss, func(s sample) *float64 { return s.ProxyCPUPerReqUS })
-			r.PolicyEvalMeanUS = medianOpt(ss, func(s sample) *float64 { return s.PolicyEvalMeanUS })
-			r.AuditAppendMeanUS = medianOpt(ss, func(s sample) *float64 { return s.AuditAppendMeanUS })
-			r.AuditRecordsPerSec = medianOpt(ss, func(s sample) *float64 { return s.AuditRecordsPerSec })
-			r.CommitMeanUS = medianOpt(ss, func(s sample) *float64 { return s.CommitMeanUS })
-			r.RecordsPerCommit = medianOpt(ss, func(s sample) *float64 { return s.RecordsPerCommit })
+			for i, dst := range r.fields() {
+				*dst = medianOpt(ss, func(s sample) *float64 { return *s.fields()[i] })
+			}
 			rows = append(rows, r)
 		}
 	}

@@ -21,11 +21,11 @@ func TestSummarize(t *testing.T) {
 			name: "ratio pairs each round with its own direct run",
 			samples: map[rowKey][]sample{
 				{pathDirect, 1}: {{ReqPerSec: 1000, P50US: 100}, {ReqPerSec: 2000, P50US: 50}, {ReqPerSec: 1000, P50US: 100}},
-				{pathBare, 1}:   {{ReqPerSec: 500, P50US: 300, ProxyCPUPerReqUS: f(80)}, {ReqPerSec: 900, P50US: 200, ProxyCPUPerReqUS: f(90)}, {ReqPerSec: 400, P50US: 320, ProxyCPUPerReqUS: f(70)}},
+				{pathBare, 1}:   {{ReqPerSec: 500, P50US: 300, figures: figures{ProxyCPUPerReqUS: f(80)}}, {ReqPerSec: 900, P50US: 200, figures: figures{ProxyCPUPerReqUS: f(90)}}, {ReqPerSec: 400, P50US: 320, figures: figures{ProxyCPUPerReqUS: f(70)}}},
 			},
 			path: pathBare,
 			// Ratios 0.5, 0.45, 0.4; added p50 200, 150, 220.
-			want: row{ReqPerSec: 500, P50US: 300, RatioVsDirect: 0.45, RatioMin: 0.4, RatioMax: 0.5, AddedP50US: 200, ProxyCPUPerReqUS: f(80)},
+			want: row{ReqPerSec: 500, P50US: 300, RatioVsDirect: 0.45, RatioMin: 0.4, RatioMax: 0.5, AddedP50US: 200, figures: figures{ProxyCPUPerReqUS: f(80)}},
 		},
 		{
 			name: "even number of rounds takes the mean of the middle two",
