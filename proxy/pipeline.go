@@ -277,8 +277,8 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 		reason := "credentials expired at " + exp.UTC().Format(time.RFC3339)
 		rec.Decision = policy.DecisionDeny
 		rec.Reasons = []string{reason}
-		if _, err := p.append(ctx, rec); err != nil {
-			return status.Error(codes.Unavailable, "ztp: audit log unavailable; request not forwarded")
+		if _, err := p.appendDecision(ctx, c, rec); err != nil {
+			return err
 		}
 		return status.Error(codes.Unauthenticated, "ztp: "+reason)
 	}
@@ -349,10 +349,9 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	rec.Decision = v.Decision
 	rec.Reasons = v.Reasons
 	rec.BreakglassGrant = v.Grant
-	seq, err := p.append(ctx, rec)
+	seq, err := p.appendDecision(ctx, c, rec)
 	if err != nil {
-		p.log.Error("audit append failed; refusing call", "method", c.method, "principal", c.principal.ID, "err", err)
-		return status.Error(codes.Unavailable, "ztp: audit log unavailable; request not forwarded")
+		return err
 	}
 	if idx == 0 {
 		c.firstSeq = seq
@@ -381,10 +380,9 @@ func (p *Pipeline) ratelimited(ctx context.Context, c *call, rec *audit.Record, 
 	}
 	p.metrics.RateLimited.WithLabelValues(kind).Inc()
 	p.metrics.Decisions.WithLabelValues(c.upstream.name, c.methodLabel(), audit.DecisionRatelimited).Inc()
-	seq, err := p.append(ctx, rec)
+	seq, err := p.appendDecision(ctx, c, rec)
 	if err != nil {
-		p.log.Error("audit append failed; refusing call", "method", c.method, "principal", c.principal.ID, "err", err)
-		return status.Error(codes.Unavailable, "ztp: audit log unavailable; request not forwarded")
+		return err
 	}
 	if idx == 0 {
 		c.firstSeq = seq
@@ -551,6 +549,18 @@ func (p *Pipeline) record(c *call, typ string) *audit.Record {
 		rec.Metadata = c.metadata
 	}
 	return rec
+}
+
+// appendDecision appends the decision record of a message; when the audit log
+// cannot take it, the message is refused: the returned error is the status for
+// the client.
+func (p *Pipeline) appendDecision(ctx context.Context, c *call, rec *audit.Record) (uint64, error) {
+	seq, err := p.append(ctx, rec)
+	if err != nil {
+		p.log.Error("audit append failed; refusing call", "method", c.method, "principal", c.principal.ID, "err", err)
+		return 0, status.Error(codes.Unavailable, "ztp: audit log unavailable; request not forwarded")
+	}
+	return seq, nil
 }
 
 // append writes with a context detached from the caller's: a client hanging up

@@ -383,29 +383,20 @@ func readyz(ctx context.Context, addr string) error {
 // (whole seconds, at least one) to file.
 func cpuProfile(ctx context.Context, addr string, d time.Duration, file string) error {
 	secs := max(int(d.Seconds()), 1)
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), nil)
+	body, err := httpGetWithin(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs), time.Duration(secs)*time.Second+10*time.Second)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", req.URL, resp.Status)
-	}
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(file, b, 0o644)
+	return os.WriteFile(file, []byte(body), 0o644)
 }
 
 func httpGet(ctx context.Context, url string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	return httpGetWithin(ctx, url, 5*time.Second)
+}
+
+// httpGetWithin returns the body of a 200 answer to GET url, waiting at most timeout.
+func httpGetWithin(ctx context.Context, url string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
