@@ -133,9 +133,6 @@ func unknownFields(m protoreflect.Message, types typeResolver, prefix string, ou
 		}
 		return prefix + "." + name
 	}
-	if m.Descriptor().FullName() == "google.protobuf.Any" {
-		return unknownInAny(m, types, prefix, join, out)
-	}
 	for b := m.GetUnknown(); len(b) > 0; {
 		num, _, n := protowire.ConsumeField(b)
 		if n < 0 {
@@ -144,6 +141,9 @@ func unknownFields(m protoreflect.Message, types typeResolver, prefix string, ou
 		}
 		out = append(out, join(strconv.Itoa(int(num))))
 		b = b[n:]
+	}
+	if m.Descriptor().FullName() == "google.protobuf.Any" {
+		return unknownInAny(m, types, prefix, join, out)
 	}
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		switch {
@@ -311,19 +311,11 @@ func splitMethod(fullMethod string) (protoreflect.FullName, protoreflect.Name, e
 	return service, name, nil
 }
 
-// unknownInAny reports the unknown fields of the message an Any packs (and of
-// the Any itself). A packed message that cannot be resolved or parsed is
-// reported as "<path>.?": its content is not what the policy saw.
+// unknownInAny reports the unknown fields of the message an Any packs, which
+// protojson renders under the Any's own path. A packed message that cannot be
+// resolved or parsed is reported as "<path>.?": its content is not what the
+// policy saw.
 func unknownInAny(m protoreflect.Message, types typeResolver, prefix string, join func(string) string, out []string) []string {
-	for b := m.GetUnknown(); len(b) > 0; {
-		num, _, n := protowire.ConsumeField(b)
-		if n < 0 {
-			out = append(out, join("?"))
-			break
-		}
-		out = append(out, join(strconv.Itoa(int(num))))
-		b = b[n:]
-	}
 	fields := m.Descriptor().Fields()
 	urlField, valueField := fields.ByNumber(1), fields.ByNumber(2)
 	if urlField == nil || valueField == nil {

@@ -45,7 +45,7 @@ const (
 
 var (
 	ztpRef        = ast.MustParseRef("data.ztp")
-	decisionNames = []string{ruleAllow, ruleDeny, ruleForbid, ruleBudgets}
+	decisionNames = [...]string{ruleAllow, ruleDeny, ruleForbid, ruleBudgets}
 )
 
 // decisionRules reports, for each decision rule package ztp defines, whether it always has a
@@ -68,7 +68,7 @@ func decisionRules(modules map[string]*ast.Module) map[string]bool {
 				continue
 			}
 			name, ok := ref[0].Value.(ast.Var)
-			if !ok || !slices.Contains(decisionNames, string(name)) {
+			if !ok || !slices.Contains(decisionNames[:], string(name)) {
 				continue
 			}
 			s := shapes[string(name)]
@@ -173,14 +173,13 @@ func (e *Engine) evalValueAt(ctx context.Context, in ast.Value, now time.Time) (
 		WithStrictBuiltinErrors(true).
 		WithIndexing(true).
 		WithEarlyExit(true)
-	var bindings map[string]ast.Value
+	var bindings decisionValues
 	results := 0
 	err = q.Iter(ctx, func(qr topdown.QueryResult) error {
 		results++
-		bindings = make(map[string]ast.Value, len(e.rules))
 		for k, t := range qr {
-			if name, ok := e.names[k]; ok {
-				bindings[name] = t.Value
+			if i, ok := e.names[k]; ok {
+				bindings[i] = t.Value
 			}
 		}
 		return nil
@@ -194,17 +193,20 @@ func (e *Engine) evalValueAt(ctx context.Context, in ast.Value, now time.Time) (
 	if results != 1 {
 		return Result{}, fmt.Errorf("%w: %d results", ErrUndefined, results)
 	}
-	return e.result(bindings)
+	return e.result(&bindings)
 }
 
-func (e *Engine) result(b map[string]ast.Value) (Result, error) {
+// decisionValues holds what the query bound to each of decisionNames, in order.
+type decisionValues [len(decisionNames)]ast.Value
+
+func (e *Engine) result(b *decisionValues) (Result, error) {
 	var res Result
 	value := func(name string) (ast.Value, bool, error) {
 		total, ok := e.rules[name]
 		if !ok {
 			return nil, false, nil
 		}
-		v := b[name]
+		v := b[slices.Index(decisionNames[:], name)]
 		if v == nil {
 			return nil, false, fmt.Errorf("%w: data.ztp.%s has no binding", ErrUndefined, name)
 		}

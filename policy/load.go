@@ -62,8 +62,8 @@ type Engine struct {
 	qc       ast.QueryCompiler
 	body     ast.Body
 	store    storage.Store
-	names    map[ast.Var]string // query variable → decision rule it binds
-	rules    map[string]bool    // decision rules the policy defines → always has a value (see decisionRules)
+	names    map[ast.Var]int // query variable → index in decisionNames of the rule it binds
+	rules    map[string]bool // decision rules the policy defines → always has a value (see decisionRules)
 	version  string
 	modules  map[string]*ast.Module
 	data     map[string]any
@@ -237,13 +237,13 @@ func newEngine(ctx context.Context, src *source, modules map[string]*ast.Module,
 	if err != nil {
 		return nil, fmt.Errorf("%w: decision query: %w", ErrCompile, err)
 	}
-	names := map[ast.Var]string{}
-	for _, name := range decisionNames {
-		names[ast.Var(name)] = name
+	names := map[ast.Var]int{}
+	for i, name := range decisionNames {
+		names[ast.Var(name)] = i
 	}
 	for gen, orig := range qc.RewrittenVars() {
-		if name, ok := names[orig]; ok {
-			names[gen] = name
+		if i, ok := names[orig]; ok {
+			names[gen] = i
 		}
 	}
 
