@@ -217,21 +217,13 @@ func (g *Grant) approvedByPerson(p identity.Principal, personOf func(string) str
 // An approval accepted before a rule linked its id to the requester (or to an
 // earlier approver) stops counting once the rule exists.
 func (g *Grant) countedApprovals(personOf func(string) string) int {
-	requester := identity.Principal{ID: g.Requester, Person: g.RequesterPerson}
 	n := 0
 	for i, a := range g.Approvals {
 		p := identity.Principal{ID: a.Approver, Person: a.Person}
 		if samePerson(g.Requester, g.RequesterPerson, p, personOf) {
 			continue
 		}
-		dup := false
-		for _, b := range g.Approvals[:i] {
-			if samePerson(b.Approver, b.Person, p, personOf) && !samePerson(b.Approver, b.Person, requester, personOf) {
-				dup = true
-				break
-			}
-		}
-		if !dup {
+		if !slices.ContainsFunc(g.Approvals[:i], func(b Approval) bool { return samePerson(b.Approver, b.Person, p, personOf) }) {
 			n++
 		}
 	}
