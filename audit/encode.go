@@ -50,6 +50,7 @@ const (
 	fPolicyVersion
 	fPrevHash
 	fPrincipal
+	fQueries
 	fReasons
 	fRef
 	fRequest
@@ -67,7 +68,7 @@ var fieldKeys = [numFields]string{
 	"breakglass_grant", "code", "decision", "detail", "duration_ms", "hash",
 	"justification", "message_index", "messages_in", "messages_out",
 	"metadata", "method", "peer", "policy_version", "prev_hash", "principal",
-	"reasons", "ref", "request", "request_decoded", "seq", "ticket", "time",
+	"queries", "reasons", "ref", "request", "request_decoded", "seq", "ticket", "time",
 	"type", "upstream",
 }
 
@@ -137,7 +138,15 @@ func newEntry(r *Record, redact []redactPath) (*entry, error) {
 		}
 	}
 
-	e := &entry{buf: make([]byte, 0, 256+len(req))}
+	var queries []byte
+	if len(r.Queries) > 0 {
+		var err error
+		if queries, err = appendQueries(nil, r.Queries, redact); err != nil {
+			return nil, err
+		}
+	}
+
+	e := &entry{buf: make([]byte, 0, 256+len(req)+len(queries))}
 	isRequest, isOutcome := r.Type == TypeRequest, r.Type == TypeOutcome
 	e.setString(fBreakglassGrant, r.BreakglassGrant)
 	e.setString(fCode, r.Code)
@@ -162,6 +171,9 @@ func newEntry(r *Record, redact []redactPath) (*entry, error) {
 	e.setString(fPolicyVersion, r.PolicyVersion)
 	if p := r.Principal; p != nil {
 		e.set(fPrincipal, func(b []byte) []byte { return appendPrincipal(b, p) })
+	}
+	if queries != nil {
+		e.set(fQueries, func(b []byte) []byte { return append(b, queries...) })
 	}
 	if len(r.Reasons) > 0 {
 		e.set(fReasons, func(b []byte) []byte { return appendStrings(b, r.Reasons) })

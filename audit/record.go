@@ -70,6 +70,9 @@ type Record struct {
 	Reasons         []string            `json:"reasons,omitempty"`
 	BreakglassGrant string              `json:"breakglass_grant,omitempty"`
 	PolicyVersion   string              `json:"policy_version,omitempty"`
+	// Queries are the effect queries the policy made for this decision (ztp.query), in
+	// the order it made them.
+	Queries []Query `json:"queries,omitempty"`
 
 	// Ref links an outcome record to its decision record's Seq.
 	Ref         uint64  `json:"ref,omitempty"`

@@ -12,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -139,6 +140,23 @@ type Upstream struct {
 	Descriptors string      `yaml:"descriptors"`
 	Reflection  bool        `yaml:"reflection"`
 	TLS         UpstreamTLS `yaml:"tls"`
+	// EffectQueries lets policies ask this upstream read-only questions (ztp.query);
+	// nil: they may not.
+	EffectQueries *EffectQueries `yaml:"effect_queries"`
+}
+
+// EffectQueries are the read-only requests policies may send to an upstream with the
+// ztp.query built-in, over the proxy's own connection and identity, to see what a
+// message would touch before deciding it.
+type EffectQueries struct {
+	// Methods are full gRPC method names ("/etcdserverpb.KV/Range"): unary methods the
+	// upstream's descriptors define, which the operator vouches change nothing.
+	Methods []string `yaml:"methods"`
+	// MaxPerDecision bounds the queries one decision sends (default 16); one more is an
+	// evaluation error, which denies.
+	MaxPerDecision int `yaml:"max_per_decision"`
+	// Timeout bounds all the queries of one decision together (default 2s).
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // UpstreamTLS is how the proxy connects to an upstream.
@@ -186,6 +204,10 @@ const (
 	DefaultMaxMessageBytes      = 4 << 20
 	DefaultMaxConcurrentStreams = 1000
 	DefaultMaxHeaderBytes       = 64 << 10
+	DefaultEffectQueriesMax     = 16
+	DefaultEffectQueriesTimeout = 2 * time.Second
+	maxEffectQueriesMax         = 1000
+	maxEffectQueriesTimeout     = time.Minute
 	maxMessageBytesCeiling      = 256 << 20
 )
 
@@ -418,6 +440,16 @@ func (c *Config) applyDefaults() {
 	if c.Limits.MaxHeaderBytes == 0 {
 		c.Limits.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	for _, u := range c.Upstreams {
+		if q := u.EffectQueries; q != nil {
+			if q.MaxPerDecision == 0 {
+				q.MaxPerDecision = DefaultEffectQueriesMax
+			}
+			if q.Timeout == 0 {
+				q.Timeout = DefaultEffectQueriesTimeout
+			}
+		}
+	}
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
@@ -435,6 +467,42 @@ func (c *Config) Resolve(p string) string {
 		return p
 	}
 	return filepath.Join(filepath.Dir(c.File), p)
+}
+
+// checkEffectQueries checks what can be checked without the descriptors; the proxy checks
+// at start-up that each method is a unary method the descriptors define.
+func (p *parser) checkEffectQueries(key string, u Upstream) {
+	q := u.EffectQueries
+	if q == nil {
+		return
+	}
+	if u.Descriptors == "" {
+		p.errorf(key, "needs descriptors: the proxy encodes queries and checks their methods with them")
+	}
+	if len(q.Methods) == 0 {
+		p.errorf(key+".methods", "at least one method is required")
+	}
+	seen := map[string]bool{}
+	for j, m := range q.Methods {
+		mk := fmt.Sprintf("%s.methods[%d]", key, j)
+		svc, name, ok := strings.Cut(strings.TrimPrefix(m, "/"), "/")
+		switch {
+		case !strings.HasPrefix(m, "/") || !ok || svc == "" || name == "" || strings.Contains(name, "/"):
+			p.errorf(mk, "want a full method name /package.Service/Method, got %q", m)
+		case seen[m]:
+			p.errorf(mk, "duplicate method %q", m)
+		}
+		seen[m] = true
+		if !slices.ContainsFunc(u.Services, func(g string) bool { ok, _ := path.Match(g, svc); return ok }) {
+			p.errorf(mk, "%s is not routed to this upstream (services: %v)", m, u.Services)
+		}
+	}
+	if q.MaxPerDecision < 0 || q.MaxPerDecision > maxEffectQueriesMax {
+		p.errorf(key+".max_per_decision", "must be between 1 and %d, got %d", maxEffectQueriesMax, q.MaxPerDecision)
+	}
+	if q.Timeout < 0 || q.Timeout > maxEffectQueriesTimeout {
+		p.errorf(key+".timeout", "must be positive and at most %v, got %v", maxEffectQueriesTimeout, q.Timeout)
+	}
 }
 
 func (p *parser) validate(c *Config) {
@@ -527,6 +595,7 @@ func (p *parser) validate(c *Config) {
 		if t.CA != "" {
 			p.checkCA(c, key+".tls.ca", t.CA)
 		}
+		p.checkEffectQueries(key+".effect_queries", u)
 	}
 
 	if len(c.Policy.Paths) == 0 {

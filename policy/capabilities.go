@@ -17,8 +17,8 @@ var removedBuiltins = []string{
 }
 
 // Capabilities returns the OPA capabilities ztp compiles policies with: those of the linked
-// OPA version minus http.send, net.lookup_ip_addr and opa.runtime, and with no network host
-// allowed. A policy calling a removed built-in fails to compile. Each call returns a fresh
+// OPA version minus http.send, net.lookup_ip_addr and opa.runtime, with no network host
+// allowed, plus ztp.query (QueryBuiltin). A policy calling a removed built-in fails to compile. Each call returns a fresh
 // copy, so callers (ztpctl policy test runs the tester with the same capabilities) may
 // modify it.
 func Capabilities() *ast.Capabilities {
@@ -29,5 +29,7 @@ func Capabilities() *ast.Capabilities {
 	// An empty (non-nil) list permits no host at all, should a networked built-in ever be
 	// added back or introduced under another name.
 	c.AllowNet = []string{}
+	// ztp's own built-in, declared wherever policies compile (see QueryBuiltin).
+	c.Builtins = append(c.Builtins, queryDecl)
 	return c
 }

@@ -169,6 +169,7 @@ func (e *Engine) evalValueAt(ctx context.Context, in ast.Value, now time.Time) (
 		WithInput(ast.NewTerm(in)).
 		WithTime(now).
 		WithCancel(cancel).
+		WithBuiltins(engineBuiltins).
 		WithMetrics(metrics.NoOp()). // else a timer map per evaluation that nobody reads
 		WithStrictBuiltinErrors(true).
 		WithIndexing(true).

@@ -2,6 +2,8 @@ package policy
 
 import (
 	"bytes"
+	"errors"
+	"math"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -32,6 +34,10 @@ const (
 	SkipControlAPI   = "control_api"           // ztp.v1.* calls are authorized by built-in rules, not the policy
 	SkipBeforePolicy = "refused_before_policy" // unauthenticated, no route: no policy decision was made
 	SkipBeforeSince  = "before_since"          // older than ReplayOptions.Since
+	// SkipQueryNotRecorded: the candidate asked an effect query (ztp.query) whose answer
+	// the record does not hold (not asked then, failed, or too large to keep): what the
+	// upstream would have said is unknown, so the record is not replayed rather than guessed.
+	SkipQueryNotRecorded = "query_not_recorded"
 )
 
 // ReplayGroup counts the changed decisions of one method and principal.
@@ -131,9 +137,16 @@ func (r *Replayer) Add(ctx context.Context, rec *audit.Record) error {
 	if err != nil {
 		return err
 	}
-	res, evalErr := r.e.evalAt(ctx, input, rec.Time)
+	qs := NewQueries(recordedAnswers(rec.Queries), QueryLimits{Max: math.MaxInt})
+	res, evalErr := r.e.evalAt(WithQueries(ctx, qs), input, rec.Time)
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	for _, q := range qs.Made() {
+		if errors.Is(q.Err, errNotRecorded) {
+			r.rep.Skipped[SkipQueryNotRecorded]++
+			return nil
+		}
 	}
 	v := Decide(res, evalErr, Enforce, rec.BreakglassGrant)
 	if evalErr != nil {
@@ -279,4 +292,27 @@ func splitFullMethod(fullMethod string) (service, rpc string) {
 		return "", ""
 	}
 	return s[:i], s[i+1:]
+}
+
+var errNotRecorded = errors.New("the audit record holds no answer to this query")
+
+// recordedAnswers answers the queries a record holds answers for, exactly as asked then
+// (method and canonical request), with the answer as recorded when it still matches its
+// digest.
+type recordedAnswers []audit.Query
+
+func (r recordedAnswers) Query(_ context.Context, method string, request []byte) ([]byte, error) {
+	for i := range r {
+		q := &r[i]
+		if q.Method != method {
+			continue
+		}
+		if req, err := audit.Canonical(q.Request); err != nil || !bytes.Equal(req, request) {
+			continue
+		}
+		if answer, ok := q.RecordedAnswer(); ok {
+			return answer, nil
+		}
+	}
+	return nil, errNotRecorded
 }

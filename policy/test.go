@@ -202,7 +202,8 @@ func runTests(ctx context.Context, modules map[string]*ast.Module, data map[stri
 		SetModules(modules).
 		SetDefaultRegoVersion(ast.RegoV1).
 		RaiseBuiltinErrors(true).
-		CapturePrintOutput(true)
+		CapturePrintOutput(true).
+		AddCustomBuiltins(testBuiltins())
 	if opts.Timeout > 0 {
 		runner.SetTimeout(opts.Timeout)
 	}
