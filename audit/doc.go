@@ -78,6 +78,11 @@
 //     2006-01-02T15:04:05.000000000Z;
 //   - "prev_hash" is the previous record's hash, and 64 zeros for seq 1.
 //
+// "queries" (on request records whose policy asked the upstream with
+// ztp.query) is an array of objects with the keys answer, answer_sha256,
+// error, method and request; see [Query]. It sorts after "hash", so the
+// recipe below is unchanged by it.
+//
 // Fields with zero values are omitted, except that request records always
 // carry message_index and request_decoded, outcome records always carry
 // duration_ms, messages_in and messages_out, and principal (when present)

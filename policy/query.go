@@ -56,6 +56,8 @@ var queryDecl = &ast.Builtin{
 // audit.Canonical); the answer is the response as a JSON object. An error means the query
 // failed and the decision must be denied.
 type Querier interface {
+	// Allows says why method may not be queried at all; nil: it may.
+	Allows(method string) error
 	Query(ctx context.Context, method string, request []byte) (answer []byte, err error)
 }
 
@@ -139,9 +141,13 @@ func (s *Queries) ask(ctx context.Context, method string, request []byte) ([]byt
 		s.mu.Unlock()
 		return q.Answer, q.Err
 	}
-	if s.sent >= s.limits.Max {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("more than %d effect queries in one decision (upstreams[].effect_queries.max_per_decision)", max(s.limits.Max, 0))
+	refused := s.q.Allows(method)
+	if refused == nil && s.sent >= s.limits.Max {
+		refused = fmt.Errorf("more than %d effect queries in one decision (upstreams[].effect_queries.max_per_decision)", max(s.limits.Max, 0))
+	}
+	if refused != nil {
+		defer s.mu.Unlock()
+		return nil, s.logLocked(key, nil, refused)
 	}
 	s.sent++
 	if s.limits.Timeout > 0 && s.deadline.IsZero() {
@@ -157,11 +163,10 @@ func (s *Queries) ask(ctx context.Context, method string, request []byte) ([]byt
 		defer cancel()
 	}
 	answer, err := s.q.Query(qctx, method, request)
-	if err == nil && qctx.Err() != nil {
-		err = qctx.Err() // a querier that ignored its deadline still fails the decision
-	}
-	if errors.Is(err, context.DeadlineExceeded) && !deadline.IsZero() && ctx.Err() == nil {
-		err = fmt.Errorf("effect queries took longer than %v (upstreams[].effect_queries.timeout): %w", s.limits.Timeout, err)
+	if qctx.Err() != nil && ctx.Err() == nil {
+		// The decision's time ran out (whatever error the querier made of it; one that
+		// ignored its deadline and answered late still fails the decision).
+		err = fmt.Errorf("effect queries took longer than %v (upstreams[].effect_queries.timeout): %w", s.limits.Timeout, qctx.Err())
 	}
 	if err == nil {
 		if answer, err = audit.Canonical(answer); err == nil && (len(answer) == 0 || answer[0] != '{') {
@@ -174,12 +179,17 @@ func (s *Queries) ask(ctx context.Context, method string, request []byte) ([]byt
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return answer, s.logLocked(key, answer, err)
+}
+
+// logLocked records a query and its outcome, and caches it for the rest of the decision.
+func (s *Queries) logLocked(key queryKey, answer []byte, err error) error {
 	if s.cache == nil {
 		s.cache = map[queryKey]int{}
 	}
 	s.cache[key] = len(s.made)
-	s.made = append(s.made, Query{Method: method, Request: request, Answer: answer, Err: err})
-	return answer, err
+	s.made = append(s.made, Query{Method: key.method, Request: []byte(key.request), Answer: answer, Err: err})
+	return err
 }
 
 // queryBuiltin is the implementation the engine evaluates with: it asks the Queries bound

@@ -35,6 +35,13 @@ type fakeQuerier struct {
 	err    error // fail every query
 }
 
+func (f *fakeQuerier) Allows(method string) error {
+	if method != "/etcdserverpb.KV/Range" {
+		return errors.New("method " + method + " is not allowed")
+	}
+	return nil
+}
+
 func (f *fakeQuerier) Query(ctx context.Context, method string, request []byte) ([]byte, error) {
 	f.mu.Lock()
 	f.asked = append(f.asked, method+" "+string(request))
@@ -111,7 +118,7 @@ forbid contains "never" if { a; b; false }
 		{"limit zero", e, &fakeQuerier{}, QueryLimits{}, "more than 0 effect queries in one decision"},
 		{"over the limit", two, &fakeQuerier{}, QueryLimits{Max: 1}, "more than 1 effect queries in one decision"},
 		{"upstream error", e, &fakeQuerier{err: errors.New("rpc error: code = Unavailable")}, QueryLimits{Max: 5}, "code = Unavailable"},
-		{"refused method", e, &fakeQuerier{err: errors.New("method /etcdserverpb.KV/Range is not allowed")}, QueryLimits{Max: 5}, "is not allowed"},
+		{"refused method", loadPolicy(t, "package ztp\n\nallow if ztp.query(\"/etcdserverpb.KV/Put\", {})\n", nil), &fakeQuerier{}, QueryLimits{Max: 5}, "method /etcdserverpb.KV/Put is not allowed"},
 		{"timeout", e, &fakeQuerier{block: true}, QueryLimits{Max: 5, Timeout: time.Millisecond}, "took longer than 1ms"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -321,11 +321,15 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	}
 
 	// 6. Decide, then draw on the change budgets the policy named (only when allowed).
+	// Effect queries (ztp.query) the policy makes are answered by the upstream and
+	// go into the record with the decision they informed.
 	eng := p.policy.Load().eval
 	t0 := time.Now()
 	res, evalErr := policy.Result{}, inErr
 	if inErr == nil {
-		res, evalErr = p.evals.eval(ctx, eng, p.input(c, reqIn, unknown, idx, grant, hasGrant, now))
+		qctx, qs := c.upstream.queries(ctx)
+		res, evalErr = p.evals.eval(qctx, eng, p.input(c, reqIn, unknown, idx, grant, hasGrant, now))
+		rec.Queries = auditQueries(qs)
 	}
 	p.metrics.PolicySeconds.Observe(time.Since(t0).Seconds())
 	v := policy.Decide(res, evalErr, p.mode, grant.ID)

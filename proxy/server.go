@@ -38,6 +38,7 @@ type upstream struct {
 	conn     *grpc.ClientConn
 	decoder  Decoder          // nil when neither descriptors nor reflection are configured
 	protoset *decode.Protoset // nil unless descriptors are configured
+	querier  *effectQuerier   // nil unless effect_queries are configured
 }
 
 // Options carries what a Server takes from its environment rather than the config file.
@@ -453,6 +454,14 @@ func dialUpstream(cfg *config.Config, uc config.Upstream, maxMsg int, trace grpc
 		up.decoder, up.protoset = decode.NewDecoder(ps), ps
 	case uc.Reflection:
 		up.decoder = decode.NewDecoder(decode.NewReflection(conn, decode.ReflectionOptions{}))
+	}
+	if uc.EffectQueries != nil {
+		q, err := newEffectQuerier(uc.Name, conn, up.protoset, uc.EffectQueries)
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		up.querier = q
 	}
 	return up, nil
 }
