@@ -1,19 +1,27 @@
 package etcd_test
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/dynamicpb"
+
+	"github.com/ztp-dev/ztp/decode"
 	"github.com/ztp-dev/ztp/policy"
 )
 
-// FuzzPolicy feeds the etcd policy arbitrary request objects for every kind of method,
-// as the deployer, and checks what must hold whatever a client sends: evaluation never
-// fails (a failure would deny legitimate reads too), nothing outside the listed methods
-// is ever allowed, and a whole-keyspace DeleteRange is always forbidden.
+// FuzzPolicy feeds the etcd policy arbitrary requests for every kind of method, as the
+// deployer, rendered as the proxy renders them (protojson of the method's input), with
+// etcd's answers to the effect queries from fakeEtcd, and checks what must hold whatever a
+// client sends: evaluation never fails (a failure would deny legitimate reads too),
+// nothing outside the listed methods is ever allowed, and a DeleteRange is forbidden
+// exactly when it would remove more than the per-call maximum, and otherwise costs the
+// keys it removes.
 func FuzzPolicy(f *testing.F) {
 	methods := []string{
 		"/etcdserverpb.KV/Range",
@@ -30,7 +38,7 @@ func FuzzPolicy(f *testing.F) {
 	for i, req := range []string{
 		`{"key":"Zm9v"}`,
 		`{"key":"Zm9v","value":"YmFy"}`,
-		`{"key":"AA==","rangeEnd":"AA=="}`,
+		`{"key":"AQ==","rangeEnd":"/////w=="}`,
 		`{"success":[{"requestTxn":{"failure":[{"requestDeleteRange":{"rangeEnd":"AA=="}}]}}]}`,
 		`{"createRequest":{"key":"Zm9v"}}`,
 		`{"ID":"7587862072907233292"}`,
@@ -45,32 +53,73 @@ func FuzzPolicy(f *testing.F) {
 		f.Fatalf("policy.Load: %v", err)
 	}
 	const deployer = `{"id":"spiffe://example.org/ns/prod/sa/deployer","kind":"automation","groups":["deployers"],"authn":"mtls"}`
+	etcd := newFakeEtcd(f)
 
 	f.Fuzz(func(t *testing.T, m uint8, req []byte) {
-		// The proxy only ever hands the policy a JSON object (protojson of a message).
-		dec := json.NewDecoder(bytes.NewReader(req))
-		dec.UseNumber()
-		var obj map[string]any
-		if dec.Decode(&obj) != nil || obj == nil || dec.More() {
+		method := methods[int(m)%len(methods)]
+		// The proxy only ever hands the policy the protojson rendering of a message of the
+		// method's input type.
+		md, err := etcd.ps.FindMethod(context.Background(), method)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := dynamicpb.NewMessage(md.Input())
+		if protojson.Unmarshal(req, msg) != nil {
 			return
+		}
+		obj, err := decode.ToMap(msg)
+		if err != nil {
+			return
+		}
+		if obj == nil {
+			obj = map[string]any{}
 		}
 		canonical, err := json.Marshal(obj)
 		if err != nil {
 			return
 		}
-		method := methods[int(m)%len(methods)]
-		res, err := e.Eval(testCtx(t, 10*time.Second), proxyInput(t, deployer, method, string(canonical)))
+		ctx := testCtx(t, 10*time.Second)
+		res, err := e.Eval(policy.WithQueries(ctx, policy.NewQueries(etcd, policy.QueryLimits{Max: 1 << 20})), proxyInput(t, deployer, method, string(canonical)))
 		if err != nil {
-			t.Fatalf("Eval(%s %s) = %v, want no error", method, canonical, err)
+			// etcd refuses an empty key, and so does the count query for it.
+			if method == "/etcdserverpb.KV/Range" || !strings.Contains(err.Error(), "key is not provided") {
+				t.Fatalf("Eval(%s %s) = %v, want no error", method, canonical, err)
+			}
+			return
 		}
 		v := policy.Decide(res, nil, policy.Enforce, "")
 		if v.Decision == policy.DecisionAllow && !slices.Contains(allowed, method) {
 			t.Errorf("Decide(%s %s) = %+v, want a denial: not a listed method", method, canonical, v)
 		}
-		key, hasKey := obj["key"]
-		if method == "/etcdserverpb.KV/DeleteRange" && obj["rangeEnd"] == "AA==" && (!hasKey || key == "" || key == "AA==") &&
-			!slices.Contains(res.Forbid, "deleting the whole keyspace is forbidden") {
-			t.Errorf("Eval(%s %s).Forbid = %v, want the keyspace wipe forbidden", method, canonical, res.Forbid)
+		if method != "/etcdserverpb.KV/DeleteRange" {
+			return
+		}
+		key, end := msg.Get(md.Input().Fields().ByName("key")).Bytes(), msg.Get(md.Input().Fields().ByName("range_end")).Bytes()
+		if len(key) == 0 {
+			key = []byte{0}
+		}
+		n := 0
+		for _, k := range etcd.keys {
+			if inRange([]byte(k), key, end) {
+				n++
+			}
+		}
+		forbidden := slices.ContainsFunc(res.Forbid, func(r string) bool { return strings.HasPrefix(r, "the call would remove ") })
+		if forbidden != (n > 50) {
+			t.Errorf("Eval(%s %s).Forbid = %v for a delete of %d keys, want forbidden exactly above 50", method, canonical, res.Forbid, n)
+		}
+		want := []policy.Budget(nil)
+		if n > 0 {
+			want = []policy.Budget{{Key: "delete:etcd", Cost: float64(n)}}
+		}
+		var got []policy.Budget
+		for _, b := range res.Budgets {
+			if b.Key == "delete:etcd" {
+				got = append(got, b)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("Eval(%s %s) delete budget %v, want %v (%d keys)", method, canonical, got, want, n)
 		}
 	})
 }

@@ -99,6 +99,7 @@ func TestPolicyVerdicts(t *testing.T) {
 		t.Fatalf("modules loaded for the proxy = %v, want %v (no *_test.rego)", got, want)
 	}
 	const (
+		wipe125  = "the call would remove 125 keys; at most 50 may go in one call"
 		deployer = `{"id":"spiffe://example.org/ns/prod/sa/deployer","kind":"automation","groups":["deployers"],"authn":"mtls"}`
 		alice    = `{"id":"spiffe://example.org/user/alice","kind":"human","groups":["sre"],"authn":"mtls"}`
 	)
@@ -132,11 +133,31 @@ func TestPolicyVerdicts(t *testing.T) {
 		},
 		{
 			name: "keyspace wipe by automation", principal: deployer, method: "/etcdserverpb.KV/DeleteRange", request: `{"key":"AA==","rangeEnd":"AA=="}`,
-			want: policy.Verdict{Decision: policy.DecisionDeny, Reasons: []string{"deleting the whole keyspace is forbidden"}},
+			want: policy.Verdict{Decision: policy.DecisionDeny, Reasons: []string{wipe125}},
 		},
 		{
-			name: "keyspace wipe under break-glass", principal: alice, method: "/etcdserverpb.KV/DeleteRange", request: `{"key":"AA==","rangeEnd":"AA=="}`, grant: "bg-2",
-			want: policy.Verdict{Decision: policy.DecisionDeny, Reasons: []string{"deleting the whole keyspace is forbidden"}},
+			name: "keyspace wipe spelt \\x01..\\xff\\xff\\xff\\xff", principal: deployer, method: "/etcdserverpb.KV/DeleteRange", request: `{"key":"AQ==","rangeEnd":"/////w=="}`,
+			want: policy.Verdict{Decision: policy.DecisionDeny, Reasons: []string{wipe125}},
+		},
+		{
+			name: "keyspace wipe under break-glass", principal: alice, method: "/etcdserverpb.KV/DeleteRange", request: `{"key":"AQ==","rangeEnd":"/////w=="}`, grant: "bg-2",
+			want: policy.Verdict{Decision: policy.DecisionDeny, Reasons: []string{wipe125}},
+		},
+		{
+			name: "small range delete by automation", principal: deployer, method: "/etcdserverpb.KV/DeleteRange", request: `{"key":"Zm9v","rangeEnd":"Zm9w"}`,
+			want: policy.Verdict{Decision: policy.DecisionAllow},
+		},
+		{
+			name: "human bulk read", principal: alice, method: "/etcdserverpb.KV/Range", request: `{"key":"AA==","rangeEnd":"AA=="}`,
+			want: policy.Verdict{Decision: policy.DecisionDeny, Reasons: []string{"reading 125 keys at once needs break-glass (more than 100)"}},
+		},
+		{
+			name: "human bulk read under break-glass", principal: alice, method: "/etcdserverpb.KV/Range", request: `{"key":"AA==","rangeEnd":"AA=="}`, grant: "bg-5",
+			want: policy.Verdict{Decision: policy.DecisionAllow, Reasons: []string{"reading 125 keys at once needs break-glass (more than 100)"}, Grant: "bg-5"},
+		},
+		{
+			name: "deployer revokes a lease", principal: deployer, method: "/etcdserverpb.Lease/LeaseRevoke", request: `{"ID":"7587862072907233292"}`,
+			want: policy.Verdict{Decision: policy.DecisionAllow},
 		},
 		{
 			name: "member remove by automation", principal: deployer, method: "/etcdserverpb.Cluster/MemberRemove", request: `{"ID":"42"}`,
@@ -147,22 +168,24 @@ func TestPolicyVerdicts(t *testing.T) {
 			want: policy.Verdict{Decision: policy.DecisionAllow, Reasons: []string{"/etcdserverpb.Cluster/MemberRemove needs break-glass", "human writes need break-glass"}, Grant: "bg-3"},
 		},
 		{
+			// A put may attach a key to a lease: without the request, what it removes is unknown.
 			name: "undecoded put", principal: deployer, method: "/etcdserverpb.KV/Put", request: `null`,
-			want: policy.Verdict{Decision: policy.DecisionDeny, Reasons: []string{"request not decoded: mutating methods need a readable request"}},
+			want: policy.Verdict{Decision: policy.DecisionDeny, Reasons: []string{"/etcdserverpb.KV/Put with an unreadable request is forbidden"}},
 		},
 		{
 			name: "undecoded delete under break-glass", principal: alice, method: "/etcdserverpb.KV/DeleteRange", request: `null`, grant: "bg-4",
-			want: policy.Verdict{Decision: policy.DecisionDeny, Reasons: []string{"DeleteRange or Txn with an unreadable request is forbidden"}},
+			want: policy.Verdict{Decision: policy.DecisionDeny, Reasons: []string{"/etcdserverpb.KV/DeleteRange with an unreadable request is forbidden"}},
 		},
 		{
 			name: "undecoded watch", principal: alice, method: "/etcdserverpb.Watch/Watch", request: `null`,
 			want: policy.Verdict{Decision: policy.DecisionAllow},
 		},
 	}
+	etcd := newFakeEtcd(t)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			input := proxyInput(t, tc.principal, tc.method, tc.request)
-			res, err := e.Eval(ctx, input)
+			res, err := e.Eval(policy.WithQueries(ctx, policy.NewQueries(etcd, policy.QueryLimits{Max: 64})), input)
 			got := policy.Decide(res, err, policy.Enforce, tc.grant)
 			if got.Decision != tc.want.Decision || got.Grant != tc.want.Grant || !slices.Equal(got.Reasons, tc.want.Reasons) {
 				t.Errorf("Decide(Eval(%s %s %s), grant %q) = %+v, want %+v", tc.principal, tc.method, tc.request, tc.grant, got, tc.want)

@@ -15,16 +15,14 @@ budgets contains {"key": concat(":", ["member-remove", input.upstream]), "cost":
 	input.method == "/etcdserverpb.Cluster/MemberRemove"
 }
 
-# Deletes: every DeleteRange in the message (alone or inside a Txn: see deletes in
-# etcd.rego) draws on delete:<upstream>, 1 unit for a single key and 10 for a range
-# (--prefix, --from-key), which may remove any number of keys.
-budgets contains {"key": concat(":", ["delete", input.upstream]), "cost": sum([delete_cost(del) | some del in deletes])} if {
-	count(deletes) > 0
+# Deletes: one unit of delete:<upstream> per key the message removes, as etcd counts them
+# before the call (keys_removed in etcd.rego): the keys of every DeleteRange, alone or in a
+# Txn; existing keys a Put attaches to a lease (its revocation or expiry removes them); the
+# keys attached to a lease that LeaseRevoke ends. So the delete budget bounds the keys
+# removed per hour, however the deletes are spelt.
+budgets contains {"key": concat(":", ["delete", input.upstream]), "cost": keys_removed} if {
+	keys_removed > 0
 }
-
-delete_cost(del) := 10 if {
-	object.get(del, "rangeEnd", "") != ""
-} else := 1
 
 # A range delete with prevKv makes etcd read every key it deletes and return the old
 # values in one response: a bulk read of the range as well as a bulk delete, and on a

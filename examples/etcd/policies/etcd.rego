@@ -3,12 +3,19 @@
 # Zero Touch Prod for etcd: every authenticated principal may read; only automation in
 # group "deployers" may change keys and leases; a human who must change something needs a
 # break-glass grant (which overrides deny, never forbid); cluster membership, maintenance,
-# auth and snapshots need break-glass for everyone; wiping the whole keyspace is forbidden
-# outright. Anything this file does not name is treated as a write, so a method a newer
-# etcd adds is refused until someone reviews it and lists it here.
+# auth and snapshots need break-glass for everyone. Anything this file does not name is
+# treated as a write, so a method a newer etcd adds is refused until someone reviews it and
+# lists it here.
+#
+# Deletes are judged by their effect, not by how they are spelt: before deciding, the
+# policy asks etcd (ztp.query, read-only; ztp.yaml's effect_queries) how many keys a call
+# would remove, and how many keys a human's ranged read would return. No single call may
+# remove more than max_keys_per_call keys, break-glass or not (forbid), and budgets.rego
+# charges each removed key to the hourly delete budget.
 #
 # Requests arrive as protojson: bytes are base64 ("Zm9v" is "foo", "AA==" is "\x00"),
-# 64-bit integers are strings, fields left at their zero value are absent.
+# 64-bit integers are strings, fields left at their zero value may be absent (hence
+# object.get with the zero value as default throughout).
 package ztp
 
 default allow := false
@@ -100,7 +107,8 @@ deny contains sprintf("request has fields etcd.protoset does not describe (%s): 
 }
 
 # Every DeleteRange a message asks for: the request itself, or one nested anywhere inside
-# a Txn (success and failure branches, and transactions nested in those).
+# a Txn (success and failure branches, and transactions nested in those). Both branches
+# count: which one runs is only known when etcd evaluates the compares.
 deletes contains input.request if {
 	input.method == "/etcdserverpb.KV/DeleteRange"
 	input.request_decoded
@@ -108,37 +116,153 @@ deletes contains input.request if {
 
 deletes contains del if {
 	input.method == "/etcdserverpb.KV/Txn"
+	some del in txn_ops("requestDeleteRange")
+}
+
+# Every Put: the request itself or one inside a Txn, at any depth.
+puts contains input.request if {
+	input.method == "/etcdserverpb.KV/Put"
 	input.request_decoded
-	walk(input.request, [path, del])
+}
+
+puts contains put if {
+	input.method == "/etcdserverpb.KV/Txn"
+	some put in txn_ops("requestPut")
+}
+
+txn_ops(field) := {op |
+	input.request_decoded
+	walk(input.request, [path, op])
 	count(path) > 0
-	path[count(path) - 1] == "requestDeleteRange"
-	is_object(del) # always, from protojson; anything else must not become an evaluation error
+	path[count(path) - 1] == field
+	is_object(op) # always, from protojson; anything else must not become an evaluation error
 }
 
-# rangeEnd "\x00" means "every key >= key". With key "\x00" (what `etcdctl del ""
-# --from-key` sends) or the empty key (absent in protojson; `etcdctl del "" --prefix`)
-# that is the whole keyspace.
-whole_keyspace(del) if {
-	object.get(del, "rangeEnd", "") == "AA=="
-	object.get(del, "key", "") in {"", "AA=="}
+# ---------------------------------------------------------------------------------------
+# Effect queries. query wraps the built-in so that tests can mock it: in a test that
+# imports data.ztp, `with ztp.query as ...` replaces this rule.
+query(method, request) := ztp.query(method, request)
+
+# No single call may remove more keys than this, whoever asks, break-glass included.
+# Keep it at or below the delete budget in ztp.yaml (budgets: delete:).
+max_keys_per_call := 50
+
+# A human's read that would return more keys than this needs break-glass, as Snapshot does.
+max_keys_per_read := 100
+
+# A human's range watch must stay inside a prefix of at least this many bytes (its key and
+# range end agree on them); a wider watch streams every change to the keyspace.
+min_watch_prefix_bytes := 1
+
+# keys_in(req) is how many keys exist now in the range of req ({"key", "rangeEnd"} as
+# protojson renders Range, DeleteRange and Put requests): a count-only Range of the same
+# range. No etcd key is empty, so an empty start means "\x00" (etcd refuses an empty key).
+keys_in(req) := to_number(object.get(answer, "count", "0")) if {
+	answer := query("/etcdserverpb.KV/Range", {
+		"key": nonempty_key(req),
+		"rangeEnd": object.get(req, "rangeEnd", ""),
+		"countOnly": true,
+	})
 }
 
-forbid contains "deleting the whole keyspace is forbidden" if {
-	some del in deletes
-	whole_keyspace(del)
+nonempty_key(req) := k if {
+	k := object.get(req, "key", "")
+	k != ""
+} else := "AA=="
+
+# Keys a Put would attach to a lease: an existing key put with a lease goes when the lease
+# is revoked or expires, so attaching it counts as deleting it. A new key is not counted
+# (it holds nothing that existed before); a put without a lease detaches, removing nothing.
+leased(put) if object.get(put, "lease", "0") != "0"
+
+leased_existing(put) := keys_in({"key": object.get(put, "key", "")}) if leased(put)
+
+leased_existing(put) := 0 if not leased(put)
+
+# The keys a LeaseRevoke removes: those attached to the lease now, as LeaseTimeToLive with
+# keys lists them.
+revoked_keys := count(object.get(answer, "keys", [])) if {
+	input.method == "/etcdserverpb.Lease/LeaseRevoke"
+	input.request_decoded
+	answer := query("/etcdserverpb.Lease/LeaseTimeToLive", {"ID": object.get(input.request, "ID", "0"), "keys": true})
 }
 
-# Any other open-ended delete (`etcdctl del KEY --from-key`) removes every key sorting
-# after KEY: a person should look at it first.
+# keys_removed is how many keys the message removes (or hands to a lease), as etcd says
+# now. Deletes in a Txn are added up even when their ranges overlap: it may count a key
+# twice, never miss one.
+keys_removed := (sum([keys_in(del) | some del in deletes]) + sum([leased_existing(put) | some put in puts])) + sum([n | n := revoked_keys])
+
+forbid contains sprintf("the call would remove %d keys; at most %d may go in one call", [keys_removed, max_keys_per_call]) if {
+	keys_removed > max_keys_per_call
+}
+
+# An open-ended delete (`etcdctl del KEY --from-key`) removes every key sorting after KEY,
+# also those written after this check: a person should look at it first.
 deny contains "open-ended delete (--from-key) needs break-glass" if {
 	some del in deletes
 	object.get(del, "rangeEnd", "") == "AA=="
-	not whole_keyspace(del)
 }
 
-# Without the request nobody can tell whether a delete is the wipe above, not even under
-# break-glass.
-forbid contains "DeleteRange or Txn with an unreadable request is forbidden" if {
-	input.method in {"/etcdserverpb.KV/DeleteRange", "/etcdserverpb.KV/Txn"}
+# Without the request nobody can tell what a delete, a leased put or a revoke removes, not
+# even under break-glass.
+forbid contains sprintf("%s with an unreadable request is forbidden", [input.method]) if {
+	input.method in {"/etcdserverpb.KV/DeleteRange", "/etcdserverpb.KV/Txn", "/etcdserverpb.KV/Put", "/etcdserverpb.Lease/LeaseRevoke"}
 	not input.request_decoded
+}
+
+# ---------------------------------------------------------------------------------------
+# Bulk reads by humans: like a Snapshot, reading a large part of the keyspace at once needs
+# break-glass.
+
+# A ranged Range returns min(keys in the range, limit) keys; a count-only one returns none.
+deny contains sprintf("reading %d keys at once needs break-glass (more than %d)", [n, max_keys_per_read]) if {
+	input.principal.kind == "human"
+	input.method == "/etcdserverpb.KV/Range"
+	input.request_decoded
+	object.get(input.request, "rangeEnd", "") != ""
+	not object.get(input.request, "countOnly", false)
+	n := returned(input.request)
+	n > max_keys_per_read
+}
+
+returned(req) := n if {
+	limit := to_number(object.get(req, "limit", "0"))
+	limit > 0
+	n := min({limit, keys_in(req)})
+} else := keys_in(req)
+
+# A range watch sees the keys in its range now and every change to the range from then on.
+watch_create := create if {
+	input.method == "/etcdserverpb.Watch/Watch"
+	input.request_decoded
+	create := input.request.createRequest
+	is_object(create)
+}
+
+range_watch if object.get(watch_create, "rangeEnd", "") != ""
+
+deny contains sprintf("watching a range of %d keys needs break-glass (more than %d)", [n, max_keys_per_read]) if {
+	input.principal.kind == "human"
+	range_watch
+	n := keys_in(watch_create)
+	n > max_keys_per_read
+}
+
+deny contains sprintf("watching a range wider than a %d-byte prefix needs break-glass", [min_watch_prefix_bytes]) if {
+	input.principal.kind == "human"
+	range_watch
+	not within_prefix(watch_create)
+}
+
+# within_prefix(req) is true when the range's key and range end start with the same
+# min_watch_prefix_bytes bytes, so the range lies inside that prefix. Compared in hex: a
+# key is bytes, not necessarily UTF-8. An open-ended range ("\x00") never is.
+within_prefix(req) if {
+	object.get(req, "rangeEnd", "") != "AA=="
+	n := 2 * min_watch_prefix_bytes
+	start := hex.encode(base64.decode(object.get(req, "key", "")))
+	end := hex.encode(base64.decode(object.get(req, "rangeEnd", "")))
+	count(start) >= n
+	count(end) >= n
+	substring(start, 0, n) == substring(end, 0, n)
 }

@@ -20,11 +20,53 @@ msg(principal, method, request) := {
 
 undecoded(principal, method) := object.union(msg(principal, method, null), {"request_decoded": false})
 
+# ---------------------------------------------------------------------------------------
+# A stand-in for etcd's answers to the policy's effect queries (ztp.query, mocked in every
+# test `with ztp.query as etcd`): a count-only Range over keyspace, LeaseTimeToLive over
+# leases. Keys are plain strings here, base64 in requests as on the wire.
+bulk_keys := {sprintf("/bulk/%03d", [i]) | some i in numbers.range(1, 120)}
+
+keyspace := {"foo", "foo/a", "foo/b", "bar", "/e2e/txn"} | bulk_keys
+
+lease_id := "7587862072907233292"
+
+leases := {lease_id: [base64.encode("foo/a"), base64.encode("foo/b")]}
+
+etcd("/etcdserverpb.KV/Range", req) := {"header": {"revision": "42"}, "count": sprintf("%d", [count(in_range(req))])} if {
+	req.countOnly == true
+}
+
+etcd("/etcdserverpb.Lease/LeaseTimeToLive", req) := {"ID": req.ID, "TTL": "-1"} if {
+	req.keys == true
+	not leases[req.ID]
+}
+
+etcd("/etcdserverpb.Lease/LeaseTimeToLive", req) := {"ID": req.ID, "TTL": "50", "grantedTTL": "60", "keys": leases[req.ID]} if {
+	req.keys == true
+}
+
+in_range(req) := {k |
+	some k in keyspace
+	start := base64.decode(req.key)
+	end := base64.decode(object.get(req, "rangeEnd", ""))
+	in_interval(k, start, end)
+}
+
+in_interval(k, start, "") if k == start
+
+in_interval(k, start, "\u0000") if k >= start
+
+in_interval(k, start, end) if {
+	not end in {"", "\u0000"}
+	k >= start
+	k < end
+}
+
 # passes: allowed, no deny, no forbid: what the proxy forwards.
 passes(inp) if {
-	ztp.allow with input as inp
-	count(ztp.deny) == 0 with input as inp
-	count(ztp.forbid) == 0 with input as inp
+	ztp.allow with input as inp with ztp.query as etcd
+	count(ztp.deny) == 0 with input as inp with ztp.query as etcd
+	count(ztp.forbid) == 0 with input as inp with ztp.query as etcd
 }
 
 # The requests etcdctl sends, as the proxy decodes them (see the audit log of the e2e test).
@@ -33,8 +75,6 @@ put_foo := {"key": "Zm9v", "value": "YmFy"} # put foo bar
 del_foo := {"key": "Zm9v"} # del foo
 
 del_prefix := {"key": "Zm9v", "rangeEnd": "Zm9w"} # del foo --prefix
-
-wipe := {"key": "AA==", "rangeEnd": "AA=="} # del "" --from-key (and del "" --prefix)
 
 read_calls := [
 	["/etcdserverpb.KV/Range", {"key": "Zm9v"}],
@@ -92,7 +132,7 @@ test_deployer_may_write if {
 test_unknown_fields_stop_writes_not_reads if {
 	put := object.union(msg(deployer, "/etcdserverpb.KV/Put", put_foo), {"request_unknown_fields": ["7"]})
 	not passes(put)
-	ztp.deny == {"request has fields etcd.protoset does not describe (7): update the protoset"} with input as put
+	ztp.deny == {"request has fields etcd.protoset does not describe (7): update the protoset"} with input as put with ztp.query as etcd
 	passes(object.union(msg(deployer, "/etcdserverpb.KV/Range", {"key": "Zm9v"}), {"request_unknown_fields": ["7"]}))
 	passes(object.union(msg(deployer, "/etcdserverpb.KV/Put", put_foo), {"request_unknown_fields": []}))
 }
@@ -100,17 +140,17 @@ test_unknown_fields_stop_writes_not_reads if {
 test_human_writes_need_breakglass if {
 	every c in write_calls {
 		inp := msg(alice, c[0], c[1])
-		not ztp.allow with input as inp
-		ztp.deny == {"human writes need break-glass"} with input as inp
-		count(ztp.forbid) == 0 with input as inp
+		not ztp.allow with input as inp with ztp.query as etcd
+		ztp.deny == {"human writes need break-glass"} with input as inp with ztp.query as etcd
+		count(ztp.forbid) == 0 with input as inp with ztp.query as etcd
 	}
 }
 
 test_automation_outside_deployers_may_not_write if {
 	every c in write_calls {
 		inp := msg(observer, c[0], c[1])
-		not ztp.allow with input as inp
-		ztp.deny == {"writes need automation in group deployers"} with input as inp
+		not ztp.allow with input as inp with ztp.query as etcd
+		ztp.deny == {"writes need automation in group deployers"} with input as inp with ztp.query as etcd
 	}
 }
 
@@ -118,71 +158,172 @@ test_admin_methods_need_breakglass_for_everyone if {
 	every m in breakglass_methods {
 		every p in [deployer, observer] {
 			inp := msg(p, m, {})
-			not ztp.allow with input as inp
-			ztp.deny == {sprintf("%s needs break-glass", [m])} with input as inp
+			not ztp.allow with input as inp with ztp.query as etcd
+			ztp.deny == {sprintf("%s needs break-glass", [m])} with input as inp with ztp.query as etcd
 		}
-		ztp.deny == {"human writes need break-glass", sprintf("%s needs break-glass", [m])} with input as msg(alice, m, {})
+		ztp.deny == {"human writes need break-glass", sprintf("%s needs break-glass", [m])} with input as msg(alice, m, {}) with ztp.query as etcd
 	}
 }
 
 test_member_remove_reason if {
-	"/etcdserverpb.Cluster/MemberRemove needs break-glass" in ztp.deny with input as msg(deployer, "/etcdserverpb.Cluster/MemberRemove", {"ID": "42"})
+	"/etcdserverpb.Cluster/MemberRemove needs break-glass" in ztp.deny with input as msg(deployer, "/etcdserverpb.Cluster/MemberRemove", {"ID": "42"}) with ztp.query as etcd
 }
 
 test_alarm_disarm_needs_breakglass if {
 	inp := msg(deployer, "/etcdserverpb.Maintenance/Alarm", {"action": "DEACTIVATE", "memberID": "1", "alarm": "NOSPACE"})
-	not ztp.allow with input as inp
-	"/etcdserverpb.Maintenance/Alarm needs break-glass" in ztp.deny with input as inp
+	not ztp.allow with input as inp with ztp.query as etcd
+	"/etcdserverpb.Maintenance/Alarm needs break-glass" in ztp.deny with input as inp with ztp.query as etcd
 }
 
+# What the whole keyspace is in these tests: 125 keys.
+all_keys := count(keyspace)
+
+too_many(n) := {sprintf("the call would remove %d keys; at most 50 may go in one call", [n])}
+
+# Every spelling of "everything" (and "everything under /") removes what etcd holds in the
+# range, more than max_keys_per_call here: forbidden for everyone, break-glass included.
+wipes := [
+	{"key": "AA==", "rangeEnd": "AA=="}, # del "" --from-key, del "" --prefix
+	{"rangeEnd": "AA=="}, # key "" (absent in protojson), rangeEnd "\x00"
+	{"key": "AQ==", "rangeEnd": "/////w=="}, # del $'\x01' $'\xff\xff\xff\xff'
+]
+
 test_keyspace_wipe_forbidden if {
-	every req in [
-		wipe,
-		{"rangeEnd": "AA=="}, # key "" (absent in protojson), rangeEnd "\x00": same range
-		{"key": "", "rangeEnd": "AA=="},
-	] {
-		every p in [deployer, alice] {
-			ztp.forbid == {"deleting the whole keyspace is forbidden"} with input as msg(p, "/etcdserverpb.KV/DeleteRange", req)
+	every req in wipes {
+		every p in [deployer, alice, object.union(alice, {"breakglass": {"active": true}})] {
+			ztp.forbid == too_many(all_keys) with input as msg(p, "/etcdserverpb.KV/DeleteRange", req) with ztp.query as etcd
 		}
 	}
+
+	# del --prefix /: every key under "/", 121 of them.
+	ztp.forbid == too_many(121) with input as msg(deployer, "/etcdserverpb.KV/DeleteRange", {"key": "Lw==", "rangeEnd": "MA=="}) with ztp.query as etcd
+}
+
+test_breakglass_does_not_lift_forbid if {
+	inp := object.union(msg(alice, "/etcdserverpb.KV/DeleteRange", wipes[2]), {"breakglass": {"active": true, "grant": "g-1"}})
+	count(ztp.forbid) == 1 with input as inp with ztp.query as etcd
 }
 
 test_keyspace_wipe_inside_txn_forbidden if {
-	nested := {"success": [{"requestTxn": {"failure": [{"requestPut": put_foo}, {"requestDeleteRange": wipe}]}}]}
-	ztp.forbid == {"deleting the whole keyspace is forbidden"} with input as msg(deployer, "/etcdserverpb.KV/Txn", nested)
+	nested := {"success": [{"requestTxn": {"failure": [{"requestPut": put_foo}, {"requestDeleteRange": wipes[2]}]}}]}
+	ztp.forbid == too_many(all_keys) with input as msg(deployer, "/etcdserverpb.KV/Txn", nested) with ztp.query as etcd
+}
+
+# Deletes that stay under the maximum one by one are added up within a call.
+test_txn_deletes_added_up_against_the_maximum if {
+	two := {"success": [
+		{"requestDeleteRange": {"key": base64.encode("/bulk/0"), "rangeEnd": base64.encode("/bulk/1")}}, # 99 keys
+		{"requestDeleteRange": del_prefix}, # 3 keys
+	]}
+	ztp.forbid == too_many(102) with input as msg(deployer, "/etcdserverpb.KV/Txn", two) with ztp.query as etcd
+	small := {"failure": [{"requestDeleteRange": {"key": base64.encode("/bulk/00"), "rangeEnd": base64.encode("/bulk/01")}}]} # 9 keys
+	passes(msg(deployer, "/etcdserverpb.KV/Txn", small))
+}
+
+test_small_wipe_is_charged_not_forbidden if {
+	# The same spelling on a small keyspace removes few keys: what it costs is what it removes.
+	inp := msg(deployer, "/etcdserverpb.KV/DeleteRange", wipes[2])
+	small := {"foo", "bar"}
+	count(ztp.forbid) == 0 with input as inp with ztp.query as etcd with keyspace as small
+	ztp.budgets == {{"key": "delete:etcd", "cost": 2}} with input as inp with ztp.query as etcd with keyspace as small
 }
 
 test_txn_without_wipe_not_forbidden if {
-	txn := {"success": [{"requestDeleteRange": del_prefix}, {"requestRange": wipe}]} # a ranged read is harmless
+	txn := {"success": [{"requestDeleteRange": del_prefix}, {"requestRange": wipes[0]}]} # a ranged read is harmless
 	passes(msg(deployer, "/etcdserverpb.KV/Txn", txn))
 }
 
 test_open_ended_delete_needs_breakglass if {
 	reason := "open-ended delete (--from-key) needs break-glass"
-	from_foo := {"key": "Zm9v", "rangeEnd": "AA=="} # del foo --from-key
-	ztp.deny == {reason} with input as msg(deployer, "/etcdserverpb.KV/DeleteRange", from_foo)
-	count(ztp.forbid) == 0 with input as msg(deployer, "/etcdserverpb.KV/DeleteRange", from_foo)
-	ztp.deny == {reason} with input as msg(deployer, "/etcdserverpb.KV/Txn", {"success": [{"requestDeleteRange": from_foo}]})
+	from_foo := {"key": "Zm9v", "rangeEnd": "AA=="} # del foo --from-key: foo, foo/a, foo/b
+	ztp.deny == {reason} with input as msg(deployer, "/etcdserverpb.KV/DeleteRange", from_foo) with ztp.query as etcd
+	count(ztp.forbid) == 0 with input as msg(deployer, "/etcdserverpb.KV/DeleteRange", from_foo) with ztp.query as etcd
+	ztp.deny == {reason} with input as msg(deployer, "/etcdserverpb.KV/Txn", {"success": [{"requestDeleteRange": from_foo}]}) with ztp.query as etcd
+}
+
+# Revoking a lease removes the keys attached to it: more than the maximum is forbidden.
+test_revoking_a_crowded_lease_forbidden if {
+	crowded := {"99": [base64.encode(k) | some k in bulk_keys]}
+	ztp.forbid == too_many(120) with input as msg(deployer, "/etcdserverpb.Lease/LeaseRevoke", {"ID": "99"}) with ztp.query as etcd with leases as crowded
+}
+
+# Attaching many existing keys to a lease in one Txn is as good as deleting them.
+test_leasing_many_existing_keys_forbidden if {
+	ops := [{"requestPut": {"key": base64.encode(k), "lease": lease_id, "ignoreValue": true}} | some k in bulk_keys]
+	ztp.forbid == too_many(120) with input as msg(deployer, "/etcdserverpb.KV/Txn", {"success": ops}) with ztp.query as etcd
+}
+
+# ---------------------------------------------------------------------------------------
+# Bulk reads by humans need break-glass; automation and small reads do not.
+
+read_everything := {"key": "AA==", "rangeEnd": "AA=="} # get "" --from-key, get "" --prefix
+
+test_human_bulk_range_needs_breakglass if {
+	inp := msg(alice, "/etcdserverpb.KV/Range", read_everything)
+	ztp.deny == {"reading 125 keys at once needs break-glass (more than 100)"} with input as inp with ztp.query as etcd
+	count(ztp.forbid) == 0 with input as inp with ztp.query as etcd # a grant lets it through
+	ztp.deny == {"reading 121 keys at once needs break-glass (more than 100)"} with input as msg(alice, "/etcdserverpb.KV/Range", {"key": "Lw==", "rangeEnd": "MA=="}) with ztp.query as etcd
+	ztp.deny == {"reading 125 keys at once needs break-glass (more than 100)"} with input as msg(alice, "/etcdserverpb.KV/Range", {"key": "AQ==", "rangeEnd": "/////w==", "limit": "500"}) with ztp.query as etcd
+}
+
+test_small_or_limited_or_counted_reads_pass if {
+	every req in [
+		{"key": "Zm9v", "rangeEnd": "Zm9w"}, # get --prefix foo: 3 keys
+		object.union(read_everything, {"limit": "100"}), # etcdctl get --limit 100
+		object.union(read_everything, {"countOnly": true}), # get --count-only
+		{"key": "Zm9v"}, # one key
+	] {
+		passes(msg(alice, "/etcdserverpb.KV/Range", req))
+	}
+	passes(msg(deployer, "/etcdserverpb.KV/Range", read_everything))
+	passes(msg(observer, "/etcdserverpb.KV/Range", read_everything))
+}
+
+test_human_wide_watch_needs_breakglass if {
+	watch_all := msg(alice, "/etcdserverpb.Watch/Watch", {"createRequest": read_everything}) # watch --prefix ""
+	ztp.deny == {
+		"watching a range of 125 keys needs break-glass (more than 100)",
+		"watching a range wider than a 1-byte prefix needs break-glass",
+	} with input as watch_all with ztp.query as etcd
+
+	# An empty keyspace does not make watching all of it harmless: it streams every change.
+	ztp.deny == {"watching a range wider than a 1-byte prefix needs break-glass"} with input as watch_all with ztp.query as etcd with keyspace as set()
+
+	# watch --prefix / : key "/", range end "0".
+	"watching a range wider than a 1-byte prefix needs break-glass" in ztp.deny with input as msg(alice, "/etcdserverpb.Watch/Watch", {"createRequest": {"key": "Lw==", "rangeEnd": "MA=="}}) with ztp.query as etcd
+	count(ztp.forbid) == 0 with input as watch_all with ztp.query as etcd
+}
+
+test_narrow_watches_pass if {
+	every req in [
+		{"createRequest": {"key": "Zm9v"}}, # watch foo
+		{"createRequest": {"key": "Zm9v", "rangeEnd": "Zm9w"}}, # watch --prefix foo
+		{"createRequest": {"key": base64.encode("/bulk/"), "rangeEnd": base64.encode("/bulk0")}}, # 120 keys, but automation
+	] {
+		passes(msg(deployer, "/etcdserverpb.Watch/Watch", req))
+	}
+	passes(msg(alice, "/etcdserverpb.Watch/Watch", {"createRequest": {"key": "Zm9v", "rangeEnd": "Zm9w"}}))
+	passes(msg(alice, "/etcdserverpb.Watch/Watch", {"cancelRequest": {"watchId": "1"}}))
 }
 
 test_undecoded_writes_denied if {
 	every c in write_calls {
 		inp := undecoded(deployer, c[0])
 		not passes(inp)
-		"request not decoded: mutating methods need a readable request" in ztp.deny with input as inp
+		"request not decoded: mutating methods need a readable request" in ztp.deny with input as inp with ztp.query as etcd
 	}
 }
 
-test_undecoded_delete_and_txn_forbidden if {
-	every m in ["/etcdserverpb.KV/DeleteRange", "/etcdserverpb.KV/Txn"] {
-		ztp.forbid == {"DeleteRange or Txn with an unreadable request is forbidden"} with input as undecoded(deployer, m)
+test_undecoded_removals_forbidden if {
+	every m in ["/etcdserverpb.KV/DeleteRange", "/etcdserverpb.KV/Txn", "/etcdserverpb.KV/Put", "/etcdserverpb.Lease/LeaseRevoke"] {
+		ztp.forbid == {sprintf("%s with an unreadable request is forbidden", [m])} with input as undecoded(deployer, m) with ztp.query as etcd
 	}
 }
 
 test_undecoded_alarm_is_not_a_read if {
 	inp := undecoded(alice, "/etcdserverpb.Maintenance/Alarm")
-	not ztp.allow with input as inp
-	"request not decoded: mutating methods need a readable request" in ztp.deny with input as inp
+	not ztp.allow with input as inp with ztp.query as etcd
+	"request not decoded: mutating methods need a readable request" in ztp.deny with input as inp with ztp.query as etcd
 }
 
 test_undecoded_reads_allowed if {
@@ -195,6 +336,6 @@ test_undecoded_reads_allowed if {
 
 test_unknown_service_not_allowed if {
 	inp := msg(deployer, "/v3lockpb.Lock/Lock", {"name": "bG9jaw=="})
-	not ztp.allow with input as inp
-	"/v3lockpb.Lock/Lock needs break-glass" in ztp.deny with input as inp
+	not ztp.allow with input as inp with ztp.query as etcd
+	"/v3lockpb.Lock/Lock needs break-glass" in ztp.deny with input as inp with ztp.query as etcd
 }
