@@ -18,9 +18,9 @@ var removedBuiltins = []string{
 
 // Capabilities returns the OPA capabilities ztp compiles policies with: those of the linked
 // OPA version minus http.send, net.lookup_ip_addr and opa.runtime, with no network host
-// allowed, plus ztp.query (QueryBuiltin). A policy calling a removed built-in fails to compile. Each call returns a fresh
-// copy, so callers (ztpctl policy test runs the tester with the same capabilities) may
-// modify it.
+// allowed, plus ztp.query (QueryBuiltin). A policy calling a removed built-in fails to
+// compile. Each call returns a fresh copy, so callers (ztpctl policy test runs the tester
+// with the same capabilities) may modify it.
 func Capabilities() *ast.Capabilities {
 	c := ast.CapabilitiesForThisVersion()
 	c.Builtins = slices.DeleteFunc(c.Builtins, func(b *ast.Builtin) bool {

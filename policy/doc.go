@@ -16,6 +16,15 @@
 //   - data.ztp.budgets: set of {"key": string, "cost": number}, the change budgets the message
 //     draws on.
 //
+// Policies may ask the upstream what a message would touch with the built-in ztp.query
+// (QueryBuiltin), declared in Capabilities so it compiles wherever policies do. Its
+// implementation reads the decision's Queries from the evaluation's context (WithQueries):
+// the querier the proxy built for the message's upstream, the per-decision limits and
+// cache, and the log of what was asked, which goes into the audit record. Without one (no
+// effect_queries for the upstream, ztpctl policy eval, unmocked tests) it fails, and every
+// failure halts the evaluation: an effect query can deny, never allow by being undefined.
+// Replay answers queries from the audit record (SkipQueryNotRecorded otherwise).
+//
 // Only the rules a policy actually defines are queried, so a policy without deny, forbid or
 // budgets rules still evaluates: an absent set is empty. A value of the wrong shape (allow that
 // is not a boolean, deny that is not a set of strings, ...) is an evaluation error, and so is a
