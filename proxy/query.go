@@ -34,18 +34,33 @@ type effectQuerier struct {
 	limits   policy.QueryLimits
 }
 
-// newEffectQuerier checks the configured methods against the descriptors: each must be a
-// unary method they define.
+// newEffectQuerier checks the configured methods against the descriptors (see
+// CheckEffectQueries).
 func newEffectQuerier(name string, conn grpc.ClientConnInterface, ps *decode.Protoset, qc *config.EffectQueries) (*effectQuerier, error) {
+	methods, err := effectMethods(ps, qc)
+	if err != nil {
+		return nil, err
+	}
+	return &effectQuerier{
+		upstream: name,
+		conn:     conn,
+		methods:  methods,
+		limits:   policy.QueryLimits{Max: qc.MaxPerDecision, Timeout: qc.Timeout},
+	}, nil
+}
+
+// CheckEffectQueries checks an upstream's effect_queries against its descriptors, as
+// start-up does (ztp-proxy validate): each method must be a unary method they define.
+func CheckEffectQueries(ps *decode.Protoset, qc *config.EffectQueries) error {
+	_, err := effectMethods(ps, qc)
+	return err
+}
+
+func effectMethods(ps *decode.Protoset, qc *config.EffectQueries) (map[string]protoreflect.MethodDescriptor, error) {
 	if ps == nil {
 		return nil, fmt.Errorf("effect_queries: needs descriptors")
 	}
-	q := &effectQuerier{
-		upstream: name,
-		conn:     conn,
-		methods:  map[string]protoreflect.MethodDescriptor{},
-		limits:   policy.QueryLimits{Max: qc.MaxPerDecision, Timeout: qc.Timeout},
-	}
+	methods := map[string]protoreflect.MethodDescriptor{}
 	for i, m := range qc.Methods {
 		md, err := ps.FindMethod(context.Background(), m)
 		if err != nil {
@@ -54,9 +69,9 @@ func newEffectQuerier(name string, conn grpc.ClientConnInterface, ps *decode.Pro
 		if md.IsStreamingClient() || md.IsStreamingServer() {
 			return nil, fmt.Errorf("effect_queries.methods[%d]: %s is a streaming method; only unary methods can be queried", i, m)
 		}
-		q.methods[m] = md
+		methods[m] = md
 	}
-	return q, nil
+	return methods, nil
 }
 
 // Allows implements policy.Querier: only the configured methods.

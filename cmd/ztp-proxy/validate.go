@@ -47,6 +47,11 @@ func newValidateCommand() *cobra.Command {
 					return fmt.Errorf("upstreams[%d].descriptors: %w", i, err)
 				}
 				sets = append(sets, ps)
+				if u.EffectQueries != nil {
+					if err := proxy.CheckEffectQueries(ps, u.EffectQueries); err != nil {
+						return fmt.Errorf("upstreams[%d] (%s): %w", i, u.Name, err)
+					}
+				}
 			}
 			if err := proxy.CheckRedact(cfg.Audit.Redact, sets); err != nil {
 				return err
