@@ -157,10 +157,15 @@ min_watch_prefix_bytes := 1
 # keys_in(req) is how many keys exist now in the range of req ({"key", "rangeEnd"} as
 # protojson renders Range, DeleteRange and Put requests): a count-only Range of the same
 # range. No etcd key is empty, so an empty start means "\x00" (etcd refuses an empty key).
-keys_in(req) := to_number(object.get(answer, "count", "0")) if {
+keys_in(req) := keys_at(req, "0")
+
+# keys_at(req, rev) counts at revision rev ("0": the current one), as a Range with
+# revision reads the keyspace as it was then.
+keys_at(req, rev) := to_number(object.get(answer, "count", "0")) if {
 	answer := query("/etcdserverpb.KV/Range", {
 		"key": nonempty_key(req),
 		"rangeEnd": object.get(req, "rangeEnd", ""),
+		"revision": rev,
 		"countOnly": true,
 	})
 }
@@ -214,7 +219,8 @@ forbid contains sprintf("%s with an unreadable request is forbidden", [input.met
 # Bulk reads by humans: like a Snapshot, reading a large part of the keyspace at once needs
 # break-glass.
 
-# A ranged Range returns min(keys in the range, limit) keys; a count-only one returns none.
+# A ranged Range returns min(keys in the range, limit) keys, at its revision (`get --rev`
+# reads the past, when more keys may have been there); a count-only one returns none.
 deny contains sprintf("reading %d keys at once needs break-glass (more than %d)", [n, max_keys_per_read]) if {
 	input.principal.kind == "human"
 	input.method == "/etcdserverpb.KV/Range"
@@ -228,8 +234,8 @@ deny contains sprintf("reading %d keys at once needs break-glass (more than %d)"
 returned(req) := n if {
 	limit := to_number(object.get(req, "limit", "0"))
 	limit > 0
-	n := min({limit, keys_in(req)})
-} else := keys_in(req)
+	n := min({limit, keys_at(req, object.get(req, "revision", "0"))})
+} else := keys_at(req, object.get(req, "revision", "0"))
 
 # A range watch sees the keys in its range now and every change to the range from then on.
 watch_create := create if {
@@ -246,6 +252,14 @@ deny contains sprintf("watching a range of %d keys needs break-glass (more than 
 	range_watch
 	n := keys_in(watch_create)
 	n > max_keys_per_read
+}
+
+# A watch from a past revision replays every change to the range since then: its history
+# can be far larger than what the range holds now.
+deny contains "watching the history of a range (--rev) needs break-glass" if {
+	input.principal.kind == "human"
+	range_watch
+	object.get(watch_create, "startRevision", "0") != "0"
 }
 
 deny contains sprintf("watching a range wider than a %d-byte prefix needs break-glass", [min_watch_prefix_bytes]) if {

@@ -34,6 +34,13 @@ leases := {lease_id: [base64.encode("foo/a"), base64.encode("foo/b")]}
 
 etcd("/etcdserverpb.KV/Range", req) := {"header": {"revision": "42"}, "count": sprintf("%d", [count(in_range(req))])} if {
 	req.countOnly == true
+	object.get(req, "revision", "0") == "0"
+}
+
+# At revision 7 the bulk keys were there, and 80 more since deleted.
+etcd("/etcdserverpb.KV/Range", req) := {"header": {"revision": "42"}, "count": sprintf("%d", [count(in_range(req)) + 80])} if {
+	req.countOnly == true
+	req.revision == "7"
 }
 
 etcd("/etcdserverpb.Lease/LeaseTimeToLive", req) := {"ID": req.ID, "TTL": "-1"} if {
@@ -277,6 +284,19 @@ test_small_or_limited_or_counted_reads_pass if {
 	}
 	passes(msg(deployer, "/etcdserverpb.KV/Range", read_everything))
 	passes(msg(observer, "/etcdserverpb.KV/Range", read_everything))
+}
+
+test_human_read_of_the_past_counts_then if {
+	old := {"key": base64.encode("/bulk/0"), "rangeEnd": base64.encode("/bulk/1"), "revision": "7"} # 99 keys now, 179 then
+	ztp.deny == {"reading 179 keys at once needs break-glass (more than 100)"} with input as msg(alice, "/etcdserverpb.KV/Range", old) with ztp.query as etcd
+	passes(msg(alice, "/etcdserverpb.KV/Range", object.remove(old, ["revision"])))
+}
+
+test_human_watch_of_history_needs_breakglass if {
+	from_rev := {"createRequest": {"key": "Zm9v", "rangeEnd": "Zm9w", "startRevision": "7"}} # watch --prefix foo --rev 7
+	ztp.deny == {"watching the history of a range (--rev) needs break-glass"} with input as msg(alice, "/etcdserverpb.Watch/Watch", from_rev) with ztp.query as etcd
+	passes(msg(alice, "/etcdserverpb.Watch/Watch", {"createRequest": {"key": "Zm9v", "startRevision": "7"}})) # one key's history
+	passes(msg(deployer, "/etcdserverpb.Watch/Watch", from_rev))
 }
 
 test_human_wide_watch_needs_breakglass if {
