@@ -2,6 +2,8 @@ package ratelimit_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -58,7 +60,7 @@ func TestEtcdExampleBudgets(t *testing.T) {
 			"request_decoded": true,
 			"breakglass":      map[string]any{"active": grant != ""},
 		}
-		res, err := eng.Eval(ctx, in)
+		res, err := eng.Eval(policy.WithQueries(ctx, policy.NewQueries(configKeys{}, policy.QueryLimits{Max: 16})), in)
 		if err != nil {
 			t.Fatalf("Eval(%s %v): %v", method, req, err)
 		}
@@ -99,8 +101,26 @@ func TestEtcdExampleBudgets(t *testing.T) {
 			t.Errorf("%s: decision %s, Take = %v, %v, %q; want %s, %v, %v, %q", s.name, d, ok, wait, key, s.decision, s.ok, s.wait, s.key)
 		}
 	}
-	// 3 prefix deletes with prevKv and one without cost 40 units, the single key 1.
+	// A delete costs the keys it removes: 3 prefix deletes with prevKv and one without,
+	// of the 10 keys under /config/, cost 40 units, the single key 1.
 	if got := tokens(t, l, t0)["delete:etcd"]; got != 59 {
 		t.Errorf("delete:etcd tokens = %v, want 59 of 100", got)
 	}
+}
+
+// configKeys answers the policy's effect queries (a count-only Range of a delete's range)
+// as an etcd holding 10 keys under /config/ and the key foo would.
+type configKeys struct{}
+
+func (configKeys) Allows(string) error { return nil }
+
+func (configKeys) Query(_ context.Context, method string, request []byte) ([]byte, error) {
+	var req struct{ Key string }
+	if err := json.Unmarshal(request, &req); err != nil || method != "/etcdserverpb.KV/Range" {
+		return nil, fmt.Errorf("unexpected query %s %s", method, request)
+	}
+	if req.Key == "L2NvbmZpZy8=" { // /config/
+		return []byte(`{"count":"10"}`), nil
+	}
+	return []byte(`{"count":"1"}`), nil
 }
