@@ -52,21 +52,19 @@ etcd("/etcdserverpb.Lease/LeaseTimeToLive", req) := {"ID": req.ID, "TTL": "50", 
 	req.keys == true
 }
 
-in_range(req) := {k |
-	some k in keyspace
-	start := base64.decode(req.key)
-	end := base64.decode(object.get(req, "rangeEnd", ""))
-	in_interval(k, start, end)
+in_range(req) := {k | k := base64.decode(req.key); k in keyspace} if {
+	object.get(req, "rangeEnd", "") == ""
 }
 
-in_interval(k, start, "") if k == start
+in_range(req) := {k | some k in keyspace; k >= start} if {
+	req.rangeEnd == "AA=="
+	start := base64.decode(req.key)
+}
 
-in_interval(k, start, "\u0000") if k >= start
-
-in_interval(k, start, end) if {
-	not end in {"", "\u0000"}
-	k >= start
-	k < end
+in_range(req) := {k | some k in keyspace; k >= start; k < end} if {
+	not object.get(req, "rangeEnd", "") in {"", "AA=="}
+	start := base64.decode(req.key)
+	end := base64.decode(req.rangeEnd)
 }
 
 # passes: allowed, no deny, no forbid: what the proxy forwards.
