@@ -237,6 +237,16 @@ returned(req) := n if {
 	n := min({limit, keys_at(req, object.get(req, "revision", "0"))})
 } else := keys_at(req, object.get(req, "revision", "0"))
 
+# `lease timetolive --keys` lists the names of every key attached to the lease.
+deny contains sprintf("listing %d keys of a lease needs break-glass (more than %d)", [n, max_keys_per_read]) if {
+	input.principal.kind == "human"
+	input.method == "/etcdserverpb.Lease/LeaseTimeToLive"
+	input.request_decoded
+	object.get(input.request, "keys", false) == true
+	n := count(object.get(query("/etcdserverpb.Lease/LeaseTimeToLive", {"ID": object.get(input.request, "ID", "0"), "keys": true}), "keys", []))
+	n > max_keys_per_read
+}
+
 # A range watch sees the keys in its range now and every change to the range from then on.
 watch_create := create if {
 	input.method == "/etcdserverpb.Watch/Watch"

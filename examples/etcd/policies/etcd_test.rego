@@ -297,6 +297,14 @@ test_human_watch_of_history_needs_breakglass if {
 	passes(msg(deployer, "/etcdserverpb.Watch/Watch", from_rev))
 }
 
+test_human_listing_a_crowded_lease_needs_breakglass if {
+	crowded := {"99": [base64.encode(k) | some k in bulk_keys]}
+	inp := msg(alice, "/etcdserverpb.Lease/LeaseTimeToLive", {"ID": "99", "keys": true})
+	ztp.deny == {"listing 120 keys of a lease needs break-glass (more than 100)"} with input as inp with ztp.query as etcd with leases as crowded
+	passes(msg(alice, "/etcdserverpb.Lease/LeaseTimeToLive", {"ID": lease_id, "keys": true}))
+	passes(msg(alice, "/etcdserverpb.Lease/LeaseTimeToLive", {"ID": "99"})) # without the keys
+}
+
 test_human_wide_watch_needs_breakglass if {
 	watch_all := msg(alice, "/etcdserverpb.Watch/Watch", {"createRequest": read_everything}) # watch --prefix ""
 	ztp.deny == {
