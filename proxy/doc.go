@@ -12,9 +12,14 @@
 //     authenticate, route, decode, decide, audit, and the outcome record. It
 //     hooks RecvMsg of the server stream, so a message is handed to the
 //     forwarder only after its decision is durably audited;
-//   - server.go: assembles the parts from a config.Config and runs the listener.
+//   - server.go: assembles the parts from a config.Config and runs the listener;
+//   - query.go: the effect querier of an upstream with effect_queries, which
+//     answers the policy's ztp.query while a message is decided.
 //
-// Nothing reaches an upstream before the pipeline passed the first client
-// message: the forwarder opens the upstream stream only after it received (and
-// the pipeline admitted) that message.
+// Nothing a client sent reaches an upstream before the pipeline passed it: the
+// forwarder opens the upstream stream only after it received (and the
+// pipeline admitted) the first message. While deciding, the policy may send
+// the upstream read-only requests of its own (ztp.query): only the methods the
+// upstream's effect_queries lists, encoded by the proxy from the policy's
+// object, on the proxy's connection, each recorded with the decision.
 package proxy
