@@ -294,11 +294,14 @@ func splitFullMethod(fullMethod string) (service, rpc string) {
 	return s[:i], s[i+1:]
 }
 
-var errNotRecorded = errors.New("the audit record holds no answer to this query")
+var errNotRecorded = errors.New("no recorded answer to this query")
 
-// recordedAnswers answers the queries a record holds answers for, exactly as asked then
-// (method and canonical request), with the answer as recorded when it still matches its
-// digest.
+// RecordedAnswers is a Querier that answers only the queries qs hold answers for, exactly
+// as asked then (method and canonical request), with the answer as recorded when it still
+// matches its digest (audit.Query.RecordedAnswer); anything else is an error. Replay
+// answers from a record's queries; ztpctl policy eval from a file of answers.
+func RecordedAnswers(qs []audit.Query) Querier { return recordedAnswers(qs) }
+
 type recordedAnswers []audit.Query
 
 func (recordedAnswers) Allows(string) error { return nil }

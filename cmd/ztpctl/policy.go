@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -387,6 +388,7 @@ type policyEvalOptions struct {
 	input      string
 	breakglass string
 	mode       string
+	answers    string
 }
 
 func newPolicyEvalCommand(g *globalOptions) *cobra.Command {
@@ -400,6 +402,11 @@ proxy would reach and why. The input is used as given: fields it lacks are undef
 for the policy, as they would never be in the proxy. --breakglass simulates an active
 grant whose scope covers the method: it sets input.breakglass and lets the grant
 override deny (never forbid).
+
+A policy's effect queries (ztp.query) are answered from --answers, a JSON array of
+{"method", "request", "answer"} objects (the "queries" of an audit record will do);
+without it, or for a query it does not answer, the evaluation fails as it would in the
+proxy with an upstream that cannot be asked.
 
 The exit status is 0 whatever the verdict; it is non-zero when the policy does not
 load or the input cannot be read.`,
@@ -415,6 +422,7 @@ load or the input cannot be read.`,
 	f.StringVar(&o.input, "input", "", `input document (JSON), "-" for standard input`)
 	f.StringVar(&o.breakglass, "breakglass", "", "simulate an active break-glass grant with this id")
 	f.StringVar(&o.mode, "mode", "enforce", "policy mode: enforce | dryrun")
+	f.StringVar(&o.answers, "answers", "", `answers to the policy's effect queries (JSON array of {"method", "request", "answer"})`)
 	cmd.MarkFlagRequired("policy")
 	cmd.MarkFlagRequired("input")
 	return cmd
@@ -462,7 +470,15 @@ func (o *policyEvalOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	if err != nil {
 		return err
 	}
-	res, evalErr := eng.Eval(ctx, input)
+	ectx := ctx
+	if o.answers != "" {
+		qs, err := readAnswers(o.answers)
+		if err != nil {
+			return err
+		}
+		ectx = policy.WithQueries(ctx, policy.NewQueries(policy.RecordedAnswers(qs), policy.QueryLimits{Max: len(qs) + 1}))
+	}
+	res, evalErr := eng.Eval(ectx, input)
 	v := policy.Decide(res, evalErr, mode, o.breakglass)
 	out := evalJSON{
 		Verdict: v.Decision, Forward: v.Forward(), Reasons: emptyIfNil(v.Reasons), Why: policy.Explain(res, evalErr, mode, o.breakglass),
@@ -795,4 +811,34 @@ own package ztp.lib uses that instead, e.g. a copy saved with this command to pi
 			return err
 		},
 	}
+}
+
+// readAnswers reads --answers: what the upstream would answer to each effect query.
+func readAnswers(file string) ([]audit.Query, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--answers: %w", err)
+	}
+	var in []struct {
+		Method  string          `json:"method"`
+		Request json.RawMessage `json:"request"`
+		Answer  json.RawMessage `json:"answer"`
+	}
+	// Other keys are ignored, so an audit record's queries (with answer_sha256) can be
+	// given as they are; a misspelt key leaves a required one missing.
+	if err := json.Unmarshal(b, &in); err != nil {
+		return nil, fmt.Errorf("--answers %s: want a JSON array of {\"method\", \"request\", \"answer\"}: %w", file, err)
+	}
+	out := make([]audit.Query, 0, len(in))
+	for i, a := range in {
+		if a.Method == "" || len(a.Request) == 0 || len(a.Answer) == 0 {
+			return nil, fmt.Errorf("--answers %s: [%d]: method, request and answer are required", file, i)
+		}
+		q, err := audit.NewQuery(a.Method, a.Request, a.Answer, "", math.MaxInt)
+		if err != nil {
+			return nil, fmt.Errorf("--answers %s: [%d]: %w", file, i, err)
+		}
+		out = append(out, q)
+	}
+	return out, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,6 +55,19 @@ test_impostor if not ztp.allow with ztp.query as {"username": "someone"}
 		"policy", "eval", "--policy", dir, "--input", "-")
 	if err != nil || !strings.Contains(out, "ztp.query") || !strings.Contains(out, "no upstream to ask here") {
 		t.Errorf("ztpctl policy eval = %q, %v; want the decision to fail naming ztp.query", out, err)
+	}
+
+	answers := filepath.Join(t.TempDir(), "answers.json")
+	if err := os.WriteFile(answers, []byte(`[{"method":"/grpc.testing.TestService/UnaryCall","request":{"payload":{"body":"cHJvYmU="}},"answer":{"username":"backend"}}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err = runCtl(t, `{"principal":{"id":"x","kind":"automation","groups":[]},"method":"/grpc.testing.TestService/UnaryCall","request":{},"request_decoded":true}`,
+		"policy", "eval", "--policy", dir, "--input", "-", "--answers", answers, "-o", "json")
+	if err != nil || !strings.Contains(out, `"verdict": "allow"`) {
+		t.Errorf("ztpctl policy eval --answers = %q, %v; want allow, from the answer given", out, err)
+	}
+	if _, _, err := runCtl(t, "{}", "policy", "eval", "--policy", dir, "--input", "-", "--answers", dir); err == nil || !strings.Contains(err.Error(), "--answers") {
+		t.Errorf("ztpctl policy eval --answers DIR = %v, want an error naming --answers", err)
 	}
 
 	out, _, err = runCtl(t, "", "policy", "replay", "--policy", filepath.Join(env.Dir, "policies"), "--db", db)
