@@ -34,6 +34,7 @@ policy version is active.`,
 	cmd.AddCommand(
 		newPolicyTestCommand(g),
 		newPolicyEvalCommand(g),
+		newPolicyInputCommand(g),
 		newPolicyReplayCommand(g),
 		newPolicyLibCommand(),
 		newPolicyVersionCommand(g),
@@ -387,6 +388,7 @@ type policyEvalOptions struct {
 	input      string
 	breakglass string
 	mode       string
+	explain    string
 }
 
 func newPolicyEvalCommand(g *globalOptions) *cobra.Command {
@@ -401,12 +403,23 @@ for the policy, as they would never be in the proxy. --breakglass simulates an a
 grant whose scope covers the method: it sets input.breakglass and lets the grant
 override deny (never forbid).
 
+--explain adds the value of every rule of package ztp for this input (intermediate
+rules included: which ones fired, and what they computed); --explain=notes|fails|full
+also prints OPA's evaluation trace at that level, as 'opa eval --explain' does.
+
+An audit record (a line of 'ztpctl audit export -o jsonl') given as the input is
+turned into the input the proxy evaluated for it, as 'policy replay' does, with a note
+on standard error. An input that lacks fields the proxy always sets gets a warning
+naming them: rules reading them are undefined, which usually reads as "not allowed".
+'ztpctl policy input' builds a complete input from a request.
+
 The exit status is 0 whatever the verdict; it is non-zero when the policy does not
 load or the input cannot be read.`,
 		Example: `  ztpctl policy eval --policy policies/ --input put.json
   echo '{"principal":{"id":"spiffe://example.org/user/alice","kind":"human","groups":["sre"]},
          "method":"/etcdserverpb.KV/Put","rpc":"Put","request":{"key":"Zm9v"},"request_decoded":true}' |
-    ztpctl policy eval --policy policies/ --input - --breakglass bg-42 -o json`,
+    ztpctl policy eval --policy policies/ --input - --breakglass bg-42 -o json
+  ztpctl audit export --db audit.db --seq 1234 -o jsonl | ztpctl policy eval --policy policies/ --input - --explain=fails`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd, g) },
 	}
@@ -415,27 +428,35 @@ load or the input cannot be read.`,
 	f.StringVar(&o.input, "input", "", `input document (JSON), "-" for standard input`)
 	f.StringVar(&o.breakglass, "breakglass", "", "simulate an active break-glass grant with this id")
 	f.StringVar(&o.mode, "mode", "enforce", "policy mode: enforce | dryrun")
+	f.StringVar(&o.explain, "explain", "", "show every rule's value; =notes|fails|full adds OPA's trace at that level")
+	f.Lookup("explain").NoOptDefVal = explainRules
 	cmd.MarkFlagRequired("policy")
 	cmd.MarkFlagRequired("input")
 	return cmd
 }
 
 type evalJSON struct {
-	Verdict        string          `json:"verdict"`
-	Forward        bool            `json:"forward"`
-	Reasons        []string        `json:"reasons"`
-	Why            string          `json:"why"`
-	StatusMessage  string          `json:"status_message,omitempty"`
-	Allow          bool            `json:"allow"`
-	AllowUndefined bool            `json:"allow_undefined"`
-	Deny           []string        `json:"deny"`
-	Forbid         []string        `json:"forbid"`
-	Budgets        []policy.Budget `json:"budgets"`
-	Error          string          `json:"error,omitempty"`
-	Grant          string          `json:"breakglass_grant,omitempty"`
-	Mode           string          `json:"mode"`
-	Version        string          `json:"policy_version"`
+	Verdict        string             `json:"verdict"`
+	Forward        bool               `json:"forward"`
+	Reasons        []string           `json:"reasons"`
+	Why            string             `json:"why"`
+	StatusMessage  string             `json:"status_message,omitempty"`
+	Allow          bool               `json:"allow"`
+	AllowUndefined bool               `json:"allow_undefined"`
+	Deny           []string           `json:"deny"`
+	Forbid         []string           `json:"forbid"`
+	Budgets        []policy.Budget    `json:"budgets"`
+	Error          string             `json:"error,omitempty"`
+	Grant          string             `json:"breakglass_grant,omitempty"`
+	Mode           string             `json:"mode"`
+	Version        string             `json:"policy_version"`
+	Warnings       []string           `json:"warnings,omitempty"`
+	Rules          []policy.RuleValue `json:"rules,omitempty"` // --explain
+	Trace          string             `json:"trace,omitempty"` // --explain=notes|fails|full
 }
+
+// explainRules is --explain without a level: rule values, no trace.
+const explainRules = "rules"
 
 func (o *policyEvalOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	if err := g.checkOutput(); err != nil {
@@ -445,9 +466,23 @@ func (o *policyEvalOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	if err != nil {
 		return fmt.Errorf("--mode: %w", err)
 	}
+	explainLevel := o.explain
+	switch {
+	case o.explain == explainRules:
+		explainLevel = policy.ExplainNone
+	case o.explain != "" && !slices.Contains(policy.ExplainLevels, o.explain):
+		return fmt.Errorf("--explain: want one of %s, got %q", strings.Join(append([]string{explainRules}, policy.ExplainLevels...), ", "), o.explain)
+	}
 	input, err := readEvalInput(cmd, o.input)
 	if err != nil {
 		return err
+	}
+	input, warnings, err := asPolicyInput(input)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+w)
 	}
 	if o.breakglass != "" {
 		bg, _ := input["breakglass"].(map[string]any)
@@ -467,7 +502,14 @@ func (o *policyEvalOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	out := evalJSON{
 		Verdict: v.Decision, Forward: v.Forward(), Reasons: emptyIfNil(v.Reasons), Why: policy.Explain(res, evalErr, mode, o.breakglass),
 		Allow: res.Allow, AllowUndefined: res.AllowUndefined, Deny: emptyIfNil(res.Deny), Forbid: emptyIfNil(res.Forbid),
-		Budgets: res.Budgets, Grant: v.Grant, Mode: string(mode), Version: eng.Version(),
+		Budgets: res.Budgets, Grant: v.Grant, Mode: string(mode), Version: eng.Version(), Warnings: warnings,
+	}
+	if o.explain != "" {
+		ex, err := eng.Explain(ctx, input, explainLevel)
+		if err != nil {
+			return err
+		}
+		out.Rules, out.Trace = ex.Rules, ex.Trace
 	}
 	if out.Budgets == nil {
 		out.Budgets = []policy.Budget{}
@@ -508,6 +550,9 @@ func (o *policyEvalOptions) run(cmd *cobra.Command, g *globalOptions) error {
 		fmt.Fprintf(w, "error:    %v\n", evalErr)
 	}
 	fmt.Fprintf(w, "policy:   %s (mode %s)\n", eng.Version(), mode)
+	if o.explain != "" {
+		writeExplain(w, out.Rules, out.Trace)
+	}
 	return nil
 }
 
