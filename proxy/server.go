@@ -160,7 +160,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	for i, p := range cfg.Policy.Paths {
 		paths[i] = cfg.Resolve(p)
 	}
-	engine, err := policy.Load(ctx, policy.Options{Paths: paths})
+	engine, err := policy.Load(ctx, policy.Options{Paths: paths, Config: cfg.PolicyData()})
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}

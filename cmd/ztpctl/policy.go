@@ -15,10 +15,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 
 	ztpv1 "github.com/ztp-dev/ztp/api/ztp/v1"
 	"github.com/ztp-dev/ztp/audit"
+	"github.com/ztp-dev/ztp/config"
 	"github.com/ztp-dev/ztp/decode"
 	"github.com/ztp-dev/ztp/policy"
 )
@@ -87,6 +89,7 @@ type policyTestOptions struct {
 	verbose   bool
 	filter    string
 	timeout   time.Duration
+	config    string
 }
 
 func newPolicyTestCommand(g *globalOptions) *cobra.Command {
@@ -117,6 +120,7 @@ excluded) is below it.`,
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "list every test, not only those that did not pass, with their print() output")
 	f.StringVar(&o.filter, "run", "", "run only tests whose name matches this regular expression")
 	f.DurationVar(&o.timeout, "test-timeout", 5*time.Second, "timeout of one test")
+	configFlag(f, &o.config)
 	return cmd
 }
 
@@ -137,11 +141,16 @@ func (o *policyTestOptions) run(cmd *cobra.Command, g *globalOptions, paths []st
 	if len(paths) == 0 {
 		paths = []string{"."}
 	}
+	data, err := configData(o.config)
+	if err != nil {
+		return err
+	}
 	rep, err := policy.RunTests(policyCmdContext(cmd), policy.TestOptions{
 		Paths:    paths,
 		Run:      o.filter,
 		Coverage: o.coverage || o.threshold > 0,
 		Timeout:  o.timeout,
+		Config:   data,
 	})
 	if err != nil {
 		return err
@@ -389,6 +398,7 @@ type policyEvalOptions struct {
 	breakglass string
 	mode       string
 	explain    string
+	config     string
 }
 
 func newPolicyEvalCommand(g *globalOptions) *cobra.Command {
@@ -425,6 +435,7 @@ load or the input cannot be read.`,
 	}
 	f := cmd.Flags()
 	f.StringArrayVar(&o.policies, "policy", nil, "policy file or directory (repeatable)")
+	configFlag(f, &o.config)
 	f.StringVar(&o.input, "input", "", `input document (JSON), "-" for standard input`)
 	f.StringVar(&o.breakglass, "breakglass", "", "simulate an active break-glass grant with this id")
 	f.StringVar(&o.mode, "mode", "enforce", "policy mode: enforce | dryrun")
@@ -493,7 +504,11 @@ func (o *policyEvalOptions) run(cmd *cobra.Command, g *globalOptions) error {
 		input["breakglass"] = bg
 	}
 	ctx := policyCmdContext(cmd)
-	eng, err := policy.Load(ctx, policy.Options{Paths: o.policies})
+	data, err := configData(o.config)
+	if err != nil {
+		return err
+	}
+	eng, err := policy.Load(ctx, policy.Options{Paths: o.policies, Config: data})
 	if err != nil {
 		return err
 	}
@@ -610,6 +625,7 @@ type policyReplayOptions struct {
 	failOn      string
 	examples    int
 	now         func() time.Time
+	config      string
 }
 
 func newPolicyReplayCommand(g *globalOptions) *cobra.Command {
@@ -644,6 +660,7 @@ direction is found.`,
 	}
 	f := cmd.Flags()
 	f.StringArrayVar(&o.policies, "policy", nil, "candidate policy file or directory (repeatable)")
+	configFlag(f, &o.config)
 	f.StringVar(&o.db, "db", "", "audit log file (bbolt) to replay")
 	f.StringVar(&o.jsonl, "jsonl", "", `audit records as JSON lines (ztpctl audit export), "-" for standard input`)
 	f.StringVar(&o.since, "since", "", "replay records from this time on: RFC 3339, a date, or a duration back from now (24h, 7d)")
@@ -675,7 +692,11 @@ func (o *policyReplayOptions) run(cmd *cobra.Command, g *globalOptions) error {
 		return err
 	}
 	ctx := policyCmdContext(cmd)
-	eng, err := policy.Load(ctx, policy.Options{Paths: o.policies})
+	data, err := configData(o.config)
+	if err != nil {
+		return err
+	}
+	eng, err := policy.Load(ctx, policy.Options{Paths: o.policies, Config: data})
 	if err != nil {
 		return err
 	}
@@ -840,4 +861,23 @@ own package ztp.lib uses that instead, e.g. a copy saved with this command to pi
 			return err
 		},
 	}
+}
+
+// configFlag adds --config: the proxy's ztp.yaml, whose settings policies read as
+// data.ztp_config (the change budgets' limits).
+func configFlag(f *pflag.FlagSet, to *string) {
+	f.StringVar(to, "config", "", "the proxy's ztp.yaml: give the policy data.ztp_config as the proxy does (budget limits)")
+}
+
+// configData reads data.ztp_config from the config file at path ("": none). The files
+// the config names are not opened: a CI job has the policies and ztp.yaml, not the keys.
+func configData(path string) (map[string]any, error) {
+	if path == "" {
+		return nil, nil
+	}
+	cfg, err := config.LoadOffline(path)
+	if err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	return cfg.PolicyData(), nil
 }

@@ -208,3 +208,39 @@ func TestPolicyEvalTakesAnAuditRecord(t *testing.T) {
 		t.Errorf("outcome record: err = %v", err)
 	}
 }
+
+// --config gives policy test and eval the budget limits of a ztp.yaml whose certificates
+// are not on this machine, as in a CI job.
+func TestPolicyCommandsReadConfigData(t *testing.T) {
+	dir := writePolicyFiles(t, map[string]string{
+		"p.rego": `package ztp
+
+default allow := false
+
+allow if input.cost <= data.ztp_config.budgets["delete:"].limit
+`,
+		"p_test.rego": `package ztp_test
+
+import data.ztp
+
+test_the_example_limit if data.ztp_config.budgets["delete:"].limit == 100
+`,
+	})
+	const cfg = "../../examples/etcd/ztp.yaml"
+	if out, _, err := runCtl(t, "", "policy", "test", "--config", cfg, dir); err != nil {
+		t.Fatalf("policy test --config: %v\n%s", err, out)
+	}
+	if _, _, err := runCtl(t, "", "policy", "test", dir); err == nil {
+		t.Errorf("policy test without --config passed a test that reads data.ztp_config")
+	}
+	out, _, err := runCtl(t, `{"cost": 100}`, "policy", "eval", "--config", cfg, "--policy", dir, "--input", "-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out, "verdict:  allow") {
+		t.Errorf("eval --config:\n%s", out)
+	}
+	if _, _, err := runCtl(t, "", "policy", "test", "--config", "nope.yaml", dir); err == nil || !strings.Contains(err.Error(), "--config") {
+		t.Errorf("--config nope.yaml: %v", err)
+	}
+}
