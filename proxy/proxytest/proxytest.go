@@ -79,6 +79,12 @@ type Backend struct {
 	cancelOnce sync.Once
 	Addr       string
 	srv        *grpc.Server
+
+	// Events feeds StreamingOutputCalls whose payload is "watch": each value
+	// sent is one response, as a watch delivers changes, until the call ends;
+	// WatchEnded then receives its context's error.
+	Events     chan []byte
+	WatchEnded chan error
 }
 
 // Stop stops the backend (for tests of an upstream that went away).
@@ -127,6 +133,19 @@ func (b *Backend) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*
 func (b *Backend) StreamingOutputCall(req *testgrpc.StreamingOutputCallRequest, ss grpc.ServerStreamingServer[testgrpc.StreamingOutputCallResponse]) error {
 	b.seen(ss.Context())
 	b.Messages.Add(1)
+	if string(req.GetPayload().GetBody()) == "watch" {
+		for {
+			select {
+			case ev := <-b.Events:
+				if err := ss.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: ev}}); err != nil {
+					return err
+				}
+			case <-ss.Context().Done():
+				b.WatchEnded <- ss.Context().Err()
+				return ss.Context().Err()
+			}
+		}
+	}
 	for _, p := range req.GetResponseParameters() {
 		body := make([]byte, p.GetSize())
 		if err := ss.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: body}}); err != nil {
@@ -178,7 +197,7 @@ func StartBackend(t testing.TB) *Backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &Backend{Addr: lis.Addr().String(), Canceled: make(chan struct{})}
+	b := &Backend{Addr: lis.Addr().String(), Canceled: make(chan struct{}), Events: make(chan []byte), WatchEnded: make(chan error, 16)}
 	s := grpc.NewServer()
 	b.srv = s
 	testgrpc.RegisterTestServiceServer(s, b)
