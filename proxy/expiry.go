@@ -29,7 +29,7 @@ import (
 //   - every message is checked against the same rule as it passes, in both
 //     directions, so nothing reaches the client or the upstream after the
 //     expiry even before the timer has run;
-//   - a reload (Reauthenticate) authenticates every live call again with the
+//   - a reload (reauthenticate) authenticates every live call again with the
 //     rules and keys now in force and ends those whose principal is refused or
 //     classified differently.
 //
@@ -44,6 +44,7 @@ type liveCall struct {
 	cancel    context.CancelCauseFunc
 	stop      func() bool            // the expiry timer; nil without an expiry
 	reason    atomic.Pointer[string] // why the credential ended the call; nil while it counts
+	closed    atomic.Bool            // the call has ended: a reload leaves it alone
 	prev      *liveCall
 	next      *liveCall
 }
@@ -97,6 +98,7 @@ func (l *liveCall) close() {
 	if l == nil {
 		return
 	}
+	l.closed.Store(true)
 	if l.stop != nil {
 		l.stop()
 	}
@@ -175,14 +177,14 @@ func (l *liveCall) status(err error) error {
 	return err
 }
 
-// Reauthenticate checks every call in progress against the identity rules
+// reauthenticate checks every call in progress against the identity rules
 // and keys now in force (after a reload) and ends, as UNAUTHENTICATED, those
 // whose principal is refused or classified differently: a principal's kind
 // and groups are what policies decided its messages on, and a stream such as
 // a watch gets no further decision, so it is ended rather than re-classified;
 // its client reconnects and is decided under the new rules. It returns how
 // many calls it ended.
-func (p *Pipeline) Reauthenticate(ctx context.Context) int {
+func (p *Pipeline) reauthenticate(ctx context.Context) int {
 	p.live.mu.Lock()
 	p.live.gen++
 	var calls []*liveCall
@@ -202,7 +204,7 @@ func (p *Pipeline) Reauthenticate(ctx context.Context) int {
 // recheck authenticates l's call again and ends it when the answer changed;
 // it reports whether it ended it.
 func (p *Pipeline) recheck(ctx context.Context, l *liveCall) bool {
-	if l.reason.Load() != nil {
+	if l.closed.Load() || l.reason.Load() != nil {
 		return false
 	}
 	np, err := p.auth.Authenticate(l.authCtx)

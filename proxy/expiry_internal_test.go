@@ -34,7 +34,7 @@ func TestWatchMissesNoReload(t *testing.T) {
 	}
 	// The reload happens here: new rules, then the walk over registered calls.
 	accepted = false
-	if n := p.Reauthenticate(context.Background()); n != 0 {
+	if n := p.reauthenticate(context.Background()); n != 0 {
 		t.Fatalf("Reauthenticate ended %d calls, want 0 (none registered)", n)
 	}
 	c := &call{principal: pr}
@@ -55,7 +55,7 @@ func TestWatchMissesNoReload(t *testing.T) {
 	if r := c2.credentialEnd(time.Now()); r != "" {
 		t.Errorf("credentialEnd without a reload = %q, want \"\"", r)
 	}
-	if n := p.Reauthenticate(context.Background()); n != 1 {
+	if n := p.reauthenticate(context.Background()); n != 1 {
 		t.Errorf("Reauthenticate ended %d calls, want 1", n)
 	}
 	c.live.close()

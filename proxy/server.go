@@ -165,7 +165,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	// Calls in progress are authenticated again with the rules and keys the
 	// reloaders above put in force; those no longer accepted as they were end.
 	s.reloaders = append(s.reloaders, func(ctx context.Context, _ *config.Config) error {
-		if n := s.pipeline.Reauthenticate(ctx); n > 0 {
+		if n := s.pipeline.reauthenticate(ctx); n > 0 {
 			s.log.Info("reload ended calls whose principal is no longer accepted as it was", "calls", n)
 		}
 		return nil
