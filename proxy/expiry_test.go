@@ -185,7 +185,7 @@ func TestTokenLeewaySameOnEveryPath(t *testing.T) {
 	keys := testjwt.NewKeys(t)
 	e, clk := expiryEnv(t, proxytest.Options{
 		ClientAuth: "verify_if_given",
-		Identity:   "  jwt:\n    issuer: " + testjwt.Issuer + "\n    audience: " + testjwt.Audience + "\n    jwks_file: " + keys.JWKS(t) + "\n    leeway: 30s\n",
+		Identity:   proxytest.JWTIdentity(keys.JWKS(t), "30s"),
 		Principals: "    - match: \"*@example.com\"\n      kind: human\n      groups: [sre, auditors]\n",
 		Audit:      "  readers: [auditors]\n",
 	})
@@ -340,7 +340,7 @@ func TestReloadRevokesTokenKey(t *testing.T) {
 	jwks := keys.JWKS(t)
 	e, clk := expiryEnv(t, proxytest.Options{
 		ClientAuth: "verify_if_given",
-		Identity:   "  jwt:\n    issuer: " + testjwt.Issuer + "\n    audience: " + testjwt.Audience + "\n    jwks_file: " + jwks + "\n",
+		Identity:   proxytest.JWTIdentity(jwks, ""),
 		Principals: "    - match: \"*@example.com\"\n      kind: human\n      groups: [sre]\n",
 	})
 	tok := testjwt.Sign(t, jwa.EdDSA(), keys.Ed, "ed1", testjwt.Claims("alice@example.com", clk.Now()))

@@ -25,7 +25,7 @@ func TestAuditExportFollowEndsAtTokenExpiry(t *testing.T) {
 	clk := testclock.New(time.Now().UTC().Truncate(time.Second))
 	env := proxytest.Start(t, proxytest.Options{
 		ClientAuth: "verify_if_given",
-		Identity:   "  jwt:\n    issuer: " + testjwt.Issuer + "\n    audience: " + testjwt.Audience + "\n    jwks_file: " + keys.JWKS(t) + "\n    leeway: 30s\n",
+		Identity:   proxytest.JWTIdentity(keys.JWKS(t), "30s"),
 		Principals: "    - match: \"*@example.com\"\n      kind: human\n      groups: [auditors]\n",
 		Audit:      "  readers: [auditors]\n",
 		Proxy: func(o *proxy.Options) {

@@ -34,6 +34,7 @@ import (
 
 	"github.com/ztp-dev/ztp/audit"
 	"github.com/ztp-dev/ztp/config"
+	"github.com/ztp-dev/ztp/internal/testjwt"
 	"github.com/ztp-dev/ztp/pki"
 	"github.com/ztp-dev/ztp/proxy"
 )
@@ -614,4 +615,16 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// JWTIdentity is Options.Identity accepting bearer tokens of testjwt's issuer
+// and audience signed by a key of jwksFile, with leeway (config syntax, e.g.
+// "30s"; "" leaves the default). Token-only clients also need ClientAuth
+// verify_if_given.
+func JWTIdentity(jwksFile, leeway string) string {
+	y := "  jwt:\n    issuer: " + testjwt.Issuer + "\n    audience: " + testjwt.Audience + "\n    jwks_file: " + jwksFile + "\n"
+	if leeway != "" {
+		y += "    leeway: " + leeway + "\n"
+	}
+	return y
 }
