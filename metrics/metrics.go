@@ -47,6 +47,16 @@ type Metrics struct {
 	PolicyInfo *prometheus.GaugeVec
 	// InflightStreams is the number of calls in progress.
 	InflightStreams prometheus.Gauge
+	// HandshakeFailures counts failed TLS handshakes by reason (one of
+	// HandshakeReasons).
+	HandshakeFailures *prometheus.CounterVec
+}
+
+// HandshakeReasons are the values of ztp_tls_handshake_failures_total's
+// reason label.
+var HandshakeReasons = []string{
+	"no_client_certificate", "unknown_authority", "expired", "not_yet_valid", "bad_certificate",
+	"protocol_error", "client_alert", "client_closed", "timeout", "other",
 }
 
 // New creates the collectors in a fresh registry, with Go runtime and process
@@ -98,10 +108,16 @@ func New() *Metrics {
 		InflightStreams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ztp_inflight_calls", Help: "Calls (unary and streaming) in progress.",
 		}),
+		HandshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztp_tls_handshake_failures_total", Help: "Failed TLS handshakes on the gRPC listener by reason.",
+		}, []string{"reason"}),
+	}
+	for _, r := range HandshakeReasons {
+		m.HandshakeFailures.WithLabelValues(r) // every reason shows, at 0, from the start
 	}
 	r.MustRegister(m.Decisions, m.Calls, m.PolicySeconds, m.AuditAppendSeconds, m.AuditRecords, m.AuditErrors,
 		m.AuditCommitSeconds, m.AuditCommitRecords, m.RefusalsUnrecorded,
-		m.ForwardSeconds, m.RateLimited, m.PolicyReloads, m.PolicyInfo, m.InflightStreams,
+		m.ForwardSeconds, m.RateLimited, m.PolicyReloads, m.PolicyInfo, m.InflightStreams, m.HandshakeFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
