@@ -91,7 +91,9 @@ func TestHandshakeFailuresLoggedAndCounted(t *testing.T) {
 			handshake(&tls.Config{RootCAs: env.CA.Pool(), GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &foreign.TLS, nil }})
 		}, "unknown_authority", "unknown authority"},
 		{"expired", func() { handshake(&tls.Config{RootCAs: env.CA.Pool(), Certificates: []tls.Certificate{expired.TLS}}) }, "expired", "expired"},
-		{"server-only certificate", func() { handshake(&tls.Config{RootCAs: env.CA.Pool(), Certificates: []tls.Certificate{serverOnly.TLS}}) }, "bad_certificate", "key usage"},
+		{"server-only certificate", func() {
+			handshake(&tls.Config{RootCAs: env.CA.Pool(), Certificates: []tls.Certificate{serverOnly.TLS}})
+		}, "bad_certificate", "key usage"},
 		{"client distrusts the proxy", func() { handshake(&tls.Config{RootCAs: other.Pool()}) }, "client_alert", "remote error"},
 		{"plaintext gRPC client", func() {
 			c, err := net.Dial("tcp", env.Addr)

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+
+	"github.com/ztp-dev/ztp/internal/version"
 )
 
 // globalOptions are the connection flags shared by every command that talks to a
@@ -43,7 +45,9 @@ Connection defaults come from ZTP_SERVER, ZTP_CACERT, ZTP_CERT, ZTP_KEY and
 ZTP_TOKEN_FILE.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.Get().String(), // --version; "ztpctl version" also asks the proxy
 	}
+	root.SetVersionTemplate("ztpctl {{.Version}}\n")
 	f := root.PersistentFlags()
 	f.StringVar(&g.server, "server", envOr("ZTP_SERVER", "127.0.0.1:7443"), "proxy address (host:port)")
 	f.StringVar(&g.serverName, "server-name", "", "name to verify in the proxy's certificate (default: the host of --server)")
@@ -53,7 +57,7 @@ ZTP_TOKEN_FILE.`,
 	f.StringVar(&g.tokenFile, "token-file", os.Getenv("ZTP_TOKEN_FILE"), "file holding a JWT bearer token (instead of --cert/--key)")
 	f.StringVarP(&g.output, "output", "o", "text", "output format: text | json")
 	f.DurationVar(&g.timeout, "timeout", 30*time.Second, "timeout of one control-API call")
-	root.AddCommand(newPolicyCommand(g), newAuditCommand(g), newBreakglassCommand(g), newRateLimitCommand(g), newCertsCommand(g), newTunnelCommand(g))
+	root.AddCommand(newPolicyCommand(g), newAuditCommand(g), newBreakglassCommand(g), newRateLimitCommand(g), newCertsCommand(g), newTunnelCommand(g), newVersionCommand(g))
 	return root
 }
 

@@ -142,4 +142,14 @@ func TestEtcdThroughTunnel(t *testing.T) {
 		t.Fatalf("ztp-proxy after SIGTERM: %v\nstderr:\n%s", err, px.stderr.String())
 	}
 	checkAudit(ctx, t, px.auditPath, wants)
+
+	// The start-up line names the build (go build stamps the VCS revision).
+	for _, l := range lines(px.stderr.String()) {
+		if strings.Contains(l, "msg=serving") && !(strings.Contains(l, "version=") && strings.Contains(l, "revision ")) {
+			t.Errorf("ztp-proxy's start-up line does not name its version and revision: %s", l)
+		}
+	}
+	if !strings.Contains(px.stderr.String(), "msg=serving") {
+		t.Errorf("no start-up line in ztp-proxy's log:\n%s", px.stderr.String())
+	}
 }
