@@ -30,6 +30,19 @@ import (
 // plaintext, and the tunnel's log.
 func startTunnel(t *testing.T, env *proxytest.Env, creds ...string) (testgrpc.TestServiceClient, *proxytest.SyncBuffer) {
 	t.Helper()
+	addr, log := serveTunnel(t, env, creds...)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return testgrpc.NewTestServiceClient(conn), log
+}
+
+// serveTunnel runs the tunnel in-process towards env's proxy with the given
+// credential flags until the test ends, and returns its address and log.
+func serveTunnel(t *testing.T, env *proxytest.Env, creds ...string) (string, *proxytest.SyncBuffer) {
+	t.Helper()
 	g := &globalOptions{server: env.Addr, serverName: "localhost", cacert: env.CAFile}
 	for i := 0; i+1 < len(creds); i += 2 {
 		switch creds[i] {
@@ -57,12 +70,7 @@ func startTunnel(t *testing.T, env *proxytest.Env, creds ...string) (testgrpc.Te
 			t.Errorf("runTunnel: %v", err)
 		}
 	})
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return testgrpc.NewTestServiceClient(conn), log
+	return lis.Addr().String(), log
 }
 
 // TestTunnelForwardsEveryKind calls the proxy's backend through the tunnel
