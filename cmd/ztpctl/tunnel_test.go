@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
@@ -43,6 +45,13 @@ func startTunnel(t *testing.T, env *proxytest.Env, creds ...string) (testgrpc.Te
 // credential flags until the test ends, and returns its address and log.
 func serveTunnel(t *testing.T, env *proxytest.Env, creds ...string) (string, *proxytest.SyncBuffer) {
 	t.Helper()
+	return serveTunnelWith(t, env, &tunnelOptions{maxMsg: 4 << 20}, creds...)
+}
+
+// serveTunnelWith is serveTunnel with the tunnel's own options (its listen
+// address is the one the test picks).
+func serveTunnelWith(t *testing.T, env *proxytest.Env, o *tunnelOptions, creds ...string) (string, *proxytest.SyncBuffer) {
+	t.Helper()
 	g := &globalOptions{server: env.Addr, serverName: "localhost", cacert: env.CAFile}
 	for i := 0; i+1 < len(creds); i += 2 {
 		switch creds[i] {
@@ -62,7 +71,8 @@ func serveTunnel(t *testing.T, env *proxytest.Env, creds ...string) (string, *pr
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- runTunnel(ctx, g, &tunnelOptions{listen: lis.Addr().String(), maxMsg: 4 << 20}, lis, slog.New(slog.NewTextHandler(log, nil)))
+		o.listen = lis.Addr().String()
+		done <- runTunnel(ctx, g, o, lis, slog.New(slog.NewTextHandler(log, nil)))
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -307,7 +317,45 @@ func TestTunnelCertificateReadPerConnection(t *testing.T) {
 	proxytest.WantCode(t, "EmptyCall with an expired certificate", err, codes.Unavailable, "your certificate expired at")
 }
 
+// TestTunnelServesTLS: with --listen-cert/--listen-key the local client
+// speaks TLS to the tunnel, and a plaintext one gets nowhere.
+func TestTunnelServesTLS(t *testing.T) {
+	env := proxytest.Start(t, proxytest.Options{})
+	cert, key := env.ClientFiles(t, proxytest.DeployerID)
+	leaf, err := env.CA.Issue(pki.LeafOptions{CommonName: "tunnel", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := pki.WriteFiles(dir, "tunnel", leaf); err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := serveTunnelWith(t, env, &tunnelOptions{maxMsg: 1 << 20, listenCert: filepath.Join(dir, "tunnel.pem"), listenKey: filepath.Join(dir, "tunnel-key.pem")}, "--cert", cert, "--key", key)
+	ctx := proxytest.Ctx(t)
+
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: env.CA.Pool()})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := testgrpc.NewTestServiceClient(conn).EmptyCall(ctx, &testgrpc.Empty{}); err != nil {
+		t.Fatalf("EmptyCall over TLS to the tunnel: %v", err)
+	}
+	plain, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	_, err = testgrpc.NewTestServiceClient(plain).EmptyCall(ctx, &testgrpc.Empty{})
+	proxytest.WantCode(t, "plaintext EmptyCall to a TLS tunnel", err, codes.Unavailable, "")
+}
+
 func TestTunnelFlags(t *testing.T) {
+	for _, ok := range []tunnelOptions{{listen: "127.0.0.1:0"}, {listen: "[::1]:0"}, {listen: "localhost:0"}, {listen: "127.0.0.2:0"}, {listen: "0.0.0.0:0", allowRemote: true}} {
+		if err := ok.checkListen(); err != nil {
+			t.Errorf("--listen %s (allow-remote %v) refused: %v", ok.listen, ok.allowRemote, err)
+		}
+	}
 	env := proxytest.Start(t, proxytest.Options{})
 	cert, key := env.ClientFiles(t, proxytest.DeployerID)
 	conn := []string{"--server", env.Addr, "--cacert", env.CAFile, "--cert", cert, "--key", key, "tunnel"}
