@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -164,11 +165,14 @@ func runTunnel(ctx context.Context, g *globalOptions, o *tunnelOptions, lis net.
 		scheme = "TLS"
 	}
 	srv := grpc.NewServer(opts...)
-	who := "token " + g.tokenFile
-	if g.tokenFile == "" {
-		who = "certificate " + g.cert
+	attrs := []any{"listen", lis.Addr().String(), "scheme", scheme, "server", g.server}
+	if g.tokenFile != "" {
+		attrs = append(attrs, "token_file", g.tokenFile)
+	} else if c, err := (keyPair{cert: g.cert, key: g.key, now: time.Now}).load(); err == nil {
+		// Who the proxy will see, and until when (checked again per connection).
+		attrs = append(attrs, "cert", g.cert, "identity", certIdentity(c.Leaf), "valid_until", c.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
-	log.Info("ztpctl tunnel listening", "listen", lis.Addr().String(), "scheme", scheme, "server", g.server, "as", who)
+	log.Info("ztpctl tunnel listening", attrs...)
 	if o.allowRemote && creds == nil {
 		log.Warn("--allow-remote without --listen-cert: calls reach the tunnel in plaintext and anyone who reaches it acts as you")
 	}
@@ -246,4 +250,13 @@ func tunnelMetadata(ctx context.Context) metadata.MD {
 		out[k] = v
 	}
 	return out
+}
+
+// certIdentity is the name a certificate speaks for: its first URI SAN (a
+// SPIFFE ID), else its common name.
+func certIdentity(c *x509.Certificate) string {
+	if len(c.URIs) > 0 {
+		return c.URIs[0].String()
+	}
+	return c.Subject.CommonName
 }

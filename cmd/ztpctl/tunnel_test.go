@@ -186,6 +186,9 @@ func TestTunnelForwardsEveryKind(t *testing.T) {
 		t.Fatal("the client's cancellation did not reach the backend through the tunnel")
 	}
 
+	if !strings.Contains(log.String(), "identity="+proxytest.DeployerID+" valid_until=") {
+		t.Errorf("tunnel's start-up line does not name the identity and its expiry:\n%s", log)
+	}
 	if !strings.Contains(log.String(), "method=/grpc.testing.TestService/UnaryCall code=FailedPrecondition") {
 		t.Errorf("tunnel log does not show the failed call:\n%s", log)
 	}
