@@ -100,7 +100,9 @@ func newHandshakeLog(log *slog.Logger, m *metrics.Metrics, now func() time.Time)
 
 func (h *handshakeLog) failed(peer net.Addr, err error) {
 	reason, detail := classifyHandshake(err, h.tlsNow())
-	h.counter.WithLabelValues(reason).Inc()
+	// Counted last, once the failure is in the log or held for the summary:
+	// whoever sees the count sees the rest.
+	defer h.counter.WithLabelValues(reason).Inc()
 	h.mu.Lock()
 	h.rollLocked()
 	n := h.logged[reason]
