@@ -31,6 +31,14 @@ type globalOptions struct {
 	tokenFile  string
 	output     string
 	timeout    time.Duration
+	now        func() time.Time // judges the validity of the user's certificate; nil: time.Now
+}
+
+func (g *globalOptions) clock() func() time.Time {
+	if g.now != nil {
+		return g.now
+	}
+	return time.Now
 }
 
 func newRootCommand() *cobra.Command {
@@ -70,7 +78,7 @@ func envOr(k, def string) string {
 
 // dial connects to the proxy's control API with the configured credentials.
 func (g *globalOptions) dial() (*grpc.ClientConn, error) {
-	opts, err := g.dialOptions()
+	opts, err := g.dialOptions(nil)
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +91,9 @@ func (g *globalOptions) dial() (*grpc.ClientConn, error) {
 // a command fails at once with a message naming the file, and read again for
 // every TLS handshake (certificate) or call (token): a long-running command
 // (tunnel, audit export --follow) picks up a credential refreshed on disk.
-func (g *globalOptions) dialOptions() ([]grpc.DialOption, error) {
+//
+// presented, when not nil, is told of every certificate handed to the proxy.
+func (g *globalOptions) dialOptions(presented func(*tls.Certificate)) ([]grpc.DialOption, error) {
 	if (g.cert == "") != (g.key == "") {
 		return nil, errors.New("--cert and --key must be given together")
 	}
@@ -116,11 +126,17 @@ func (g *globalOptions) dialOptions() ([]grpc.DialOption, error) {
 		}
 		opts = append(opts, grpc.WithPerRPCCredentials(tf))
 	case g.cert != "":
-		kp := keyPair{cert: g.cert, key: g.key, now: time.Now}
+		kp := keyPair{cert: g.cert, key: g.key, now: g.clock()}
 		if _, err := kp.load(); err != nil {
 			return nil, err
 		}
-		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return kp.load() }
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c, err := kp.load()
+			if err == nil && presented != nil {
+				presented(c)
+			}
+			return c, err
+		}
 	default:
 		return nil, errors.New("no credentials: give --cert and --key (or ZTP_CERT/ZTP_KEY), or --token-file")
 	}

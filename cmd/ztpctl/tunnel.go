@@ -10,12 +10,15 @@ import (
 	"net"
 	"os/signal"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
@@ -138,18 +141,25 @@ func runTunnel(ctx context.Context, g *globalOptions, o *tunnelOptions, lis net.
 	if err != nil {
 		return err
 	}
-	dialOpts, err := g.dialOptions()
-	if err != nil {
+	t := &tunnel{server: g.server, log: log, now: g.clock()}
+	t.dial = func() (*link, error) {
+		l := &link{}
+		dialOpts, err := g.dialOptions(func(c *tls.Certificate) { l.notAfter.Store(c.Leaf.NotAfter.UnixNano()) })
+		if err != nil {
+			return nil, err
+		}
+		l.conn, err = grpc.NewClient(g.server, append(dialOpts,
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.maxMsg), grpc.MaxCallSendMsgSize(o.maxMsg)))...)
+		if err != nil {
+			return nil, fmt.Errorf("--server %s: %w", g.server, err)
+		}
+		return l, nil
+	}
+	if t.cur, err = t.dial(); err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(g.server, append(dialOpts,
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.maxMsg), grpc.MaxCallSendMsgSize(o.maxMsg)))...)
-	if err != nil {
-		return fmt.Errorf("--server %s: %w", g.server, err)
-	}
-	defer conn.Close()
+	defer t.close()
 
-	t := &tunnel{conn: conn, server: g.server, log: log}
 	opts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(grpcfwd.Codec{}),
 		grpc.UnknownServiceHandler(t.handle),
@@ -168,7 +178,7 @@ func runTunnel(ctx context.Context, g *globalOptions, o *tunnelOptions, lis net.
 	attrs := []any{"listen", lis.Addr().String(), "scheme", scheme, "server", g.server}
 	if g.tokenFile != "" {
 		attrs = append(attrs, "token_file", g.tokenFile)
-	} else if c, err := (keyPair{cert: g.cert, key: g.key, now: time.Now}).load(); err == nil {
+	} else if c, err := (keyPair{cert: g.cert, key: g.key, now: g.clock()}).load(); err == nil {
 		// Who the proxy will see, and until when (checked again per connection).
 		attrs = append(attrs, "cert", g.cert, "identity", certIdentity(c.Leaf), "valid_until", c.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
@@ -198,12 +208,74 @@ func runTunnel(ctx context.Context, g *globalOptions, o *tunnelOptions, lis net.
 	return nil
 }
 
-// tunnel forwards every call it serves to the proxy over one connection that
+// tunnel forwards every call it serves to the proxy over a connection that
 // carries the user's credentials.
+//
+// The proxy judges a certificate's expiry on every message, not only at the
+// handshake, while a TLS connection keeps the certificate it started with: so
+// once the certificate presented on the current connection has expired, the
+// next call opens a new one (its handshake reads the certificate files again,
+// picking up a renewed certificate). Calls still running on the old
+// connection keep it until they end.
 type tunnel struct {
-	conn   *grpc.ClientConn
 	server string
 	log    *slog.Logger
+	now    func() time.Time
+	dial   func() (*link, error)
+
+	mu  sync.Mutex
+	cur *link // new calls go here
+}
+
+// link is one connection to the proxy.
+type link struct {
+	conn     *grpc.ClientConn
+	notAfter atomic.Int64 // of the certificate presented in its latest handshake (unix ns; 0: none, e.g. a token)
+	active   int          // calls on it; under tunnel.mu
+	retired  bool         // replaced: closed when active drops to 0; under tunnel.mu
+}
+
+// acquire returns the connection for a new call, replacing the current one
+// when the certificate it presented has expired. It fails, naming the cause,
+// when the certificate on disk is no better (every call tries again, so a
+// renewal is picked up as soon as it lands).
+func (t *tunnel) acquire() (*link, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if na := t.cur.notAfter.Load(); na != 0 && !t.now().Before(time.Unix(0, na)) {
+		l, err := t.dial()
+		if err != nil {
+			return nil, status.Errorf(codes.Unauthenticated, "ztpctl tunnel: %v", err)
+		}
+		old := t.cur
+		old.retired = true
+		if old.active == 0 {
+			old.conn.Close()
+		}
+		t.cur = l
+		t.log.Info("reconnecting: the certificate presented to the proxy expired", "expired", time.Unix(0, na).UTC().Format(time.RFC3339))
+	}
+	if t.cur.conn.GetState() == connectivity.TransientFailure {
+		// A refreshed certificate file should not wait for the reconnect backoff.
+		t.cur.conn.ResetConnectBackoff()
+	}
+	t.cur.active++
+	return t.cur, nil
+}
+
+func (t *tunnel) release(l *link) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l.active--
+	if l.retired && l.active == 0 {
+		l.conn.Close()
+	}
+}
+
+func (t *tunnel) close() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.cur.conn.Close()
 }
 
 func (t *tunnel) handle(_ any, ss grpc.ServerStream) error {
@@ -228,7 +300,12 @@ func (t *tunnel) forward(ss grpc.ServerStream, method string) error {
 	ctx, cancel := context.WithCancel(ss.Context()) // carries the client's deadline
 	defer cancel()
 	outCtx := metadata.NewOutgoingContext(ctx, tunnelMetadata(ss.Context()))
-	cs, err := t.conn.NewStream(outCtx, grpcfwd.StreamDesc, method, grpc.ForceCodecV2(grpcfwd.Codec{}))
+	l, err := t.acquire()
+	if err != nil {
+		return err
+	}
+	defer t.release(l)
+	cs, err := l.conn.NewStream(outCtx, grpcfwd.StreamDesc, method, grpc.ForceCodecV2(grpcfwd.Codec{}))
 	if err != nil {
 		st := status.Convert(err)
 		return status.Errorf(st.Code(), "ztpctl tunnel: %s: %s", t.server, st.Message())

@@ -21,6 +21,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/ztp-dev/ztp/internal/testclock"
 	"github.com/ztp-dev/ztp/internal/testjwt"
 	"github.com/ztp-dev/ztp/pki"
 	"github.com/ztp-dev/ztp/proxy"
@@ -45,14 +46,14 @@ func startTunnel(t *testing.T, env *proxytest.Env, creds ...string) (testgrpc.Te
 // credential flags until the test ends, and returns its address and log.
 func serveTunnel(t *testing.T, env *proxytest.Env, creds ...string) (string, *proxytest.SyncBuffer) {
 	t.Helper()
-	return serveTunnelWith(t, env, &tunnelOptions{maxMsg: 4 << 20}, creds...)
+	return serveTunnelWith(t, env, &tunnelOptions{maxMsg: 4 << 20}, nil, creds...)
 }
 
 // serveTunnelWith is serveTunnel with the tunnel's own options (its listen
-// address is the one the test picks).
-func serveTunnelWith(t *testing.T, env *proxytest.Env, o *tunnelOptions, creds ...string) (string, *proxytest.SyncBuffer) {
+// address is the one the test picks) and clock (nil: time.Now).
+func serveTunnelWith(t *testing.T, env *proxytest.Env, o *tunnelOptions, now func() time.Time, creds ...string) (string, *proxytest.SyncBuffer) {
 	t.Helper()
-	g := &globalOptions{server: env.Addr, serverName: "localhost", cacert: env.CAFile}
+	g := &globalOptions{server: env.Addr, serverName: "localhost", cacert: env.CAFile, now: now}
 	for i := 0; i+1 < len(creds); i += 2 {
 		switch creds[i] {
 		case "--cert":
@@ -333,7 +334,7 @@ func TestTunnelServesTLS(t *testing.T) {
 	if err := pki.WriteFiles(dir, "tunnel", leaf); err != nil {
 		t.Fatal(err)
 	}
-	addr, _ := serveTunnelWith(t, env, &tunnelOptions{maxMsg: 1 << 20, listenCert: filepath.Join(dir, "tunnel.pem"), listenKey: filepath.Join(dir, "tunnel-key.pem")}, "--cert", cert, "--key", key)
+	addr, _ := serveTunnelWith(t, env, &tunnelOptions{maxMsg: 1 << 20, listenCert: filepath.Join(dir, "tunnel.pem"), listenKey: filepath.Join(dir, "tunnel-key.pem")}, nil, "--cert", cert, "--key", key)
 	ctx := proxytest.Ctx(t)
 
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: env.CA.Pool()})))
@@ -351,6 +352,61 @@ func TestTunnelServesTLS(t *testing.T) {
 	defer plain.Close()
 	_, err = testgrpc.NewTestServiceClient(plain).EmptyCall(ctx, &testgrpc.Empty{})
 	proxytest.WantCode(t, "plaintext EmptyCall to a TLS tunnel", err, codes.Unavailable, "")
+}
+
+// TestTunnelRenewsExpiredCertificate: the proxy refuses calls on a
+// connection whose certificate has expired, however long the connection
+// lives; the tunnel then opens a new connection, which presents the
+// certificate renewed on disk.
+func TestTunnelRenewsExpiredCertificate(t *testing.T) {
+	start := time.Now()
+	clock := testclock.New(start)
+	env := proxytest.Start(t, proxytest.Options{Proxy: func(o *proxy.Options) { o.Now = clock.Now }})
+	dir := t.TempDir()
+	issue := func(id string, notAfter time.Time) {
+		t.Helper()
+		leaf, err := env.CA.Issue(pki.LeafOptions{CommonName: "me", URIs: []string{id}, Client: true, NotBefore: start.Add(-time.Minute), NotAfter: notAfter})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pki.WriteFiles(dir, "me", leaf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	issue(proxytest.DeployerID, start.Add(time.Hour))
+	addr, log := serveTunnelWith(t, env, &tunnelOptions{maxMsg: 1 << 20}, clock.Now, "--cert", filepath.Join(dir, "me.pem"), "--key", filepath.Join(dir, "me-key.pem"))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := testgrpc.NewTestServiceClient(conn)
+	ctx := proxytest.Ctx(t)
+	if _, err := c.EmptyCall(ctx, &testgrpc.Empty{}); err != nil {
+		t.Fatalf("EmptyCall with the first certificate: %v", err)
+	}
+
+	// Renewed on disk (as alice, to tell them apart), then the first one expires.
+	issue(proxytest.AliceID, start.Add(2*time.Hour))
+	clock.Advance(time.Hour + time.Second)
+	if _, err := c.EmptyCall(ctx, &testgrpc.Empty{}); err != nil {
+		t.Fatalf("EmptyCall after the first certificate expired and was renewed: %v\n%s", err, log)
+	}
+	var who []string
+	for _, r := range env.Requests(t, "/grpc.testing.TestService/EmptyCall") {
+		who = append(who, r.Principal.ID)
+	}
+	if strings.Join(who, ",") != proxytest.DeployerID+","+proxytest.AliceID {
+		t.Errorf("audited principals = %v, want deployer then alice (the renewed certificate)", who)
+	}
+	if !strings.Contains(log.String(), "reconnecting: the certificate presented to the proxy expired") {
+		t.Errorf("tunnel log does not say it reconnected:\n%s", log)
+	}
+
+	// Not renewed this time: the call fails naming the user's expired certificate.
+	clock.Advance(time.Hour)
+	_, err = c.EmptyCall(ctx, &testgrpc.Empty{})
+	proxytest.WantCode(t, "EmptyCall after the renewed certificate expired too", err, codes.Unauthenticated, "your certificate expired at")
 }
 
 func TestTunnelFlags(t *testing.T) {
