@@ -114,6 +114,9 @@ func (p *Pipeline) controlStart(ctx context.Context, method string) (*call, cont
 		}
 		return nil, nil, status.Error(codes.PermissionDenied, policy.DeniedMessage([]string{reason}))
 	}
+	if err := p.controlRateLimit(ctx, c); err != nil {
+		return nil, nil, err
+	}
 	return c, identity.NewContext(ctx, pr), nil
 }
 

@@ -379,7 +379,8 @@ func (p *Pipeline) ratelimited(ctx context.Context, c *call, rec *audit.Record, 
 		kind = "budget"
 	}
 	p.metrics.RateLimited.WithLabelValues(kind).Inc()
-	p.metrics.Decisions.WithLabelValues(c.upstream.name, c.methodLabel(), audit.DecisionRatelimited).Inc()
+	up, method := c.labels()
+	p.metrics.Decisions.WithLabelValues(up, method, audit.DecisionRatelimited).Inc()
 	seq, err := p.appendDecision(ctx, c, rec)
 	if err != nil {
 		return err
