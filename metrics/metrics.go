@@ -47,6 +47,13 @@ type Metrics struct {
 	PolicyInfo *prometheus.GaugeVec
 	// InflightStreams is the number of calls in progress.
 	InflightStreams prometheus.Gauge
+	// StreamsEndedEarly counts calls that ended before their first request
+	// message, by reason: first_message_timeout (the proxy ended it),
+	// client_cancelled (the client did), max_streams_per_principal (refused).
+	StreamsEndedEarly *prometheus.CounterVec
+	// StreamsUnrecorded counts those of them past the refusal budget: counted
+	// into a summary record instead of a record each.
+	StreamsUnrecorded prometheus.Counter
 }
 
 // New creates the collectors in a fresh registry, with Go runtime and process
@@ -98,10 +105,16 @@ func New() *Metrics {
 		InflightStreams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ztp_inflight_calls", Help: "Calls (unary and streaming) in progress.",
 		}),
+		StreamsEndedEarly: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztp_streams_ended_early_total", Help: "Calls that ended before their first request message, by reason (first_message_timeout, client_cancelled, max_streams_per_principal).",
+		}, []string{"reason"}),
+		StreamsUnrecorded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ztp_streams_unrecorded_total", Help: "Calls ended before their first request message past the refusal budget (audited in summary records).",
+		}),
 	}
 	r.MustRegister(m.Decisions, m.Calls, m.PolicySeconds, m.AuditAppendSeconds, m.AuditRecords, m.AuditErrors,
 		m.AuditCommitSeconds, m.AuditCommitRecords, m.RefusalsUnrecorded,
-		m.ForwardSeconds, m.RateLimited, m.PolicyReloads, m.PolicyInfo, m.InflightStreams,
+		m.ForwardSeconds, m.RateLimited, m.PolicyReloads, m.PolicyInfo, m.InflightStreams, m.StreamsEndedEarly, m.StreamsUnrecorded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -91,6 +91,9 @@ func (p *Pipeline) controlStream(srv any, ss grpc.ServerStream, info *grpc.Strea
 	if err != nil {
 		return err
 	}
+	if err := p.admitStream(ctx, c); err != nil {
+		return err
+	}
 	err = handler(srv, &controlServerStream{ServerStream: ss, ctx: ctx, p: p, c: c})
 	p.controlEnd(ctx, c, err)
 	p.metrics.Calls.WithLabelValues("ztp", c.method, codeName(status.Code(err))).Inc()

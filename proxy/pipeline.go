@@ -106,6 +106,7 @@ type Pipeline struct {
 	log              *slog.Logger
 	evals            *evalPool      // nil: evaluate on the caller's goroutine
 	refusals         *refusalBudget // nil: every unauthenticated refusal gets its own record
+	streams          *streams       // first-message timeout and streams per principal (streams.go)
 
 	// outcomes tracks outcome records queued but not yet committed; they are
 	// written after the call returned so the client does not wait for an fsync.
@@ -185,6 +186,9 @@ func (p *Pipeline) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 		defer cancel()
 	}
 	c.readMetadata(ctx)
+	if err := p.admitStream(ctx, c); err != nil {
+		return err
+	}
 	ctx = context.WithValue(ctx, callKey{}, c)
 
 	// 4..8 run per message inside RecvMsg; the forwarder only sees admitted messages.
@@ -445,13 +449,15 @@ func (p *Pipeline) refuseUnauthenticated(ctx context.Context, c *call, reason st
 	p.metrics.RefusalsUnrecorded.Inc()
 }
 
-// FlushRefusals audits the summaries of the unauthenticated refusals that got
-// no record of their own: those of a window that has ended, or with force all
+// FlushRefusals audits the summaries of the unauthenticated refusals, and of
+// the calls that ended before their first message, that got no record of
+// their own: those of a window that has ended, or with force all
 // counted so far (at shutdown).
 func (p *Pipeline) FlushRefusals(ctx context.Context, force bool) {
 	if p.refusals != nil {
 		p.auditRefusalSummaries(ctx, p.refusals.flush(p.now(), force))
 	}
+	p.auditRefusalSummaries(ctx, p.streams.budget.flush(p.now(), force))
 }
 
 // auditRefusalSummaries appends the summaries, all but the last without

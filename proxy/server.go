@@ -47,6 +47,10 @@ type Options struct {
 	Now func() time.Time
 	// AuditTimeout bounds one audit append (default 5s); past it the call is refused.
 	AuditTimeout time.Duration
+	// AfterFunc runs f once d has passed on the clock Now reads (default
+	// time.AfterFunc); tests pass a testclock.Clock's, so first-message
+	// timeouts fire when they move it.
+	AfterFunc func(d time.Duration, f func()) Timer
 	// SpanExporter, when set and the config has a tracing section, receives the
 	// spans instead of the OTLP collector, synchronously as each span ends (tests).
 	SpanExporter sdktrace.SpanExporter
@@ -113,6 +117,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	}
 	if opts.AuditTimeout == 0 {
 		opts.AuditTimeout = 5 * time.Second
+	}
+	if opts.AfterFunc == nil {
+		opts.AfterFunc = func(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 	}
 	s := &Server{log: opts.Logger, now: opts.Now, cfg: cfg, opts: opts, maxConns: cfg.Limits.MaxConnections}
 	defer func() {
@@ -211,6 +218,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		log:              opts.Logger,
 		evals:            newEvalPool(2 * runtime.GOMAXPROCS(0)),
 		refusals:         newRefusalBudget(refusalWindow, refusalsPerHost, refusalsGlobal, refusalHosts),
+		streams:          newStreams(cfg.Limits.FirstMessageTimeout, cfg.Limits.MaxStreamsPerPrincipal, opts.AfterFunc),
 	}
 	s.pipeline.SetPolicy(engine)
 	s.stops = append(s.stops, func(context.Context) { s.pipeline.evals.Close() })
@@ -226,8 +234,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		// call, which a CPU profile showed as a large share of the proxy's time.
 		grpc.NumStreamWorkers(streamWorkers),
 		grpc.UnknownServiceHandler(fwd.handle),
-		grpc.StreamInterceptor(s.pipeline.intercept),
-		grpc.UnaryInterceptor(s.pipeline.controlUnary), // only the control API has unary handlers
+		// The tap arms every call's first-message timer as its headers arrive;
+		// the guards outside the pipeline's interceptors see how it ends.
+		grpc.InTapHandle(s.pipeline.tap),
+		grpc.ChainStreamInterceptor(s.pipeline.guardStream, s.pipeline.intercept),
+		grpc.ChainUnaryInterceptor(s.pipeline.guardUnary, s.pipeline.controlUnary), // only the control API has unary handlers
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxMessageBytes),
 		grpc.MaxSendMsgSize(cfg.Limits.MaxMessageBytes),
 		grpc.MaxConcurrentStreams(cfg.Limits.MaxConcurrentStreams),
