@@ -116,8 +116,10 @@ type streamGuard struct {
 	timer  Timer
 	state  atomic.Int32
 	// intercepted: an interceptor runs the call and records how it ended;
-	// until then the timer's function does.
+	// until then the timer's function does. status is the call's transport
+	// stream, set before intercepted.
 	intercepted atomic.Bool
+	status      statusWriter
 	recorded    atomic.Bool          // the call's early end has its trace (one at most)
 	call        atomic.Pointer[call] // who called, once authenticated (admitStream)
 	slot        string               // principal whose slot the call holds; the interceptor's goroutine only
@@ -172,10 +174,17 @@ func (g *streamGuard) expire() {
 		return
 	}
 	gone := g.parent.Err() != nil
-	g.cancel()
 	if g.intercepted.Load() {
+		// The status goes out before the context ends: gRPC answers a read
+		// that failed on its context with the context's error ("context
+		// deadline exceeded"), which would not tell the client why.
+		if g.status != nil {
+			g.status.WriteStatus(status.Convert(g.timeoutStatus()))
+		}
+		g.cancel()
 		return // the interceptor sees the call end and records it
 	}
+	g.cancel()
 	// Nothing of the proxy runs for this call yet: a unary control call whose
 	// request never came (or whose client left without one).
 	if gone {
@@ -205,6 +214,7 @@ func (p *Pipeline) guardStream(srv any, ss grpc.ServerStream, info *grpc.StreamS
 	if g == nil {
 		return status.Error(codes.Internal, "ztp: call without a stream guard")
 	}
+	g.status, _ = grpc.ServerTransportStreamFromContext(ss.Context()).(statusWriter)
 	g.intercepted.Store(true)
 	err := handler(srv, &guardedStream{ServerStream: ss, g: g})
 	if g.slot != "" {
@@ -240,6 +250,13 @@ func (p *Pipeline) guardUnary(ctx context.Context, req any, info *grpc.UnaryServ
 
 func (g *streamGuard) timeoutStatus() error {
 	return status.Errorf(codes.DeadlineExceeded, "ztp: no request message within %s of the call's start (limits.first_message_timeout)", g.p.streams.timeout)
+}
+
+// statusWriter is the method of gRPC's transport stream that ends a call
+// with a status. Should a gRPC release not have it, the client sees the
+// context's error instead (the code is DEADLINE_EXCEEDED all the same).
+type statusWriter interface {
+	WriteStatus(*status.Status) error
 }
 
 // guardedStream marks the first message as seen.
