@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
@@ -303,5 +305,59 @@ func TestStreamsPerPrincipal(t *testing.T) {
 	}
 	if v := metric(t, e, `ztp_streams_ended_early_total{reason="max_streams_per_principal"}`); v == "" || v == "0" {
 		t.Errorf("ztp_streams_ended_early_total{max_streams_per_principal} = %q, want the refusals counted", v)
+	}
+}
+
+// TestIdleUnaryControlCall: a unary control-API call whose request never
+// comes (headers only, sent by hand over HTTP/2: gRPC clients always send
+// the request) is ended DEADLINE_EXCEEDED at the timeout too, although gRPC
+// reads a unary request before any interceptor runs, and is audited.
+func TestIdleUnaryControlCall(t *testing.T) {
+	clk := testclock.New(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
+	e := proxytest.Start(t, proxytest.Options{Proxy: withTimers(clk)})
+	tr := &http2.Transport{TLSClientConfig: e.ClientTLS(t, proxytest.AliceID)}
+	t.Cleanup(tr.CloseIdleConnections)
+	body, never := io.Pipe()
+	t.Cleanup(func() { never.Close() })
+	req, err := http.NewRequestWithContext(proxytest.Ctx(t), http.MethodPost, "https://"+e.Addr+"/ztp.v1.Policy/Version", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("content-type", "application/grpc")
+	req.Header.Set("te", "trailers")
+	got := make(chan *http.Response, 1)
+	go func() {
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Errorf("RoundTrip: %v", err)
+		}
+		got <- resp
+	}()
+	waitFor(t, 20*time.Second, func() bool { return clk.Timers() == 1 })
+	clk.Advance(10 * time.Second)
+	resp := <-got
+	if resp == nil {
+		return
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	code := resp.Header.Get("grpc-status") + resp.Trailer.Get("grpc-status")
+	if code != fmt.Sprint(int(codes.DeadlineExceeded)) {
+		t.Errorf("grpc-status %q (headers %v, trailers %v), want %d (DEADLINE_EXCEEDED)", code, resp.Header, resp.Trailer, codes.DeadlineExceeded)
+	}
+	if v := metric(t, e, `ztp_streams_ended_early_total{reason="first_message_timeout"}`); v != "1" {
+		t.Errorf("ztp_streams_ended_early_total{first_message_timeout} = %q, want 1", v)
+	}
+	var found bool
+	for _, r := range e.Records(t) {
+		if r.Type == audit.TypeRequest && r.Method == "/ztp.v1.Policy/Version" {
+			found = r.Decision == audit.DecisionDeny && len(r.Reasons) == 1 && strings.HasPrefix(r.Reasons[0], "no request message within 10s") && r.Principal == nil && r.Peer != ""
+			if !found {
+				t.Errorf("record %+v; want a denial for the missing request, with the peer", r)
+			}
+		}
+	}
+	if !found {
+		t.Error("no record of the idle control call")
 	}
 }
