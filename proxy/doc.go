@@ -12,6 +12,9 @@
 //     authenticate, route, decode, decide, audit, and the outcome record. It
 //     hooks RecvMsg of the server stream, so a message is handed to the
 //     forwarder only after its decision is durably audited;
+//   - streams.go: the bounds on calls that have not sent a request message yet
+//     (limits.first_message_timeout, limits.max_streams_per_principal) and the
+//     trace such calls leave; controllimits.go: rate limits on the control API;
 //   - server.go: assembles the parts from a config.Config and runs the listener.
 //
 // Nothing reaches an upstream before the pipeline passed the first client
