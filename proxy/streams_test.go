@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/ztp-dev/ztp/audit"
@@ -359,5 +360,30 @@ func TestIdleUnaryControlCall(t *testing.T) {
 	}
 	if !found {
 		t.Error("no record of the idle control call")
+	}
+}
+
+// TestControlStreamsCount: streaming control-API calls (here gRPC health
+// watches, which a client may hold for ever) count against the principal's
+// bound too; unary control calls, which end by themselves, do not.
+func TestControlStreamsCount(t *testing.T) {
+	e := proxytest.Start(t, proxytest.Options{Limits: "  max_streams_per_principal: 2\n"})
+	health := healthpb.NewHealthClient(e.Conn(t, proxytest.AliceID))
+	for i := range 2 {
+		w, err := health.Watch(proxytest.Ctx(t), &healthpb.HealthCheckRequest{})
+		if err == nil {
+			_, err = w.Recv()
+		}
+		if err != nil {
+			t.Fatalf("health watch %d: %v", i+1, err)
+		}
+	}
+	w, err := health.Watch(proxytest.Ctx(t), &healthpb.HealthCheckRequest{})
+	if err == nil {
+		_, err = w.Recv()
+	}
+	proxytest.WantCode(t, "third health watch", err, codes.ResourceExhausted, "limits.max_streams_per_principal")
+	if _, err := health.Check(proxytest.Ctx(t), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Errorf("unary health check at the bound: %v", err)
 	}
 }
