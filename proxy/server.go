@@ -221,6 +221,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		streams:          newStreams(cfg.Limits.FirstMessageTimeout, cfg.Limits.MaxStreamsPerPrincipal, opts.AfterFunc),
 	}
 	s.pipeline.SetPolicy(engine)
+	s.drains = append(s.drains, func() { s.pipeline.streams.stopping.Store(true) })
 	s.stops = append(s.stops, func(context.Context) { s.pipeline.evals.Close() })
 	s.startRefusalFlusher()
 	tr.annotate(s.pipeline)

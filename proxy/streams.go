@@ -67,6 +67,11 @@ type streams struct {
 	max       int
 	budget    *refusalBudget // records of calls that ended before their first message
 
+	// stopping is set when the server's shutdown begins: calls cut from then
+	// on were not cancelled by their clients, and the "stopped" record covers
+	// them.
+	stopping atomic.Bool
+
 	mu   sync.Mutex
 	open map[string]int // calls open per principal id; ids with none are deleted
 }
@@ -298,10 +303,13 @@ func (p *Pipeline) admitStream(ctx context.Context, c *call) error {
 // request record (decision deny for the timeout, ratelimited at the bound)
 // or, when the client left, an outcome record with no decision to point to.
 func (g *streamGuard) record(why string) {
+	p := g.p
+	if (why == endedCancelled || why == endedTimeout) && p.streams.stopping.Load() {
+		return
+	}
 	if !g.recorded.CompareAndSwap(false, true) {
 		return
 	}
-	p := g.p
 	p.metrics.StreamsEndedEarly.WithLabelValues(why).Inc()
 	c := g.call.Load()
 	if c == nil {
