@@ -55,6 +55,13 @@ type Metrics struct {
 	// HandshakeFailures counts failed TLS handshakes by reason (one of
 	// HandshakeReasons).
 	HandshakeFailures *prometheus.CounterVec
+	// StreamsEndedEarly counts calls that ended before their first request
+	// message, by reason: first_message_timeout (the proxy ended it),
+	// client_cancelled (the client did), max_streams_per_principal (refused).
+	StreamsEndedEarly *prometheus.CounterVec
+	// StreamsUnrecorded counts those of them past the refusal budget: counted
+	// into a summary record instead of a record each.
+	StreamsUnrecorded prometheus.Counter
 }
 
 // HandshakeReasons are the values of ztp_tls_handshake_failures_total's
@@ -119,6 +126,12 @@ func New() *Metrics {
 		HandshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ztp_tls_handshake_failures_total", Help: "Failed TLS handshakes on the gRPC listener by reason.",
 		}, []string{"reason"}),
+		StreamsEndedEarly: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztp_streams_ended_early_total", Help: "Calls that ended before their first request message, by reason (first_message_timeout, client_cancelled, max_streams_per_principal).",
+		}, []string{"reason"}),
+		StreamsUnrecorded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ztp_streams_unrecorded_total", Help: "Calls ended before their first request message past the refusal budget (audited in summary records).",
+		}),
 	}
 	build := version.Get()
 	m.BuildInfo.WithLabelValues(build.Version, build.Revision, build.Go).Set(1)
@@ -128,6 +141,7 @@ func New() *Metrics {
 	r.MustRegister(m.Decisions, m.Calls, m.PolicySeconds, m.AuditAppendSeconds, m.AuditRecords, m.AuditErrors,
 		m.AuditCommitSeconds, m.AuditCommitRecords, m.RefusalsUnrecorded,
 		m.ForwardSeconds, m.RateLimited, m.PolicyReloads, m.PolicyInfo, m.InflightStreams, m.HandshakeFailures, m.BuildInfo,
+		m.StreamsEndedEarly, m.StreamsUnrecorded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

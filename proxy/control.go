@@ -95,6 +95,9 @@ func (p *Pipeline) controlStream(srv any, ss grpc.ServerStream, info *grpc.Strea
 		return err
 	}
 	defer c.live.close()
+	if err := p.admitStream(ctx, c); err != nil {
+		return err
+	}
 	err = c.live.status(handler(srv, &controlServerStream{ServerStream: ss, ctx: ctx, p: p, c: c}))
 	p.controlEnd(ctx, c, err)
 	p.metrics.Calls.WithLabelValues("ztp", c.method, codeName(status.Code(err))).Inc()
@@ -117,6 +120,9 @@ func (p *Pipeline) controlStart(ctx context.Context, method string) (*call, cont
 			return nil, nil, status.Errorf(codes.Unimplemented, "ztp: unknown control method %s", method)
 		}
 		return nil, nil, status.Error(codes.PermissionDenied, policy.DeniedMessage([]string{reason}))
+	}
+	if err := p.controlRateLimit(ctx, c); err != nil {
+		return nil, nil, err
 	}
 	ctx = p.watch(ctx, c, gen) // ends the call when the credential no longer counts
 	return c, identity.NewContext(ctx, pr), nil

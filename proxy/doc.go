@@ -16,6 +16,9 @@
 //     the credential that opened it: a timer at the principal's expiry (the
 //     rule of identity.Expired) and a reload that no longer accepts the
 //     principal end it with UNAUTHENTICATED, cancelling the upstream call;
+//   - streams.go: the bounds on calls that have not sent a request message yet
+//     (limits.first_message_timeout, limits.max_streams_per_principal) and the
+//     trace such calls leave; controllimits.go: rate limits on the control API;
 //   - server.go: assembles the parts from a config.Config and runs the listener.
 //
 // Nothing reaches an upstream before the pipeline passed the first client

@@ -108,6 +108,7 @@ type Pipeline struct {
 	refusals         *refusalBudget // nil: every unauthenticated refusal gets its own record
 	afterFunc        func(time.Duration, func()) func() bool
 	live             liveCalls // calls in progress, ended when their credential is (expiry.go)
+	streams          *streams  // first-message timeout and streams per principal (streams.go)
 
 	// outcomes tracks outcome records queued but not yet committed; they are
 	// written after the call returned so the client does not wait for an fsync.
@@ -190,6 +191,9 @@ func (p *Pipeline) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 		defer cancel()
 	}
 	c.readMetadata(ctx)
+	if err := p.admitStream(ctx, c); err != nil {
+		return err
+	}
 	ctx = context.WithValue(ctx, callKey{}, c)
 
 	// 4..8 run per message inside RecvMsg; the forwarder only sees admitted messages.
@@ -381,7 +385,8 @@ func (p *Pipeline) ratelimited(ctx context.Context, c *call, rec *audit.Record, 
 		kind = "budget"
 	}
 	p.metrics.RateLimited.WithLabelValues(kind).Inc()
-	p.metrics.Decisions.WithLabelValues(c.upstream.name, c.methodLabel(), audit.DecisionRatelimited).Inc()
+	up, method := c.labels()
+	p.metrics.Decisions.WithLabelValues(up, method, audit.DecisionRatelimited).Inc()
 	seq, err := p.appendDecision(ctx, c, rec)
 	if err != nil {
 		return err
@@ -446,13 +451,15 @@ func (p *Pipeline) refuseUnauthenticated(ctx context.Context, c *call, reason st
 	p.metrics.RefusalsUnrecorded.Inc()
 }
 
-// FlushRefusals audits the summaries of the unauthenticated refusals that got
-// no record of their own: those of a window that has ended, or with force all
+// FlushRefusals audits the summaries of the unauthenticated refusals, and of
+// the calls that ended before their first message, that got no record of
+// their own: those of a window that has ended, or with force all
 // counted so far (at shutdown).
 func (p *Pipeline) FlushRefusals(ctx context.Context, force bool) {
 	if p.refusals != nil {
 		p.auditRefusalSummaries(ctx, p.refusals.flush(p.now(), force))
 	}
+	p.auditRefusalSummaries(ctx, p.streams.budget.flush(p.now(), force))
 }
 
 // auditRefusalSummaries appends the summaries, all but the last without

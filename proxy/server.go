@@ -49,7 +49,8 @@ type Options struct {
 	AuditTimeout time.Duration
 	// AfterFunc runs f once d has passed on the clock of Now, unless stop is
 	// called first (default time.AfterFunc): it ends calls when their
-	// credential expires. Tests inject testclock.Clock.AfterFunc with its Now.
+	// credential expires and calls that send no first message in time. Tests
+	// inject testclock.Clock.AfterFunc with its Now.
 	AfterFunc func(d time.Duration, f func()) (stop func() bool)
 	// SpanExporter, when set and the config has a tracing section, receives the
 	// spans instead of the OTLP collector, synchronously as each span ends (tests).
@@ -231,8 +232,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		evals:            newEvalPool(2 * runtime.GOMAXPROCS(0)),
 		refusals:         newRefusalBudget(refusalWindow, refusalsPerHost, refusalsGlobal, refusalHosts),
 		afterFunc:        opts.AfterFunc,
+		streams:          newStreams(cfg.Limits.FirstMessageTimeout, cfg.Limits.MaxStreamsPerPrincipal, opts.AfterFunc),
 	}
 	s.pipeline.SetPolicy(engine)
+	s.drains = append(s.drains, func() { s.pipeline.streams.stopping.Store(true) })
 	s.stops = append(s.stops, func(context.Context) { s.pipeline.evals.Close() })
 	s.startRefusalFlusher()
 	tr.annotate(s.pipeline)
@@ -246,8 +249,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		// call, which a CPU profile showed as a large share of the proxy's time.
 		grpc.NumStreamWorkers(streamWorkers),
 		grpc.UnknownServiceHandler(fwd.handle),
-		grpc.StreamInterceptor(s.pipeline.intercept),
-		grpc.UnaryInterceptor(s.pipeline.controlUnary), // only the control API has unary handlers
+		// The tap arms every call's first-message timer as its headers arrive;
+		// the guards outside the pipeline's interceptors see how it ends.
+		grpc.InTapHandle(s.pipeline.tap),
+		grpc.ChainStreamInterceptor(s.pipeline.guardStream, s.pipeline.intercept),
+		grpc.ChainUnaryInterceptor(s.pipeline.guardUnary, s.pipeline.controlUnary), // only the control API has unary handlers
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxMessageBytes),
 		// No send limit of the server's own: a forwarded response is already held to
 		// max_message_bytes by the upstream connection's receive limit, and a control
