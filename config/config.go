@@ -97,6 +97,10 @@ type Breakglass struct {
 	ApprovalsRequired int           `yaml:"approvals_required"` // 0 = self-service
 	ApproverGroups    []string      `yaml:"approver_groups"`
 	NotifyWebhook     string        `yaml:"notify_webhook"`
+	// MaxPendingPerPerson bounds the requests one person may have waiting for
+	// approval (0: breakglass.DefaultMaxPending): each is an audit record and
+	// a notification to the approvers.
+	MaxPendingPerPerson int `yaml:"max_pending_per_person"`
 }
 
 // Metrics configures the operational HTTP endpoint.
@@ -197,6 +201,12 @@ type Limits struct {
 	MaxUnaryDeadline     time.Duration `yaml:"max_unary_deadline"`
 	MaxHeaderBytes       uint32        `yaml:"max_header_bytes"` // request metadata per call
 	MaxConnections       int           `yaml:"max_connections"`  // 0 = unlimited
+	// FirstMessageTimeout ends a call whose client sent no request message
+	// within it (default DefaultFirstMessageTimeout).
+	FirstMessageTimeout time.Duration `yaml:"first_message_timeout"`
+	// MaxStreamsPerPrincipal bounds the calls one principal has open at once,
+	// across all its connections (default DefaultMaxStreamsPerPrincipal).
+	MaxStreamsPerPrincipal int `yaml:"max_streams_per_principal"`
 }
 
 // Defaults applied to keys the file leaves out.
@@ -209,6 +219,14 @@ const (
 	maxEffectQueriesMax         = 1000
 	maxEffectQueriesTimeout     = time.Minute
 	maxMessageBytesCeiling      = 256 << 20
+
+	// Every gRPC client sends the request of a unary or server-streaming call
+	// with the call itself, and etcd's clients send a watch's or keep-alive's
+	// first request as they open the stream: 10s is far beyond any of them.
+	DefaultFirstMessageTimeout = 10 * time.Second
+	// One client on one connection can never reach it (max_concurrent_streams
+	// is 1000 per connection too); it bounds a principal that opens many.
+	DefaultMaxStreamsPerPrincipal = 1000
 )
 
 // Error is one problem with the file, located by line and key path.
@@ -248,15 +266,33 @@ func Load(file string) (*Config, error) {
 	return Parse(abs, data)
 }
 
+// LoadOffline reads, parses and validates the file at path as Load does, except that the
+// files it names (certificates, keys, descriptor sets, policies) are not opened: for
+// tools that read its settings on another machine, such as ztpctl policy test in a CI job
+// that checks out the policies and ztp.yaml but holds no keys.
+func LoadOffline(file string) (*Config, error) {
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return parse(abs, data, true)
+}
+
 // Parse parses and validates data as if read from file (used to resolve relative paths
 // and to name the file in errors).
-func Parse(file string, data []byte) (*Config, error) {
+func Parse(file string, data []byte) (*Config, error) { return parse(file, data, false) }
+
+func parse(file string, data []byte, offline bool) (*Config, error) {
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil {
 		return nil, &Error{File: file, Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
-	p := &parser{file: file, lines: map[string]int{}}
+	p := &parser{file: file, lines: map[string]int{}, offline: offline}
 	doc := &root
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
 		doc = doc.Content[0]
@@ -290,9 +326,10 @@ func Parse(file string, data []byte) (*Config, error) {
 // parser collects errors and remembers the line of every key path so that
 // validation errors, found after decoding, can still point into the file.
 type parser struct {
-	file  string
-	lines map[string]int
-	errs  []error
+	file    string
+	lines   map[string]int
+	errs    []error
+	offline bool // the files the config names are not opened (LoadOffline)
 }
 
 func (p *parser) errorf(key, format string, args ...any) {
@@ -440,6 +477,12 @@ func (c *Config) applyDefaults() {
 	if c.Limits.MaxHeaderBytes == 0 {
 		c.Limits.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	if c.Limits.FirstMessageTimeout == 0 {
+		c.Limits.FirstMessageTimeout = DefaultFirstMessageTimeout
+	}
+	if c.Limits.MaxStreamsPerPrincipal == 0 {
+		c.Limits.MaxStreamsPerPrincipal = DefaultMaxStreamsPerPrincipal
+	}
 	for _, u := range c.Upstreams {
 		if q := u.EffectQueries; q != nil {
 			if q.MaxPerDecision == 0 {
@@ -512,7 +555,7 @@ func (p *parser) validate(c *Config) {
 	p.checkFile(c, "tls.cert", c.TLS.Cert, true)
 	p.checkFile(c, "tls.key", c.TLS.Key, true)
 	p.checkFile(c, "tls.client_ca", c.TLS.ClientCA, true)
-	if c.TLS.Cert != "" && c.TLS.Key != "" && len(p.errs) == 0 {
+	if c.TLS.Cert != "" && c.TLS.Key != "" && len(p.errs) == 0 && !p.offline {
 		if _, err := tls.LoadX509KeyPair(c.Resolve(c.TLS.Cert), c.Resolve(c.TLS.Key)); err != nil {
 			p.errorf("tls.cert", "cannot load key pair: %v", err)
 		}
@@ -658,6 +701,9 @@ func (p *parser) validate(c *Config) {
 	if bg.ApprovalsRequired > 0 && len(bg.ApproverGroups) == 0 {
 		p.errorf("breakglass.approver_groups", "required when approvals_required > 0")
 	}
+	if _, set := p.lines["breakglass.max_pending_per_person"]; set && (bg.MaxPendingPerPerson < 1 || bg.MaxPendingPerPerson > 100) {
+		p.errorf("breakglass.max_pending_per_person", "must be between 1 and 100")
+	}
 	if bg.NotifyWebhook != "" {
 		if u, err := url.Parse(bg.NotifyWebhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			p.errorf("breakglass.notify_webhook", "must be an http(s) URL")
@@ -669,7 +715,7 @@ func (p *parser) validate(c *Config) {
 
 	if c.Audit.Path == "" {
 		p.errorf("audit.path", "required: nothing is forwarded without an audit log")
-	} else if dir := filepath.Dir(c.Resolve(c.Audit.Path)); !isDir(dir) {
+	} else if dir := filepath.Dir(c.Resolve(c.Audit.Path)); !p.offline && !isDir(dir) {
 		p.errorf("audit.path", "directory %s does not exist", dir)
 	}
 
@@ -683,6 +729,15 @@ func (p *parser) validate(c *Config) {
 	}
 	if c.Limits.MaxConnections < 0 {
 		p.errorf("limits.max_connections", "must not be negative")
+	}
+	// No way to switch these off: a stream that never sends a message, or a
+	// principal holding streams without bound, costs the proxy memory and a
+	// goroutine each, for as long as the client likes.
+	if c.Limits.FirstMessageTimeout < time.Second || c.Limits.FirstMessageTimeout > 5*time.Minute {
+		p.errorf("limits.first_message_timeout", "must be between 1s and 5m")
+	}
+	if c.Limits.MaxStreamsPerPrincipal < 1 {
+		p.errorf("limits.max_streams_per_principal", "must be at least 1")
 	}
 	if c.Limits.MaxHeaderBytes < 1024 {
 		p.errorf("limits.max_header_bytes", "must be at least 1024")
@@ -752,12 +807,18 @@ func (p *parser) checkFile(c *Config, key, name string, required bool) {
 		}
 		return
 	}
+	if p.offline {
+		return
+	}
 	if _, err := os.Stat(c.Resolve(name)); err != nil {
 		p.errorf(key, "%s: %v", name, errors.Unwrap(err))
 	}
 }
 
 func (p *parser) checkCA(c *Config, key, name string) {
+	if p.offline {
+		return
+	}
 	data, err := os.ReadFile(c.Resolve(name))
 	if err != nil {
 		return // reported by checkFile
@@ -770,4 +831,19 @@ func (p *parser) checkCA(c *Config, key, name string) {
 func isDir(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && st.IsDir()
+}
+
+// PolicyData is what policies read of this file, as data.ztp_config: the change budgets'
+// limits by key prefix, so that a policy need not repeat them (and cannot drift from
+// them): {"budgets": {"delete:": {"limit": 100, "per": "1h0m0s", "per_seconds": 3600}}}.
+// Nil when there is nothing to pass.
+func (c *Config) PolicyData() map[string]any {
+	if len(c.Budgets) == 0 {
+		return nil
+	}
+	budgets := make(map[string]any, len(c.Budgets))
+	for _, b := range c.Budgets {
+		budgets[b.Prefix] = map[string]any{"limit": b.Limit, "per": b.Per.String(), "per_seconds": b.Per.Seconds()}
+	}
+	return map[string]any{"budgets": budgets}
 }

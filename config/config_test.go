@@ -235,3 +235,34 @@ func TestSecureDefaults(t *testing.T) {
 		t.Errorf("explicit self-service breakglass: %v, enabled=%v; want accepted and enabled", err, c != nil && c.Breakglass.Enabled)
 	}
 }
+
+// TestStreamBoundsAndPendingBound: the stream bounds cannot be switched off,
+// and their defaults (and the pending bound's) apply when the keys are absent.
+func TestStreamBoundsAndPendingBound(t *testing.T) {
+	dir := fixture(t)
+	c, err := Parse(filepath.Join(dir, "ztp.yaml"), []byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Limits.FirstMessageTimeout != DefaultFirstMessageTimeout || c.Limits.MaxStreamsPerPrincipal != DefaultMaxStreamsPerPrincipal || c.Breakglass.MaxPendingPerPerson != 0 {
+		t.Errorf("defaults: first_message_timeout %v, max_streams_per_principal %d, max_pending_per_person %d; want %v, %d and 0 (the store's default)",
+			c.Limits.FirstMessageTimeout, c.Limits.MaxStreamsPerPrincipal, c.Breakglass.MaxPendingPerPerson, DefaultFirstMessageTimeout, DefaultMaxStreamsPerPrincipal)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"  first_message_timeout: 500ms\n", "limits.first_message_timeout: must be between 1s and 5m"},
+		{"  first_message_timeout: 1h\n", "limits.first_message_timeout: must be between 1s and 5m"},
+		{"  first_message_timeout: -1s\n", "limits.first_message_timeout: must be between 1s and 5m"},
+		{"  max_streams_per_principal: -1\n", "limits.max_streams_per_principal: must be at least 1"},
+	} {
+		_, err := Parse(filepath.Join(dir, "ztp.yaml"), []byte(add(tc.yaml, "limits:\n")(valid)))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("limits %q: Parse() = %v, want error containing %q", tc.yaml, err, tc.want)
+		}
+	}
+	for _, v := range []string{"0", "101"} {
+		_, err := Parse(filepath.Join(dir, "ztp.yaml"), []byte(add("breakglass:\n  approvals_required: 0\n  max_pending_per_person: "+v+"\n")(valid)))
+		if err == nil || !strings.Contains(err.Error(), "breakglass.max_pending_per_person: must be between 1 and 100") {
+			t.Errorf("max_pending_per_person %s: Parse() = %v, want it refused naming the key", v, err)
+		}
+	}
+}

@@ -127,7 +127,7 @@ func (s *Queries) Made() []Query {
 
 // errNoQuerier is what ztp.query says where no upstream can be asked.
 var errNoQuerier = errors.New("no upstream to ask here: effect queries need upstreams[].effect_queries " +
-	"in ztp.yaml; in policy tests mock it with `with ztp.query as ...`")
+	"in ztp.yaml; in policy tests mock it with `with ztp.query as ...`; ztpctl policy eval takes --answers")
 
 // ask answers one query: from the decision's cache, or from the upstream within the limits.
 func (s *Queries) ask(ctx context.Context, method string, request []byte) ([]byte, error) {
@@ -240,14 +240,17 @@ func query(ctx context.Context, m, r *ast.Term) (*ast.Term, error) {
 	return ast.NewTerm(v), nil
 }
 
+// queryFunction is the implementation for evaluations through rego (Explain, OPA's
+// tester): it asks the Queries of the evaluation's context, as the engine's does.
+func queryFunction() func(*rego.Rego) {
+	return rego.FunctionDyn(&rego.Function{Name: QueryBuiltin, Decl: queryDecl.Decl, Nondeterministic: true},
+		func(bctx rego.BuiltinContext, terms []*ast.Term) (*ast.Term, error) {
+			return query(bctx.Context, terms[0], terms[1])
+		})
+}
+
 // testBuiltins gives OPA's tester the implementation: a test either mocks ztp.query
 // (`with ztp.query as ...`) or gets the same error as any evaluation without an upstream.
 func testBuiltins() []*tester.Builtin {
-	return []*tester.Builtin{{
-		Decl: queryDecl,
-		Func: rego.FunctionDyn(&rego.Function{Name: QueryBuiltin, Decl: queryDecl.Decl, Nondeterministic: true},
-			func(bctx rego.BuiltinContext, terms []*ast.Term) (*ast.Term, error) {
-				return query(bctx.Context, terms[0], terms[1])
-			}),
-	}}
+	return []*tester.Builtin{{Decl: queryDecl, Func: queryFunction()}}
 }

@@ -12,6 +12,13 @@
 //     authenticate, route, decode, decide, audit, and the outcome record. It
 //     hooks RecvMsg of the server stream, so a message is handed to the
 //     forwarder only after its decision is durably audited;
+//   - expiry.go: every call, forwarded or control API, lives only as long as
+//     the credential that opened it: a timer at the principal's expiry (the
+//     rule of identity.Expired) and a reload that no longer accepts the
+//     principal end it with UNAUTHENTICATED, cancelling the upstream call;
+//   - streams.go: the bounds on calls that have not sent a request message yet
+//     (limits.first_message_timeout, limits.max_streams_per_principal) and the
+//     trace such calls leave; controllimits.go: rate limits on the control API;
 //   - server.go: assembles the parts from a config.Config and runs the listener;
 //   - query.go: the effect querier of an upstream with effect_queries, which
 //     answers the policy's ztp.query while a message is decided.

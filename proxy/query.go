@@ -97,11 +97,11 @@ func (q *effectQuerier) Query(ctx context.Context, method string, request []byte
 		return nil, fmt.Errorf("request: %w", err)
 	}
 	var out frame
-	if err := q.conn.Invoke(ctx, method, &frame{data: b}, &out, grpc.ForceCodecV2(rawCodec{})); err != nil {
+	if err := q.conn.Invoke(ctx, method, &frame{Data: b}, &out, grpc.ForceCodecV2(rawCodec{})); err != nil {
 		return nil, fmt.Errorf("upstream %s: %w", q.upstream, err)
 	}
 	resp := dynamicpb.NewMessage(md.Output())
-	if err := proto.Unmarshal(out.data, resp); err != nil {
+	if err := proto.Unmarshal(out.Data, resp); err != nil {
 		return nil, fmt.Errorf("upstream %s: answer is not a %s: %w", q.upstream, md.Output().FullName(), err)
 	}
 	m, err := decode.ToMap(resp)

@@ -24,6 +24,9 @@ type refusalBudget struct {
 	perHost  int
 	global   int
 	maxHosts int // hosts tracked per window; refusals from more hosts count as "other"
+	// what the budget counts and what happened to them, for the summaries:
+	// "unauthenticated calls" "refused" when empty.
+	what, verb string
 
 	mu     sync.Mutex
 	start  time.Time
@@ -43,6 +46,7 @@ type refusalSummary struct {
 	suppressed int
 	last       string
 	from, to   time.Time
+	what, verb string // see refusalBudget
 }
 
 func (s refusalSummary) reason() string {
@@ -50,8 +54,12 @@ func (s refusalSummary) reason() string {
 	if s.host == "" {
 		who = "from other hosts"
 	}
-	return fmt.Sprintf("%d more unauthenticated calls %s refused between %s and %s without a record of their own (last: %s)",
-		s.suppressed, who, s.from.UTC().Format(time.RFC3339), s.to.UTC().Format(time.RFC3339), s.last)
+	what, verb := s.what, s.verb
+	if what == "" {
+		what, verb = "unauthenticated calls", "refused"
+	}
+	return fmt.Sprintf("%d more %s %s %s between %s and %s without a record of their own (last: %s)",
+		s.suppressed, what, who, verb, s.from.UTC().Format(time.RFC3339), s.to.UTC().Format(time.RFC3339), s.last)
 }
 
 func newRefusalBudget(window time.Duration, perHost, global, maxHosts int) *refusalBudget {
@@ -111,12 +119,12 @@ func (b *refusalBudget) close(now time.Time) []refusalSummary {
 	var out []refusalSummary
 	for host, h := range b.hosts {
 		if h.suppressed > 0 {
-			out = append(out, refusalSummary{host: host, suppressed: h.suppressed, last: h.last, from: b.start, to: now})
+			out = append(out, refusalSummary{host: host, suppressed: h.suppressed, last: h.last, from: b.start, to: now, what: b.what, verb: b.verb})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].host < out[j].host })
 	if b.other.suppressed > 0 {
-		out = append(out, refusalSummary{suppressed: b.other.suppressed, last: b.other.last, from: b.start, to: now})
+		out = append(out, refusalSummary{suppressed: b.other.suppressed, last: b.other.last, from: b.start, to: now, what: b.what, verb: b.verb})
 	}
 	b.start, b.logged, b.other = now, 0, hostRefusals{}
 	clear(b.hosts)

@@ -48,6 +48,11 @@ type Options struct {
 	Now func() time.Time
 	// AuditTimeout bounds one audit append (default 5s); past it the call is refused.
 	AuditTimeout time.Duration
+	// AfterFunc runs f once d has passed on the clock of Now, unless stop is
+	// called first (default time.AfterFunc): it ends calls when their
+	// credential expires and calls that send no first message in time. Tests
+	// inject testclock.Clock.AfterFunc with its Now.
+	AfterFunc func(d time.Duration, f func()) (stop func() bool)
 	// SpanExporter, when set and the config has a tracing section, receives the
 	// spans instead of the OTLP collector, synchronously as each span ends (tests).
 	SpanExporter sdktrace.SpanExporter
@@ -112,6 +117,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.AfterFunc == nil {
+		opts.AfterFunc = afterFunc
+	}
 	if opts.AuditTimeout == 0 {
 		opts.AuditTimeout = 5 * time.Second
 	}
@@ -156,12 +164,20 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 			return nil
 		})
 	}
+	// Calls in progress are authenticated again with the rules and keys the
+	// reloaders above put in force; those no longer accepted as they were end.
+	s.reloaders = append(s.reloaders, func(ctx context.Context, _ *config.Config) error {
+		if n := s.pipeline.reauthenticate(ctx); n > 0 {
+			s.log.Info("reload ended calls whose principal is no longer accepted as it was", "calls", n)
+		}
+		return nil
+	})
 
 	paths := make([]string, len(cfg.Policy.Paths))
 	for i, p := range cfg.Policy.Paths {
 		paths[i] = cfg.Resolve(p)
 	}
-	engine, err := policy.Load(ctx, policy.Options{Paths: paths})
+	engine, err := policy.Load(ctx, policy.Options{Paths: paths, Config: cfg.PolicyData()})
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
@@ -194,6 +210,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	}
 
 	s.metrics = metrics.New()
+	handshakes := newHandshakeLog(s.log, s.metrics, opts.Now)
+	handshakes.run(handshakeWindow / 4)
+	s.stops = append(s.stops, func(context.Context) { handshakes.stop() })
+	creds = handshakeCreds{TransportCredentials: creds, log: handshakes}
 	s.store, err = audit.Open(cfg.Resolve(cfg.Audit.Path), audit.Options{Redact: cfg.Audit.Redact, Now: opts.Now, OnCommit: s.metrics.ObserveCommit})
 	if err != nil {
 		return nil, fmt.Errorf("audit.path: %w", err)
@@ -212,8 +232,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		log:              opts.Logger,
 		evals:            newEvalPool(2 * runtime.GOMAXPROCS(0)),
 		refusals:         newRefusalBudget(refusalWindow, refusalsPerHost, refusalsGlobal, refusalHosts),
+		afterFunc:        opts.AfterFunc,
+		streams:          newStreams(cfg.Limits.FirstMessageTimeout, cfg.Limits.MaxStreamsPerPrincipal, opts.AfterFunc),
 	}
 	s.pipeline.SetPolicy(engine)
+	s.drains = append(s.drains, func() { s.pipeline.streams.stopping.Store(true) })
 	s.stops = append(s.stops, func(context.Context) { s.pipeline.evals.Close() })
 	s.startRefusalFlusher()
 	tr.annotate(s.pipeline)
@@ -227,10 +250,16 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		// call, which a CPU profile showed as a large share of the proxy's time.
 		grpc.NumStreamWorkers(streamWorkers),
 		grpc.UnknownServiceHandler(fwd.handle),
-		grpc.StreamInterceptor(s.pipeline.intercept),
-		grpc.UnaryInterceptor(s.pipeline.controlUnary), // only the control API has unary handlers
+		// The tap arms every call's first-message timer as its headers arrive;
+		// the guards outside the pipeline's interceptors see how it ends.
+		grpc.InTapHandle(s.pipeline.tap),
+		grpc.ChainStreamInterceptor(s.pipeline.guardStream, s.pipeline.intercept),
+		grpc.ChainUnaryInterceptor(s.pipeline.guardUnary, s.pipeline.controlUnary), // only the control API has unary handlers
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxMessageBytes),
-		grpc.MaxSendMsgSize(cfg.Limits.MaxMessageBytes),
+		// No send limit of the server's own: a forwarded response is already held to
+		// max_message_bytes by the upstream connection's receive limit, and a control
+		// API reply (an audit export chunk holding one record of a maximal request, whose
+		// rendering is larger than the request) must not be cut at it.
 		grpc.MaxConcurrentStreams(cfg.Limits.MaxConcurrentStreams),
 		grpc.MaxHeaderListSize(cfg.Limits.MaxHeaderBytes),
 		// Clients such as etcdctl ping every 10s, also on idle watches; the default

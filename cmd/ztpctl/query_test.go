@@ -70,6 +70,23 @@ test_impostor if not ztp.allow with ztp.query as {"username": "someone"}
 		t.Errorf("ztpctl policy eval --answers DIR = %v, want an error naming --answers", err)
 	}
 
+	out, _, err = runCtl(t, `{"principal":{"id":"x","kind":"automation","groups":[]},"method":"/grpc.testing.TestService/UnaryCall","request":{},"request_decoded":true}`,
+		"policy", "eval", "--policy", dir, "--input", "-", "--answers", answers, "--explain")
+	if err != nil || !strings.Contains(out, "allow") || strings.Contains(out, "no upstream to ask here") {
+		t.Errorf("ztpctl policy eval --answers --explain = %q, %v; want every rule evaluated with the answers", out, err)
+	}
+	// An audit record as the input brings its own answers.
+	var record string
+	for _, line := range strings.Split(strings.TrimSpace(mustRead(t, exportAuditJSONL(t, db))), "\n") {
+		if strings.Contains(line, `"queries":[`) {
+			record = line
+		}
+	}
+	out, _, err = runCtl(t, record, "policy", "eval", "--policy", dir, "--input", "-", "-o", "json")
+	if record == "" || err != nil || !strings.Contains(out, `"verdict": "allow"`) {
+		t.Errorf("ztpctl policy eval of the audit record %s = %q, %v; want allow, from the record's answers", record, out, err)
+	}
+
 	out, _, err = runCtl(t, "", "policy", "replay", "--policy", filepath.Join(env.Dir, "policies"), "--db", db)
 	if err != nil || !strings.Contains(out, "unchanged: 1 ") {
 		t.Errorf("ztpctl policy replay (same policy) = %q, %v; want the recorded answer to decide the same", out, err)
@@ -79,4 +96,13 @@ test_impostor if not ztp.allow with ztp.query as {"username": "someone"}
 	if err != nil || !strings.Contains(out, "1 query not recorded") {
 		t.Errorf("ztpctl policy replay (another query) = %q, %v; want the record skipped as query not recorded", out, err)
 	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
