@@ -643,15 +643,7 @@ deny contains "odd payload" if input.request.payload.body == "b2Rk"
 		{"without descriptors", nil, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args := append([]string{"policy", "replay", "-o", "json", "--policy", filepath.Join(env.Dir, "policies"), "--db", db}, tc.args...)
-			out, _, err := runCtl(t, "", args...)
-			if err != nil {
-				t.Fatalf("ztpctl %v: %v", args, err)
-			}
-			var rep policy.ReplayReport
-			if err := json.Unmarshal([]byte(out), &rep); err != nil {
-				t.Fatal(err)
-			}
+			rep, out := replayReport(t, append([]string{"--policy", filepath.Join(env.Dir, "policies"), "--db", db}, tc.args...)...)
 			if rep.Replayed != 7 || rep.AllowToDeny.Count != tc.a2d || rep.DenyToAllow.Count != 0 || rep.EvalErrors != 0 {
 				t.Errorf("replayed %d (want 7), allow→deny %d (want %d), deny→allow %d, errors %d (want 0)\n%s",
 					rep.Replayed, rep.AllowToDeny.Count, tc.a2d, rep.DenyToAllow.Count, rep.EvalErrors, out)
@@ -681,6 +673,22 @@ func TestPolicyReplayRedacted(t *testing.T) {
 	if rep.EvalErrors != 1 || rep.AllowToDeny.Count != 1 {
 		t.Errorf("eval errors %d, allow→deny %d; want 1 and 1\n%s", rep.EvalErrors, rep.AllowToDeny.Count, out)
 	}
+}
+
+// replayReport runs ztpctl policy replay -o json with args and returns the report and its
+// JSON.
+func replayReport(t *testing.T, args ...string) (policy.ReplayReport, string) {
+	t.Helper()
+	args = append([]string{"policy", "replay", "-o", "json"}, args...)
+	out, _, err := runCtl(t, "", args...)
+	if err != nil {
+		t.Fatalf("ztpctl %v: %v", args, err)
+	}
+	var rep policy.ReplayReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	return rep, out
 }
 
 // TestPolicyReplayOldRecords: a record written before the proxy rendered zero values lacks
@@ -715,15 +723,7 @@ allow if {
 		{"without descriptors", nil, 1, 0, "note: without --descriptors, requests are replayed as recorded"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args := append([]string{"policy", "replay", "-o", "json", "--policy", candidate, "--jsonl", jsonl}, tc.args...)
-			out, _, err := runCtl(t, "", args...)
-			if err != nil {
-				t.Fatalf("ztpctl %v: %v", args, err)
-			}
-			var rep policy.ReplayReport
-			if err := json.Unmarshal([]byte(out), &rep); err != nil {
-				t.Fatal(err)
-			}
+			rep, out := replayReport(t, append([]string{"--policy", candidate, "--jsonl", jsonl}, tc.args...)...)
 			if rep.Replayed != 1 || rep.AllowToDeny.Count != tc.a2d || rep.Reshaped != tc.reshaped {
 				t.Errorf("replayed %d, allow→deny %d, reshaped %d; want 1, %d, %d\n%s", rep.Replayed, rep.AllowToDeny.Count, rep.Reshaped, tc.a2d, tc.reshaped, out)
 			}
