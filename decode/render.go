@@ -243,13 +243,28 @@ func (r *renderer) singular(fd protoreflect.FieldDescriptor, v protoreflect.Valu
 			return nil, fmt.Errorf("%w: invalid UTF-8 in %s", ErrUnrenderable, fd.FullName())
 		}
 		return s, nil
+	// Zeros, the most common numbers now that defaults are rendered, are
+	// constants: converting a constant to any does not allocate, converting
+	// strconv's result does.
 	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+		if v.Int() == 0 {
+			return json.Number("0"), nil
+		}
 		return json.Number(strconv.FormatInt(v.Int(), 10)), nil
 	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+		if v.Uint() == 0 {
+			return json.Number("0"), nil
+		}
 		return json.Number(strconv.FormatUint(v.Uint(), 10)), nil
 	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		if v.Int() == 0 {
+			return "0", nil
+		}
 		return strconv.FormatInt(v.Int(), 10), nil
 	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		if v.Uint() == 0 {
+			return "0", nil
+		}
 		return strconv.FormatUint(v.Uint(), 10), nil
 	case protoreflect.FloatKind:
 		return formatFloat(v.Float(), 32), nil
@@ -279,6 +294,8 @@ func (r *renderer) singular(fd protoreflect.FieldDescriptor, v protoreflect.Valu
 // strings "NaN", "Infinity", "-Infinity" for values JSON cannot express.
 func formatFloat(f float64, bitSize int) any {
 	switch {
+	case f == 0 && !math.Signbit(f):
+		return json.Number("0")
 	case math.IsNaN(f):
 		return "NaN"
 	case math.IsInf(f, 1):
