@@ -47,7 +47,8 @@ func BenchmarkDecode(b *testing.B) {
 				for b.Loop() {
 					ok := false
 					if unknown {
-						_, _, _, ok = d.DecodeUnknown(ctx, bc.method, in)
+						_, _, _, err := d.DecodeUnknown(ctx, bc.method, in)
+						ok = err == nil
 					} else {
 						_, _, ok = d.Decode(ctx, bc.method, in)
 					}
