@@ -55,7 +55,7 @@ func ambiguousCases(t testing.TB, p *Protoset) []struct {
 			in:   slices.Concat(j("ztpetcd.PutRequest", `{"key":"YQ=="}`), j("ztpetcd.PutRequest", `{"key":"Yg=="}`)),
 			path: "key"},
 		{name: "duplicate enum", method: "/ztpetcd.KV/Txn",
-			in: lenField(3, lenField(1, j("ztpetcd.RangeRequest", `{"sortOrder":"ASCEND"}`), j("ztpetcd.RangeRequest", `{"sortOrder":"DESCEND"}`))),
+			in:   lenField(3, lenField(1, j("ztpetcd.RangeRequest", `{"sortOrder":"ASCEND"}`), j("ztpetcd.RangeRequest", `{"sortOrder":"DESCEND"}`))),
 			path: "failure[0].requestRange.sortOrder"},
 		{name: "countOnly trick: duplicate message field", method: "/ztpetcd.KV/Txn",
 			in:   lenField(2, lenField(1, countOnly), lenField(1, rangeAll)),
@@ -188,8 +188,8 @@ func TestScanLimits(t *testing.T) {
 		return b
 	}
 	for _, tc := range []struct {
-		name, method       string
-		in                 []byte
+		name, method      string
+		in                []byte
 		nodes, maxN, maxD int
 	}{
 		// 1 node for the list's tag, one more per further element.
