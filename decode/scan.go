@@ -24,9 +24,9 @@ const (
 )
 
 // scanner walks the wire bytes of a message against its descriptor before
-// anything is unmarshalled. It allocates nothing on the accepting path
-// except the bitsets of the messages being walked (one slice, reused down
-// the recursion); the error paths build the field path.
+// anything is unmarshalled. It allocates nothing on the accepting path of
+// messages with at most 256 fields and oneofs, and no extensions; the error
+// paths build the field path.
 //
 // It enforces the two properties that make a decoded request safe to judge:
 //   - its cost is bounded: at most maxNodes field occurrences (each element
@@ -44,9 +44,6 @@ type scanner struct {
 	allowDup bool
 
 	nodes int
-	// seen holds, per message on the current path, one bit per field index
-	// then one per oneof index.
-	seen []uint64
 	// anyErr is the first Any whose packed message does not parse.
 	anyErr error
 }
@@ -123,12 +120,13 @@ func (s *scanner) message(md protoreflect.MessageDescriptor, b []byte, depth int
 	}
 	fields, oneofs := md.Fields(), md.Oneofs()
 	nf, no := fields.Len(), oneofs.Len()
-	words := (nf + no + 63) / 64
-	base := len(s.seen)
-	for range words {
-		s.seen = append(s.seen, 0)
+	// One bit per field index, then one per oneof index; on the stack for
+	// any message with at most 256 of them.
+	var bits [4]uint64
+	seen := bits[:]
+	if words := (nf + no + 63) / 64; words > len(bits) {
+		seen = make([]uint64, words)
 	}
-	defer func() { s.seen = s.seen[:base] }()
 	isAny := md.FullName() == "google.protobuf.Any"
 	var anyURL, anyValue []byte
 	var extSeen []protowire.Number // non-repeated extensions met so far (rare)
@@ -172,16 +170,16 @@ func (s *scanner) message(md protoreflect.MessageDescriptor, b []byte, depth int
 				extSeen = append(extSeen, num)
 			} else {
 				i := fd.Index()
-				w, bit := base+i/64, uint64(1)<<(i%64)
-				dup = s.seen[w]&bit != 0
-				s.seen[w] |= bit
+				w, bit := i/64, uint64(1)<<(i%64)
+				dup = seen[w]&bit != 0
+				seen[w] |= bit
 				if od := fd.ContainingOneof(); od != nil && !dup {
 					j := nf + od.Index()
-					w, bit := base+j/64, uint64(1)<<(j%64)
-					if s.seen[w]&bit != 0 {
+					w, bit := j/64, uint64(1)<<(j%64)
+					if seen[w]&bit != 0 {
 						dup, oneof = true, od
 					}
-					s.seen[w] |= bit
+					seen[w] |= bit
 				}
 			}
 			if dup {
