@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ztp-dev/ztp/decode"
 )
 
 // Config is the parsed ztp.yaml. Field names mirror the YAML keys.
@@ -139,6 +141,11 @@ type Upstream struct {
 	Descriptors string      `yaml:"descriptors"`
 	Reflection  bool        `yaml:"reflection"`
 	TLS         UpstreamTLS `yaml:"tls"`
+	// AllowDuplicateFields admits messages in which a non-repeated field
+	// occurs more than once. They are decided as protobuf-go reads them,
+	// which may not be how the upstream reads them (etcd keeps the last
+	// occurrence of a message field where protobuf-go merges them).
+	AllowDuplicateFields bool `yaml:"allow_duplicate_fields"`
 }
 
 // UpstreamTLS is how the proxy connects to an upstream.
@@ -179,6 +186,11 @@ type Limits struct {
 	MaxUnaryDeadline     time.Duration `yaml:"max_unary_deadline"`
 	MaxHeaderBytes       uint32        `yaml:"max_header_bytes"` // request metadata per call
 	MaxConnections       int           `yaml:"max_connections"`  // 0 = unlimited
+	// MaxDecodedNodes and MaxDecodeDepth bound the work of decoding one
+	// request message (field occurrences; nested messages): a message over
+	// either is decided undecoded, as too_complex.
+	MaxDecodedNodes int `yaml:"max_decoded_nodes"`
+	MaxDecodeDepth  int `yaml:"max_decode_depth"`
 }
 
 // Defaults applied to keys the file leaves out.
@@ -418,6 +430,12 @@ func (c *Config) applyDefaults() {
 	if c.Limits.MaxHeaderBytes == 0 {
 		c.Limits.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	if c.Limits.MaxDecodedNodes == 0 {
+		c.Limits.MaxDecodedNodes = decode.DefaultMaxNodes
+	}
+	if c.Limits.MaxDecodeDepth == 0 {
+		c.Limits.MaxDecodeDepth = decode.DefaultMaxDepth
+	}
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
@@ -614,6 +632,12 @@ func (p *parser) validate(c *Config) {
 	}
 	if c.Limits.MaxConnections < 0 {
 		p.errorf("limits.max_connections", "must not be negative")
+	}
+	if c.Limits.MaxDecodedNodes < 1 {
+		p.errorf("limits.max_decoded_nodes", "must be at least 1")
+	}
+	if c.Limits.MaxDecodeDepth < 1 || c.Limits.MaxDecodeDepth > decode.MaxDepthCeiling {
+		p.errorf("limits.max_decode_depth", "must be between 1 and %d", decode.MaxDepthCeiling)
 	}
 	if c.Limits.MaxHeaderBytes < 1024 {
 		p.errorf("limits.max_header_bytes", "must be at least 1024")

@@ -57,8 +57,11 @@ var (
 )
 
 // Reasons a request is not decoded, as [Reason] names them for policies
-// (input.request_undecoded_reason) and audit records.
+// (input.request_undecoded_reason) and audit records. ReasonNoMessage is the
+// proxy's: a call that ends without sending a message is decided once, with
+// nothing to decode.
 const (
+	ReasonNoMessage     = "no_message"     // the call sent no message
 	ReasonNoDescriptors = "no_descriptors" // no descriptors for the upstream, or they could not be fetched
 	ReasonUnknownMethod = "unknown_method" // the descriptors have no such service or method
 	ReasonUnparsable    = "unparsable"     // the bytes are not the method's input message
