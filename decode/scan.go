@@ -16,7 +16,7 @@ import (
 // README's "Configuration reference" gives the measured cost per node that
 // the node default is derived from.
 const (
-	DefaultMaxNodes = 20000
+	DefaultMaxNodes = 10000
 	DefaultMaxDepth = 64
 	// MaxDepthCeiling is protobuf-go's own recursion limit: a deeper message
 	// does not parse anyway.

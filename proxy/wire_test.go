@@ -34,6 +34,7 @@ const wireMethod = "/grpc.testing.wire.Wire/Do"
 //	  optional group G = 7 { optional int32 x = 8; }
 //	  repeated int64 nums = 9;      optional Req child = 10;
 //	  optional int64 n = 11;        repeated string names = 12;
+//	  repeated google.protobuf.Any anys = 14;
 //	}
 //	message Leaf { optional int64 n = 1; optional bool flag = 2; }
 func wireFile(t testing.TB) protoreflect.FileDescriptor {
@@ -69,6 +70,7 @@ func wireFile(t testing.TB) protoreflect.FileDescriptor {
 					f("child", 10, opt, msg, ".grpc.testing.wire.Req"),
 					f("n", 11, opt, i64, ""),
 					f("names", 12, rep, descriptorpb.FieldDescriptorProto_TYPE_STRING, ""),
+					f("anys", 14, rep, msg, ".google.protobuf.Any"),
 				},
 				NestedType: []*descriptorpb.DescriptorProto{
 					{Name: proto.String("MEntry"), Options: &descriptorpb.MessageOptions{MapEntry: proto.Bool(true)},
