@@ -11,10 +11,10 @@ import (
 )
 
 // Default bounds of the pre-scan (see [WithLimits]). A realistic admin
-// request is far below both: an etcd Txn at etcd's own --max-txn-ops (128)
-// of Puts with prev_kv and a lease is about 640 nodes at depth 3; the
-// README's "Configuration reference" gives the measured cost per node that
-// the node default is derived from.
+// request is far below both: the largest Txn etcd accepts at its default
+// --max-txn-ops (128) has 2,560 nodes at depth 3. A decoded node costs the
+// proxy about 1.1 KiB (README, "Limits against abusive clients"), so the
+// node default bounds one message's decoding to about 11 MiB.
 const (
 	DefaultMaxNodes = 10000
 	DefaultMaxDepth = 64

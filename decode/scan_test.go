@@ -3,6 +3,8 @@ package decode
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"sort"
 	"slices"
 	"strings"
 	"testing"
@@ -257,4 +259,31 @@ func mustJSON(t testing.TB, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestDefaultLimitsAdmitRealRequests: the largest Txn etcd itself accepts
+// at its default --max-txn-ops (128 compares, 128 ops in each branch, every
+// field set) decodes under the default limits, with room to spare; the test
+// logs how many nodes it has.
+func TestDefaultLimitsAdmitRealRequests(t *testing.T) {
+	p := testProtoset(t)
+	ctx := testContext(t)
+	var compares, ops []string
+	for i := range 128 {
+		compares = append(compares, fmt.Sprintf(`{"result":"GREATER","key":"L2svJWQ=","modRevision":"%d"}`, i+1))
+		ops = append(ops, `{"requestPut":{"key":"L2svYQ==","value":"dmFsdWU=","lease":"7587869813298837514","prevKv":true,"ignoreValue":true,"ignoreLease":true}}`)
+	}
+	txn := wireJSON(t, p, "ztpetcd.TxnRequest", `{"compare":[`+strings.Join(compares, ",")+`],"success":[`+strings.Join(ops, ",")+`],"failure":[`+strings.Join(ops, ",")+`]}`)
+	if _, _, err := NewDecoder(p).DecodeErr(ctx, "/ztpetcd.KV/Txn", txn); err != nil {
+		t.Fatalf("etcd's largest Txn: %v", err)
+	}
+	// The smallest node limit that admits it.
+	nodes := sort.Search(DefaultMaxNodes, func(n int) bool {
+		_, _, err := NewDecoder(p, WithLimits(n+1, 0)).DecodeErr(ctx, "/ztpetcd.KV/Txn", txn)
+		return err == nil
+	}) + 1
+	t.Logf("etcd's largest Txn at --max-txn-ops 128: %d nodes (limit %d)", nodes, DefaultMaxNodes)
+	if nodes*3 > DefaultMaxNodes {
+		t.Errorf("etcd's largest Txn has %d nodes: the default limit %d leaves less than 3x room", nodes, DefaultMaxNodes)
+	}
 }
