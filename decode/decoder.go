@@ -96,8 +96,9 @@ func NewDecoder(r Resolver, opts ...Option) *Decoder {
 
 // Decode unmarshals b as the method's input message and renders it as
 // [ToMap] does. ok is false when the method is unknown, the bytes do not
-// parse, or the message has no protojson form; info is still filled in when
-// the method is known. Numbers in req are json.Number, never float64, and
+// parse, the message has no protojson form, is over the Decoder's limits or
+// has a non-repeated field twice ([Decoder.DecodeErr] says which); info is still
+// filled in when the method is known. Numbers in req are json.Number, never float64, and
 // encoding req with encoding/json gives the protojson form.
 //
 // Decode never panics and never fails the call: what an undecodable request
