@@ -160,7 +160,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	for i, p := range cfg.Policy.Paths {
 		paths[i] = cfg.Resolve(p)
 	}
-	engine, err := policy.Load(ctx, policy.Options{Paths: paths})
+	engine, err := policy.Load(ctx, policy.Options{Paths: paths, Config: cfg.PolicyData()})
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
@@ -229,7 +229,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		grpc.StreamInterceptor(s.pipeline.intercept),
 		grpc.UnaryInterceptor(s.pipeline.controlUnary), // only the control API has unary handlers
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxMessageBytes),
-		grpc.MaxSendMsgSize(cfg.Limits.MaxMessageBytes),
+		// No send limit of the server's own: a forwarded response is already held to
+		// max_message_bytes by the upstream connection's receive limit, and a control
+		// API reply (an audit export chunk holding one record of a maximal request, whose
+		// rendering is larger than the request) must not be cut at it.
 		grpc.MaxConcurrentStreams(cfg.Limits.MaxConcurrentStreams),
 		grpc.MaxHeaderListSize(cfg.Limits.MaxHeaderBytes),
 		// Clients such as etcdctl ping every 10s, also on idle watches; the default
