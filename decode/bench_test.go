@@ -94,3 +94,27 @@ func BenchmarkDecodeProtojson(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkScan is the wire pre-scan alone, the part of BenchmarkDecode that
+// bounds and checks a message before it is unmarshalled.
+func BenchmarkScan(b *testing.B) {
+	p := testProtoset(b)
+	ctx := context.Background()
+	d := NewDecoder(p)
+	for _, bc := range benchCases {
+		in := benchInput(b, p, bc.msg, bc.json)
+		m, err := d.method(ctx, bc.method)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				s := scanner{types: m.types, plans: m.plans, maxNodes: DefaultMaxNodes, maxDepth: DefaultMaxDepth}
+				if err := s.scan(m.md.Input(), in); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -49,6 +49,9 @@ type method struct {
 	md    protoreflect.MethodDescriptor
 	info  MethodInfo
 	types typeResolver
+	// plans are the pre-scan's plans of the input and every message it can
+	// hold (immutable once built).
+	plans map[protoreflect.MessageDescriptor]*plan
 	// partialOK is true when no message reachable from the input has proto2
 	// required fields, so the unmarshal-time initialisation check, which
 	// allocates on dynamic messages, can be skipped without changing results.
@@ -141,7 +144,7 @@ func (d *Decoder) decode(ctx context.Context, fullMethod string, b []byte, findU
 	// Before anything is allocated per field: a message too costly to decode,
 	// or one that different runtimes read differently, is never unmarshalled.
 	// The scan counts every unknown field too, which bounds the walk below.
-	sc := scanner{types: m.types, maxNodes: d.maxNodes, maxDepth: d.maxDepth, allowDup: d.allowDup}
+	sc := scanner{types: m.types, plans: m.plans, maxNodes: d.maxNodes, maxDepth: d.maxDepth, allowDup: d.allowDup}
 	if err := sc.scan(m.md.Input(), b); err != nil {
 		var dup *DuplicateFieldError
 		if errors.As(err, &dup) {
@@ -251,7 +254,9 @@ func (d *Decoder) method(ctx context.Context, fullMethod string) (*method, error
 		},
 		types:     typesFor(d.r, md),
 		partialOK: !mayHaveRequired(md.Input(), make(map[protoreflect.FullName]bool)),
+		plans:     make(map[protoreflect.MessageDescriptor]*plan),
 	}
+	buildPlan(md.Input(), m.plans)
 	d.mu.Lock()
 	d.methods[fullMethod] = m
 	d.mu.Unlock()

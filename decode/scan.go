@@ -3,6 +3,7 @@ package decode
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -39,9 +40,11 @@ const (
 //     judge a message the upstream reads differently.
 type scanner struct {
 	types    typeResolver
+	plans    map[protoreflect.MessageDescriptor]*plan // the method's, read-only
 	maxNodes int
 	maxDepth int
 	allowDup bool
+	extra    map[protoreflect.MessageDescriptor]*plan // built during this walk
 
 	nodes int
 	// anyErr is the first Any whose packed message does not parse.
@@ -51,7 +54,7 @@ type scanner struct {
 // scan checks b as a message of type md. The error wraps ErrTooComplex,
 // ErrAmbiguous (as a *DuplicateFieldError) or ErrUndecodable.
 func (s *scanner) scan(md protoreflect.MessageDescriptor, b []byte) error {
-	if err := s.message(md, b, 1); err != nil {
+	if err := s.message(s.plan(md), b, 1); err != nil {
 		return err
 	}
 	return s.anyErr
@@ -105,105 +108,86 @@ func unparsable(md protoreflect.MessageDescriptor, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrUndecodable, md.FullName(), err)
 }
 
-// count adds n nodes and fails when the total passes the limit.
-func (s *scanner) count(n int) error {
-	s.nodes += n
-	if s.nodes > s.maxNodes {
-		return s.tooComplex("more than %d fields (limits.max_decoded_nodes)", s.maxNodes)
-	}
-	return nil
-}
-
-func (s *scanner) message(md protoreflect.MessageDescriptor, b []byte, depth int) error {
+func (s *scanner) message(pl *plan, b []byte, depth int) error {
 	if depth > s.maxDepth {
 		return s.tooComplex("messages nested more than %d deep (limits.max_decode_depth)", s.maxDepth)
 	}
-	fields, oneofs := md.Fields(), md.Oneofs()
-	nf, no := fields.Len(), oneofs.Len()
-	// One bit per field index, then one per oneof index; on the stack for
+	// One bit per non-repeated field, then one per oneof; on the stack for
 	// any message with at most 256 of them.
 	var bits [4]uint64
 	seen := bits[:]
-	if words := (nf + no + 63) / 64; words > len(bits) {
-		seen = make([]uint64, words)
+	if pl.words > len(bits) {
+		seen = make([]uint64, pl.words)
 	}
-	isAny := md.FullName() == "google.protobuf.Any"
 	var anyURL, anyValue []byte
 	var extSeen []protowire.Number // non-repeated extensions met so far (rare)
 
 	for off := 0; off < len(b); {
 		num, typ, n := protowire.ConsumeTag(b[off:])
 		if n < 0 {
-			return unparsable(md, protowire.ParseError(n))
+			return unparsable(pl.md, protowire.ParseError(n))
 		}
 		start := off
 		off += n
-		if err := s.count(1); err != nil {
-			return err
+		if s.nodes++; s.nodes > s.maxNodes {
+			return s.tooComplex("more than %d fields (limits.max_decoded_nodes)", s.maxNodes)
 		}
-		fd := fields.ByNumber(num)
-		if fd == nil && md.ExtensionRanges().Has(num) {
-			if xt, err := s.types.FindExtensionByNumber(md.FullName(), num); err == nil {
-				fd = xt.TypeDescriptor()
+		f := pl.field(num)
+		if f == nil && pl.extensible && pl.md.ExtensionRanges().Has(num) {
+			if xt, err := s.types.FindExtensionByNumber(pl.md.FullName(), num); err == nil {
+				f = s.extension(xt.TypeDescriptor())
 			}
 		}
-		if fd == nil {
+		if f == nil {
 			// Unknown: kept as bytes by protobuf-go, walked only for its
 			// path by DecodeUnknown; one node.
 			n := protowire.ConsumeFieldValue(num, typ, b[off:])
 			if n < 0 {
-				return unparsable(md, protowire.ParseError(n))
+				return unparsable(pl.md, protowire.ParseError(n))
 			}
 			off += n
 			continue
 		}
-		if !fd.IsList() && !fd.IsMap() && !s.allowDup {
+		if f.single && !s.allowDup {
 			// Any occurrence counts, whatever its wire type: a runtime that
 			// keeps a mistyped one as unknown and one that refuses it still
 			// disagree with one that reads it.
-			var dup bool
-			var oneof protoreflect.OneofDescriptor
-			if fd.IsExtension() {
-				for _, x := range extSeen {
-					dup = dup || x == num
-				}
+			dup, oneof := false, false
+			if f.bit < 0 { // an extension
+				dup = slices.Contains(extSeen, num)
 				extSeen = append(extSeen, num)
 			} else {
-				i := fd.Index()
-				w, bit := i/64, uint64(1)<<(i%64)
+				w, bit := f.bit/64, uint64(1)<<(f.bit%64)
 				dup = seen[w]&bit != 0
 				seen[w] |= bit
-				if od := fd.ContainingOneof(); od != nil && !dup {
-					j := nf + od.Index()
-					w, bit := j/64, uint64(1)<<(j%64)
-					if seen[w]&bit != 0 {
-						dup, oneof = true, od
-					}
+				if f.oneofBit >= 0 && !dup {
+					w, bit := f.oneofBit/64, uint64(1)<<(f.oneofBit%64)
+					dup, oneof = seen[w]&bit != 0, true
 					seen[w] |= bit
 				}
 			}
 			if dup {
 				if n := protowire.ConsumeFieldValue(num, typ, b[off:]); n < 0 {
-					return unparsable(md, protowire.ParseError(n))
+					return unparsable(pl.md, protowire.ParseError(n))
 				}
-				e := &DuplicateFieldError{segs: []string{s.segment(md, fd, nil, 0)}}
-				if oneof != nil {
-					e.Oneof = string(oneof.Name())
+				e := &DuplicateFieldError{segs: []string{segment(pl.md, f.fd, nil, 0)}}
+				if oneof {
+					e.Oneof = string(f.fd.ContainingOneof().Name())
 				}
 				return e
 			}
 		}
-		n, err := s.field(fd, num, typ, b[off:], depth)
+		n, err := s.field(f, num, typ, b[off:], depth)
 		if err != nil {
 			if e, ok := err.(*DuplicateFieldError); ok {
-				e.segs = append(e.segs, s.segment(md, fd, b[:start], num))
+				e.segs = append(e.segs, segment(pl.md, f.fd, b[:start], num))
 			}
 			return err
 		}
 		if n < 0 {
-			return unparsable(md, protowire.ParseError(n))
+			return unparsable(pl.md, protowire.ParseError(n))
 		}
-		if isAny && typ == protowire.BytesType {
+		if pl.isAny && typ == protowire.BytesType {
 			v, _ := protowire.ConsumeBytes(b[off:])
 			switch num {
 			case 1:
@@ -214,12 +198,12 @@ func (s *scanner) message(md protoreflect.MessageDescriptor, b []byte, depth int
 		}
 		off += n
 	}
-	if isAny && len(anyURL) > 0 {
+	if pl.isAny && len(anyURL) > 0 {
 		// Resolved as protojson and the renderer resolve it (the part after
 		// the last '/'). An unresolvable type is left to the renderer, which
 		// refuses it as unrenderable.
 		if mt, err := s.types.FindMessageByURL(string(anyURL)); err == nil {
-			if err := s.message(mt.Descriptor(), anyValue, depth+1); err != nil {
+			if err := s.message(s.plan(mt.Descriptor()), anyValue, depth+1); err != nil {
 				if !errors.Is(err, ErrUndecodable) {
 					return err
 				}
@@ -236,9 +220,9 @@ func (s *scanner) message(md protoreflect.MessageDescriptor, b []byte, depth int
 }
 
 // field walks one field value (after its tag) and returns its length.
-func (s *scanner) field(fd protoreflect.FieldDescriptor, num protowire.Number, typ protowire.Type, b []byte, depth int) (int, error) {
-	switch {
-	case fd.IsMap():
+func (s *scanner) field(f *fieldPlan, num protowire.Number, typ protowire.Type, b []byte, depth int) (int, error) {
+	switch f.shape {
+	case shapeMessage:
 		if typ != protowire.BytesType {
 			break // unknown to protobuf-go
 		}
@@ -246,17 +230,8 @@ func (s *scanner) field(fd protoreflect.FieldDescriptor, num protowire.Number, t
 		if n < 0 {
 			return n, nil
 		}
-		return n, s.message(fd.Message(), v, depth+1)
-	case fd.Message() != nil && fd.Kind() == protoreflect.MessageKind:
-		if typ != protowire.BytesType {
-			break
-		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return n, nil
-		}
-		return n, s.message(fd.Message(), v, depth+1)
-	case fd.Kind() == protoreflect.GroupKind:
+		return n, s.message(f.sub, v, depth+1)
+	case shapeGroup:
 		if typ != protowire.StartGroupType {
 			break
 		}
@@ -264,14 +239,17 @@ func (s *scanner) field(fd protoreflect.FieldDescriptor, num protowire.Number, t
 		if n < 0 {
 			return n, nil
 		}
-		return n, s.message(fd.Message(), v, depth+1)
-	case fd.IsList() && typ == protowire.BytesType && isPacked(fd.Kind()):
+		return n, s.message(f.sub, v, depth+1)
+	case shapePackable:
+		if typ != protowire.BytesType {
+			break
+		}
 		v, n := protowire.ConsumeBytes(b)
 		if n < 0 {
 			return n, nil
 		}
 		var elems int
-		switch fixedSize(fd.Kind()) {
+		switch f.fixed {
 		case 4:
 			elems = len(v) / 4
 		case 8:
@@ -284,15 +262,40 @@ func (s *scanner) field(fd protoreflect.FieldDescriptor, num protowire.Number, t
 			}
 		}
 		// The list's own tag was counted already.
-		return n, s.count(elems - min(elems, 1))
+		if s.nodes += elems - min(elems, 1); s.nodes > s.maxNodes {
+			return n, s.tooComplex("more than %d fields (limits.max_decoded_nodes)", s.maxNodes)
+		}
+		return n, nil
 	}
 	return protowire.ConsumeFieldValue(num, typ, b), nil
+}
+
+// plan returns the plan of md: the method's, or one built now for a type
+// only an Any or an extension names (kept for the rest of the walk).
+func (s *scanner) plan(md protoreflect.MessageDescriptor) *plan {
+	if pl := s.plans[md]; pl != nil {
+		return pl
+	}
+	if s.extra == nil {
+		s.extra = make(map[protoreflect.MessageDescriptor]*plan)
+	}
+	return buildPlan(md, s.extra)
+}
+
+// extension returns the plan of an extension field.
+func (s *scanner) extension(fd protoreflect.FieldDescriptor) *fieldPlan {
+	f := &fieldPlan{}
+	f.init(fd, -1, -1)
+	if sub := fd.Message(); sub != nil {
+		f.sub = s.plan(sub)
+	}
+	return f
 }
 
 // segment names fd of md for an error path; a list element gets its index
 // among the field's earlier occurrences in prev, the bytes of the message
 // before it. A map entry's own fields add nothing: "labels.*" is the value.
-func (s *scanner) segment(md protoreflect.MessageDescriptor, fd protoreflect.FieldDescriptor, prev []byte, num protowire.Number) string {
+func segment(md protoreflect.MessageDescriptor, fd protoreflect.FieldDescriptor, prev []byte, num protowire.Number) string {
 	name := fd.JSONName()
 	switch {
 	case md.IsMapEntry():
@@ -318,22 +321,4 @@ func (s *scanner) segment(md protoreflect.MessageDescriptor, fd protoreflect.Fie
 		return name + "[" + strconv.Itoa(i) + "]"
 	}
 	return name
-}
-
-func isPacked(k protoreflect.Kind) bool {
-	switch k {
-	case protoreflect.StringKind, protoreflect.BytesKind, protoreflect.MessageKind, protoreflect.GroupKind:
-		return false
-	}
-	return true
-}
-
-func fixedSize(k protoreflect.Kind) int {
-	switch k {
-	case protoreflect.Fixed32Kind, protoreflect.Sfixed32Kind, protoreflect.FloatKind:
-		return 4
-	case protoreflect.Fixed64Kind, protoreflect.Sfixed64Kind, protoreflect.DoubleKind:
-		return 8
-	}
-	return 0
 }
