@@ -35,6 +35,7 @@ const (
 	putIgnoreValue     = 5 // PutRequest.ignore_value
 	protoBool          = 1
 	rawTxn, rawPut     = "/etcdserverpb.KV/Txn", "/etcdserverpb.KV/Put"
+	rawRange           = "/etcdserverpb.KV/Range"
 	tooComplexDeletes  = 200_000 // DeleteRange ops in one Txn: 800 KB, under etcd's 1.5 MiB
 	secretKey, secretV = "/secret/a", "s3cr3t"
 )
@@ -62,7 +63,8 @@ func rawMessage(b []byte) proto.Message {
 // whose ignore_value is spelled twice, and a Txn of 200,000 DeleteRange
 // ops. The first two are refused with INVALID_ARGUMENT and an audited deny
 // naming the field; the third is not decoded (too_complex) and forbidden by
-// the example policy; etcd sees none of them (its own call counters).
+// the example policy, and so is a Range padded past the node limit with
+// fields etcd ignores; etcd sees none of them (its own call counters).
 func TestEtcdAmbiguousAndTooComplex(t *testing.T) {
 	requireEtcd(t)
 	ctx := testCtx(t, 3*time.Minute)
@@ -111,6 +113,8 @@ func TestEtcdAmbiguousAndTooComplex(t *testing.T) {
 		{"ignoreValue twice", rawPut, slices.Concat(lenField(putKey, []byte(secretKey)), lenField(putValue, []byte("overwritten")), boolField(putIgnoreValue), boolField(putIgnoreValue)),
 			codes.InvalidArgument, "ambiguous encoding: ignoreValue occurs more than once"},
 		{"Txn of 200,000 deletes", rawTxn, deletes.Bytes(), codes.PermissionDenied, "DeleteRange or Txn with an unreadable request is forbidden"},
+		// Padded past the node limit with fields etcd ignores, a read would hide its range.
+		{"Range padded with 10,001 unknown fields", rawRange, slices.Concat(secrets, bytes.Repeat(boolField(100), 10_001)), codes.PermissionDenied, "request too complex to decode"},
 	}
 	for _, tc := range cases {
 		rpc := tc.method[strings.LastIndexByte(tc.method, '/')+1:]
@@ -132,7 +136,8 @@ func TestEtcdAmbiguousAndTooComplex(t *testing.T) {
 	}
 	var recs []*audit.Record
 	if err := audit.ScanFile(ctx, px.auditPath, 1, func(r *audit.Record) error {
-		if r.Type == audit.TypeRequest && r.Principal != nil && r.Principal.ID == deployerID && (r.Method == rawTxn || r.Method == rawPut) && !r.RequestDecoded {
+		if r.Type == audit.TypeRequest && r.Principal != nil && r.Principal.ID == deployerID && !r.RequestDecoded &&
+			(r.Method == rawTxn || r.Method == rawPut || r.Method == rawRange) {
 			recs = append(recs, r)
 		}
 		return nil
@@ -143,6 +148,7 @@ func TestEtcdAmbiguousAndTooComplex(t *testing.T) {
 		{"ambiguous", cases[0].msg},
 		{"ambiguous", cases[1].msg},
 		{"too_complex", cases[2].msg},
+		{"too_complex", cases[3].msg},
 	}
 	if len(recs) != len(want) {
 		t.Fatalf("%d undecoded request records, want %d", len(recs), len(want))
