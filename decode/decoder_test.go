@@ -319,6 +319,14 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
+		// What the scan accepts, every runtime reads alike: protobuf-go's
+		// merging parse equals one where each non-repeated field's last
+		// occurrence replaces the earlier ones (as gogo's does).
+		if serr == nil {
+			if lw, lerr := lastWins(md.Input(), b, types); lerr != nil || !proto.Equal(ref.Interface(), lw.Interface()) {
+				t.Fatalf("DecodeErr(%s, %x) accepted it, but a last-one-wins parse differs (%v):\n merged %v\n last   %v", method, b, lerr, ref, lw)
+			}
+		}
 		want, werr := protojson.MarshalOptions{Resolver: types}.Marshal(ref)
 		if werr != nil {
 			if !errors.Is(err, ErrUnrenderable) {
@@ -429,6 +437,79 @@ func refDuplicate(md protoreflect.MessageDescriptor, b []byte, types typeResolve
 		}
 	}
 	return false
+}
+
+// lastWins parses b as md the way gogo-generated code does: a later
+// occurrence of a non-repeated field, or of another member of its oneof,
+// replaces the earlier one, message fields included (protobuf-go merges
+// those), in list elements and map entries too. Other lists, extensions and
+// unknown fields are merged by protobuf-go itself, one field at a time.
+func lastWins(md protoreflect.MessageDescriptor, b []byte, types typeResolver) (protoreflect.Message, error) {
+	m := dynamicpb.NewMessage(md)
+	merge := proto.UnmarshalOptions{Merge: true, AllowPartial: true, Resolver: types}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeField(b)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		raw := b[:n]
+		_, _, tagLen := protowire.ConsumeTag(b)
+		b = b[n:]
+		fd := md.Fields().ByNumber(num)
+		v, _ := protowire.ConsumeBytes(raw[tagLen:]) // the body, when typ is BytesType
+		switch {
+		case fd == nil:
+		case fd.IsMap() && typ == protowire.BytesType:
+			entry, err := lastWins(fd.Message(), v, types)
+			if err != nil {
+				return nil, err
+			}
+			mp := m.Mutable(fd).Map()
+			val := mp.NewValue()
+			if entry.Has(fd.MapValue()) {
+				val = entry.Get(fd.MapValue())
+			}
+			mp.Set(entry.Get(fd.MapKey()).MapKey(), val)
+			continue
+		case fd.IsList() && fd.Kind() == protoreflect.MessageKind && typ == protowire.BytesType:
+			elem, err := lastWins(fd.Message(), v, types)
+			if err != nil {
+				return nil, err
+			}
+			m.Mutable(fd).List().Append(protoreflect.ValueOfMessage(elem))
+			continue
+		}
+		if fd == nil || fd.IsList() || fd.IsMap() {
+			if err := merge.Unmarshal(raw, m.Interface()); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if od := fd.ContainingOneof(); od != nil {
+			if w := m.WhichOneof(od); w != nil {
+				m.Clear(w)
+			}
+		}
+		m.Clear(fd)
+		var sub protoreflect.Message
+		var err error
+		switch {
+		case fd.Kind() == protoreflect.MessageKind && typ == protowire.BytesType:
+			sub, err = lastWins(fd.Message(), v, types)
+		case fd.Kind() == protoreflect.GroupKind && typ == protowire.StartGroupType:
+			v, _ := protowire.ConsumeGroup(num, raw[tagLen:])
+			sub, err = lastWins(fd.Message(), v, types)
+		default:
+			err = merge.Unmarshal(raw, m.Interface())
+		}
+		if err != nil {
+			return nil, err
+		}
+		if sub != nil {
+			m.Set(fd, protoreflect.ValueOfMessage(sub))
+		}
+	}
+	return m, nil
 }
 
 // unmarshalNoPanic is the fuzz reference parse; the protobuf runtime itself

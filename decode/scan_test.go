@@ -10,7 +10,9 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
 )
 
 // lenField is field num holding body, as a message, bytes or string field.
@@ -285,5 +287,38 @@ func TestDefaultLimitsAdmitRealRequests(t *testing.T) {
 	t.Logf("etcd's largest Txn at --max-txn-ops 128: %d nodes (limit %d)", nodes, DefaultMaxNodes)
 	if nodes*3 > DefaultMaxNodes {
 		t.Errorf("etcd's largest Txn has %d nodes: the default limit %d leaves less than 3x room", nodes, DefaultMaxNodes)
+	}
+}
+
+// TestLastWinsOracle: FuzzDecode's last-one-wins parse is a real oracle: on
+// the countOnly trick it reads what etcd reads (a full range), where
+// protobuf-go's merge reads a count-only one.
+func TestLastWinsOracle(t *testing.T) {
+	p := testProtoset(t)
+	types := withGlobalMessages{p.types()}
+	for _, tc := range ambiguousCases(t, p) {
+		if !strings.HasPrefix(tc.name, "countOnly trick") {
+			continue
+		}
+		md, err := p.FindMethod(testContext(t), tc.method)
+		if err != nil {
+			t.Fatal(err)
+		}
+		merged := dynamicpb.NewMessage(md.Input())
+		if err := (proto.UnmarshalOptions{Resolver: types}).Unmarshal(tc.in, merged); err != nil {
+			t.Fatal(err)
+		}
+		last, err := lastWins(md.Input(), tc.in, types)
+		if err != nil {
+			t.Fatal(err)
+		}
+		countOnly := func(m protoreflect.Message) bool {
+			op := m.Get(md.Input().Fields().ByName("success")).List().Get(0).Message()
+			rr := op.Get(op.Descriptor().Fields().ByName("request_range")).Message()
+			return rr.Get(rr.Descriptor().Fields().ByName("count_only")).Bool()
+		}
+		if !countOnly(merged) || countOnly(last) || proto.Equal(merged.Interface(), last.Interface()) {
+			t.Errorf("merged count_only %v, last-one-wins count_only %v: want true, false", countOnly(merged), countOnly(last))
+		}
 	}
 }
