@@ -24,10 +24,18 @@
 //     the message undecodable.
 //
 // The proxy forwards the original bytes untouched; decoding is a read-only side
-// view for the policy. It therefore never fails a call by itself: an unknown
-// method, bytes that do not parse, or a message that protojson could not print
-// make [Decoder.Decode] report ok=false, and the policy decides what an
-// undecodable request means (input.request_decoded=false).
+// view for the policy. An unknown method, bytes that do not parse, a message
+// that protojson could not print, or one over the Decoder's limits make
+// [Decoder.Decode] report ok=false, [Reason] names why, and the policy decides
+// what an undecodable request means (input.request_decoded=false).
+//
+// Before anything is unmarshalled, a walk over the wire bytes against the
+// descriptors (into nested messages, groups, map entries, known extensions and
+// the messages google.protobuf.Any values pack) counts every field occurrence
+// and the nesting depth, and finds non-repeated fields that occur twice:
+// [ErrTooComplex] and [ErrAmbiguous] (a [*DuplicateFieldError] naming the
+// field's JSON path), unless the Decoder was built with
+// [AllowDuplicateFields].
 //
 // Descriptors come from a [Resolver]: a FileDescriptorSet file loaded with
 // [LoadProtoset], or the upstream's gRPC server reflection through
@@ -47,6 +55,11 @@
 //     Numbers are json.Number, never float64, so OPA does not have to
 //     round-trip the input through JSON.
 //   - Decoding never panics the caller and never mutates the request bytes.
+//   - The work and memory of decoding one message are bounded by its size and
+//     by the Decoder's node and depth limits ([WithLimits]): a message over
+//     either is refused before it is parsed, without allocating per field.
+//   - A decoded message has one reading: no non-repeated field and no oneof
+//     occurs twice in it, at any depth (unless [AllowDuplicateFields]).
 //   - Unknown fields are kept while parsing and ignored when rendering, as
 //     protojson does; [Decoder.DecodeUnknown] says where they were, inside
 //     Anys too.

@@ -92,9 +92,9 @@ func TestNaiveRulesSeeWhatUpstreamDecodes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			req, unknown, _, ok := d.DecodeUnknown(ctx, "/apipb.GobgpApi/AddPath", request(tc.nlri))
-			if !ok || len(unknown) > 0 {
-				t.Fatalf("DecodeUnknown: ok %v, unknown %q", ok, unknown)
+			req, unknown, _, err := d.DecodeUnknown(ctx, "/apipb.GobgpApi/AddPath", request(tc.nlri))
+			if err != nil || len(unknown) > 0 {
+				t.Fatalf("DecodeUnknown: %v, unknown %q", err, unknown)
 			}
 			if got := req["tableType"]; got != "GLOBAL" {
 				t.Errorf("tableType = %v, want GLOBAL (the enum's zero value)", got)

@@ -227,6 +227,8 @@ func collect(groups map[groupKey]*ReplayGroup) ReplayChange {
 //     breakglass_grant, justification and ticket when the message was allowed by a grant
 //     (no "expires"); {"active": false} otherwise, also when a grant was active but forbid
 //     or an error denied the message;
+//   - request_undecoded_reason: "" when the request was decoded, else the reason the
+//     record keeps in its detail ("" in records written before reasons were recorded);
 //   - time: the record's time, to the second, as the proxy formats it.
 func RecordInput(rec *audit.Record, clientStreaming, serverStreaming bool) (map[string]any, error) {
 	var req any
@@ -239,6 +241,10 @@ func RecordInput(rec *audit.Record, clientStreaming, serverStreaming bool) (map[
 		if err := dec.Decode(&req); err != nil {
 			return nil, fmt.Errorf("seq %d: request: %w", rec.Seq, err)
 		}
+	}
+	undecoded := ""
+	if !rec.RequestDecoded {
+		undecoded = rec.Detail
 	}
 	var pr audit.Principal
 	if rec.Principal != nil {
@@ -268,12 +274,13 @@ func RecordInput(rec *audit.Record, clientStreaming, serverStreaming bool) (map[
 			"groups": groups,
 			"authn":  pr.Authn,
 		},
-		"method":          rec.Method,
-		"service":         service,
-		"rpc":             rpc,
-		"upstream":        rec.Upstream,
-		"request":         req,
-		"request_decoded": rec.RequestDecoded,
+		"method":                   rec.Method,
+		"service":                  service,
+		"rpc":                      rpc,
+		"upstream":                 rec.Upstream,
+		"request":                  req,
+		"request_decoded":          rec.RequestDecoded,
+		"request_undecoded_reason": undecoded,
 		// Audit records do not keep where unknown fields were.
 		"request_unknown_fields": []any{},
 		"stream": map[string]any{

@@ -24,4 +24,10 @@
 // Nothing reaches an upstream before the pipeline passed the first client
 // message: the forwarder opens the upstream stream only after it received (and
 // the pipeline admitted) that message.
+//
+// A message the policy could misread is never admitted on its reading: one in
+// which a non-repeated field occurs twice (runtimes disagree on its meaning) is
+// refused with INVALID_ARGUMENT before the policy runs, unless its upstream
+// sets allow_duplicate_fields, and one over the decode limits reaches the
+// policy undecoded, with request_undecoded_reason saying why.
 package proxy

@@ -92,6 +92,13 @@ deny contains "request not decoded: mutating methods need a readable request" if
 	not input.request_decoded
 }
 
+# A message over the proxy's decode limits (limits.max_decoded_nodes, max_decode_depth) is
+# not decoded at all. No etcd request of a real client comes near them, and a read padded
+# past them (with unknown fields, which etcd ignores) would hide what it reads.
+deny contains "request too complex to decode (limits.max_decoded_nodes, limits.max_decode_depth)" if {
+	object.get(input, "request_undecoded_reason", "") == "too_complex"
+}
+
 # A field the descriptor set does not describe is left out of input.request (protojson
 # drops it) but still reaches etcd, so a change carrying one cannot be judged; the proxy
 # lists where such fields are in input.request_unknown_fields. Reads are let through.

@@ -199,3 +199,11 @@ test_unknown_service_not_allowed if {
 	not ztp.allow with input as inp
 	"/v3lockpb.Lock/Lock needs break-glass" in ztp.deny with input as inp
 }
+
+test_too_complex_denied_reads_too if {
+	every m in ["/etcdserverpb.KV/Range", "/etcdserverpb.Watch/Watch", "/etcdserverpb.KV/Txn"] {
+		inp := object.union(undecoded(alice, m), {"request_undecoded_reason": "too_complex"})
+		not passes(inp)
+		"request too complex to decode (limits.max_decoded_nodes, limits.max_decode_depth)" in ztp.deny with input as inp
+	}
+}
