@@ -9,10 +9,16 @@ import (
 // method so that the walk makes no descriptor lookups per field. Plans are
 // immutable once built and shared by concurrent walks.
 type plan struct {
-	md         protoreflect.MessageDescriptor
-	dense      []fieldPlan                     // by field number, up to maxDense; shape 0: not a field
-	sparse     map[protowire.Number]*fieldPlan // numbers above maxDense
-	words      int                             // bitset words for non-repeated fields and oneofs
+	md     protoreflect.MessageDescriptor
+	dense  []fieldPlan                     // by field number, up to maxDense; shape 0: not a field
+	sparse map[protowire.Number]*fieldPlan // numbers above maxDense
+	words  int                             // bitset words for non-repeated fields and oneofs
+	// defaults counts the fields the renderer writes even when the wire has
+	// none of them (fields without presence, at their default value): a
+	// message costs that much however few bytes it has on the wire. Map
+	// entries and Any are rendered otherwise, as a key and value or as what
+	// the Any packs.
+	defaults   int
 	isAny      bool
 	extensible bool
 }
@@ -122,6 +128,9 @@ func buildPlan(md protoreflect.MessageDescriptor, plans map[protoreflect.Message
 			ob = oneofBit[od.Index()]
 		}
 		f.init(fd, b, ob)
+		if !fd.HasPresence() && !md.IsMapEntry() && !pl.isAny {
+			pl.defaults++
+		}
 		if sub := fd.Message(); sub != nil {
 			f.sub = buildPlan(sub, plans)
 		}

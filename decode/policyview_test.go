@@ -64,16 +64,14 @@ func TestNaiveRulesSeeWhatUpstreamDecodes(t *testing.T) {
 	}
 	origin := dynamicpb.NewMessage(desc("apipb.OriginAttribute")) // origin 0: IGP
 	request := func(nlri *anypb.Any) []byte {
-		text := `{"path":{"family":{"afi":"AFI_IP","safi":"SAFI_UNICAST"}}}`
-		b := wireJSON(t, p, "apipb.AddPathRequest", text)
-		var path []byte
+		// One path: its family, then the hand-built nlri and attribute (a
+		// path field twice would be refused as ambiguous).
+		path := wireJSON(t, p, "apipb.Path", `{"family":{"afi":"AFI_IP","safi":"SAFI_UNICAST"}}`)
 		path = protowire.AppendTag(path, 1, protowire.BytesType)
 		path = protowire.AppendBytes(path, wire(t, nlri))
 		path = protowire.AppendTag(path, 2, protowire.BytesType)
 		path = protowire.AppendBytes(path, wire(t, &anypb.Any{TypeUrl: "type.googleapis.com/apipb.OriginAttribute", Value: wire(t, origin)}))
-		// A second occurrence of the path field merges into the first, as
-		// the upstream parses it too.
-		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		b := protowire.AppendTag(nil, 3, protowire.BytesType)
 		return protowire.AppendBytes(b, path)
 	}
 	explicitZero := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 0)
@@ -182,9 +180,16 @@ func TestAnyNestingBounded(t *testing.T) {
 	if _, _, err := d.DecodeErr(ctx, "/ztptest.Admin/Do", wrap(anys(50), nil)); err != nil {
 		t.Fatalf("50 nested Anys: %v", err)
 	}
+	// The pre-scan's depth limit (limits.max_decode_depth) refuses these
+	// first; the renderer's own bound holds where the scan's is raised.
 	_, _, err := d.DecodeErr(ctx, "/ztptest.Admin/Do", wrap(anys(maxDepth), nil))
-	if !errors.Is(err, ErrUnrenderable) {
-		t.Fatalf("%d nested Anys: error = %v, want ErrUnrenderable", maxDepth, err)
+	if !errors.Is(err, ErrTooComplex) {
+		t.Fatalf("%d nested Anys: error = %v, want ErrTooComplex", maxDepth, err)
+	}
+	raised := NewDecoder(p, WithLimits(1<<30, MaxDepthCeiling))
+	_, _, err = raised.DecodeErr(ctx, "/ztptest.Admin/Do", wrap(anys(maxDepth), nil))
+	if !errors.Is(err, ErrUnrenderable) && !errors.Is(err, ErrTooComplex) {
+		t.Fatalf("%d nested Anys with the limits raised: error = %v, want a refusal", maxDepth, err)
 	}
 
 	// 6,000 levels of All.fNested.child outside an Any holding an All
@@ -199,8 +204,8 @@ func TestAnyNestingBounded(t *testing.T) {
 	}
 	allURL := protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "type.googleapis.com/ztptest.All")
 	deep := wrap(append(plain(3000), level{num: anyField.Number()}, level{num: 2, prefix: allURL}), wrap(plain(3000), nil))
-	_, _, err = d.DecodeErr(ctx, "/ztptest.Admin/Do", deep)
-	if !errors.Is(err, ErrUnrenderable) {
+	_, _, err = raised.DecodeErr(ctx, "/ztptest.Admin/Do", deep)
+	if !errors.Is(err, ErrUnrenderable) && !errors.Is(err, ErrTooComplex) {
 		t.Fatalf("12,000 levels across an Any: error = %v, want ErrUnrenderable", err)
 	}
 	shallow := wrap(append(plain(10), level{num: anyField.Number()}, level{num: 2, prefix: allURL}), wrap(plain(10), nil))

