@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ztp-dev/ztp/decode"
 )
 
 // Config is the parsed ztp.yaml. Field names mirror the YAML keys.
@@ -144,6 +146,11 @@ type Upstream struct {
 	Descriptors string      `yaml:"descriptors"`
 	Reflection  bool        `yaml:"reflection"`
 	TLS         UpstreamTLS `yaml:"tls"`
+	// AllowDuplicateFields admits messages in which a non-repeated field
+	// occurs more than once. They are decided as protobuf-go reads them,
+	// which may not be how the upstream reads them (etcd keeps the last
+	// occurrence of a message field where protobuf-go merges them).
+	AllowDuplicateFields bool `yaml:"allow_duplicate_fields"`
 	// EffectQueries lets policies ask this upstream read-only questions (ztp.query);
 	// nil: they may not.
 	EffectQueries *EffectQueries `yaml:"effect_queries"`
@@ -207,6 +214,11 @@ type Limits struct {
 	// MaxStreamsPerPrincipal bounds the calls one principal has open at once,
 	// across all its connections (default DefaultMaxStreamsPerPrincipal).
 	MaxStreamsPerPrincipal int `yaml:"max_streams_per_principal"`
+	// MaxDecodedNodes and MaxDecodeDepth bound the work of decoding one
+	// request message (field occurrences; nested messages): a message over
+	// either is decided undecoded, as too_complex.
+	MaxDecodedNodes int `yaml:"max_decoded_nodes"`
+	MaxDecodeDepth  int `yaml:"max_decode_depth"`
 }
 
 // Defaults applied to keys the file leaves out.
@@ -483,6 +495,12 @@ func (c *Config) applyDefaults() {
 	if c.Limits.MaxStreamsPerPrincipal == 0 {
 		c.Limits.MaxStreamsPerPrincipal = DefaultMaxStreamsPerPrincipal
 	}
+	if c.Limits.MaxDecodedNodes == 0 {
+		c.Limits.MaxDecodedNodes = decode.DefaultMaxNodes
+	}
+	if c.Limits.MaxDecodeDepth == 0 {
+		c.Limits.MaxDecodeDepth = decode.DefaultMaxDepth
+	}
 	for _, u := range c.Upstreams {
 		if q := u.EffectQueries; q != nil {
 			if q.MaxPerDecision == 0 {
@@ -738,6 +756,12 @@ func (p *parser) validate(c *Config) {
 	}
 	if c.Limits.MaxStreamsPerPrincipal < 1 {
 		p.errorf("limits.max_streams_per_principal", "must be at least 1")
+	}
+	if c.Limits.MaxDecodedNodes < 1 {
+		p.errorf("limits.max_decoded_nodes", "must be at least 1")
+	}
+	if c.Limits.MaxDecodeDepth < 1 || c.Limits.MaxDecodeDepth > decode.MaxDepthCeiling {
+		p.errorf("limits.max_decode_depth", "must be between 1 and %d", decode.MaxDepthCeiling)
 	}
 	if c.Limits.MaxHeaderBytes < 1024 {
 		p.errorf("limits.max_header_bytes", "must be at least 1024")

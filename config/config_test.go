@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ztp-dev/ztp/decode"
 	"github.com/ztp-dev/ztp/pki"
 )
 
@@ -83,6 +84,9 @@ func TestParseValid(t *testing.T) {
 	if c.Limits.MaxMessageBytes != DefaultMaxMessageBytes || c.Limits.MaxConcurrentStreams != DefaultMaxConcurrentStreams {
 		t.Errorf("limit defaults = %+v", c.Limits)
 	}
+	if c.Limits.MaxDecodedNodes != decode.DefaultMaxNodes || c.Limits.MaxDecodeDepth != decode.DefaultMaxDepth || c.Upstreams[0].AllowDuplicateFields {
+		t.Errorf("decode defaults: nodes %d depth %d allow_duplicate_fields %v", c.Limits.MaxDecodedNodes, c.Limits.MaxDecodeDepth, c.Upstreams[0].AllowDuplicateFields)
+	}
 	if c.Limits.MaxUnaryDeadline != 30*time.Second {
 		t.Errorf("max_unary_deadline = %v, want 30s", c.Limits.MaxUnaryDeadline)
 	}
@@ -110,6 +114,9 @@ func TestParseErrors(t *testing.T) {
 		{"missing protoset", repl("etcd.protoset", "gone.protoset"), []string{"upstreams[0].descriptors: gone.protoset: no such file"}},
 		{"bad mode", add("  mode: yolo\n", "  paths: [policies/]\n"), []string{"policy.mode: must be enforce or dryrun"}},
 		{"wrong type", repl("max_unary_deadline: 30s", "max_unary_deadline: soon"), []string{"ztp.yaml:26:", "limits.max_unary_deadline"}},
+		{"negative decode nodes", add("  max_decoded_nodes: -1\n"), []string{"ztp.yaml:27: limits.max_decoded_nodes: must be at least 1"}},
+		{"decode depth above protobuf's", add("  max_decode_depth: 10001\n"), []string{"ztp.yaml:27: limits.max_decode_depth: must be between 1 and 10000"}},
+		{"allow_duplicate_fields not a bool", repl("    tls: { insecure: true }\n", "    tls: { insecure: true }\n    allow_duplicate_fields: sometimes\n"), []string{"ztp.yaml:20:", "upstreams[0].allow_duplicate_fields"}},
 		{"duplicate upstream", add("  - name: etcd\n    address: a:1\n    services: [x]\n", "    tls: { insecure: true }\n"), []string{"upstreams[1].name: duplicate upstream name"}},
 		{"no audit path", repl("  path: data/audit.db\n", ""), []string{"audit.path: required"}},
 		{"audit dir missing", repl("data/audit.db", "nodir/audit.db"), []string{"audit.path: directory"}},

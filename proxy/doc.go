@@ -29,4 +29,10 @@
 // the upstream read-only requests of its own (ztp.query): only the methods the
 // upstream's effect_queries lists, encoded by the proxy from the policy's
 // object, on the proxy's connection, each recorded with the decision.
+//
+// A message the policy could misread is never admitted on its reading: one in
+// which a non-repeated field occurs twice (runtimes disagree on its meaning) is
+// refused with INVALID_ARGUMENT before the policy runs, unless its upstream
+// sets allow_duplicate_fields, and one over the decode limits reaches the
+// policy undecoded, with request_undecoded_reason saying why.
 package proxy

@@ -56,8 +56,9 @@ type Auditor interface {
 // Decoder renders a method's request bytes for the policy (read-only).
 type Decoder interface {
 	// DecodeUnknown also lists where the message has fields the descriptors
-	// do not know (see decode.Decoder.DecodeUnknown).
-	DecodeUnknown(ctx context.Context, fullMethod string, b []byte) (map[string]any, []string, decode.MethodInfo, bool)
+	// do not know (see decode.Decoder.DecodeUnknown). The error says why the
+	// message was not decoded; decode.Reason names it.
+	DecodeUnknown(ctx context.Context, fullMethod string, b []byte) (map[string]any, []string, decode.MethodInfo, error)
 	Info(ctx context.Context, fullMethod string) decode.MethodInfo
 }
 
@@ -309,14 +310,31 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	var reqIn ast.Value // the request for the policy; nil: not decoded
 	var unknown []string
 	var inErr error
-	decoded := false
-	if msg != nil && c.upstream.decoder != nil {
-		req, unknown, _, decoded = c.upstream.decoder.DecodeUnknown(ctx, c.method, msg.Data)
+	decoded, undecoded := false, ""
+	switch {
+	case msg == nil:
+		undecoded = decode.ReasonNoMessage
+	case c.upstream.decoder == nil:
+		undecoded = decode.ReasonNoDescriptors
+	default:
+		var derr error
+		req, unknown, _, derr = c.upstream.decoder.DecodeUnknown(ctx, c.method, msg.Data)
+		if dup, ok := errors.AsType[*decode.DuplicateFieldError](derr); ok {
+			// Refused before policy: there is no single request to decide.
+			return p.ambiguous(ctx, c, rec, dup)
+		}
+		decoded, undecoded = derr == nil, decode.Reason(derr)
 		if decoded {
 			reqIn, inErr = requestValue(req)
+		} else {
+			p.log.LogAttrs(ctx, slog.LevelDebug, "request not decoded", slog.String("method", c.method),
+				slog.String("principal", c.principal.ID), slog.String("reason", undecoded), slog.String("err", derr.Error()))
 		}
 	}
 	rec.RequestDecoded = decoded
+	if !decoded {
+		rec.Detail = undecoded
+	}
 	if decoded {
 		if req == nil {
 			req = map[string]any{} // an all-default message is {}, as protojson prints it
@@ -334,7 +352,7 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	res, evalErr := policy.Result{}, inErr
 	if inErr == nil {
 		qctx, qs := c.upstream.queries(ctx)
-		res, evalErr = p.evals.eval(qctx, eng, p.input(c, reqIn, unknown, idx, grant, hasGrant, now))
+		res, evalErr = p.evals.eval(qctx, eng, p.input(c, reqIn, undecoded, unknown, idx, grant, hasGrant, now))
 		rec.Queries = auditQueries(qs)
 	}
 	p.metrics.PolicySeconds.Observe(time.Since(t0).Seconds())
@@ -371,12 +389,40 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	// One log line per decision, joinable with the audit log by seq.
 	// LogAttrs with typed attributes: no boxing, and nothing at all when info is off.
 	p.log.LogAttrs(ctx, slog.LevelInfo, "decision", slog.Uint64("seq", seq), slog.String("method", c.method),
-		slog.String("principal", c.principal.ID), slog.String("decision", v.Decision), slog.Any("reasons", v.Reasons), slog.String("grant", v.Grant))
+		slog.String("principal", c.principal.ID), slog.String("decision", v.Decision), slog.Any("reasons", v.Reasons), slog.String("grant", v.Grant),
+		slog.String("request_undecoded_reason", undecoded))
 
 	if v.Forward() {
 		return nil
 	}
 	return status.Error(codes.PermissionDenied, policy.DeniedMessage(v.Reasons))
+}
+
+// ambiguous audits and refuses a message that runtimes read differently (a
+// non-repeated field occurs twice), before any policy work: the policy and
+// the audit record would judge a request the upstream may not run.
+func (p *Pipeline) ambiguous(ctx context.Context, c *call, rec *audit.Record, dup *decode.DuplicateFieldError) error {
+	reason := "ambiguous encoding: " + dup.Path
+	if dup.Oneof != "" {
+		reason += " is a second member of oneof " + dup.Oneof
+	} else {
+		reason += " occurs more than once"
+	}
+	rec.Decision = policy.DecisionDeny
+	rec.Reasons = []string{reason}
+	rec.Detail = decode.ReasonAmbiguous
+	p.metrics.Decisions.WithLabelValues(c.upstream.name, c.methodLabel(), policy.DecisionDeny).Inc()
+	seq, err := p.appendDecision(ctx, c, rec)
+	if err != nil {
+		return err
+	}
+	if rec.MessageIndex == 0 {
+		c.firstSeq = seq
+	}
+	p.log.LogAttrs(ctx, slog.LevelInfo, "decision", slog.Uint64("seq", seq), slog.String("method", c.method),
+		slog.String("principal", c.principal.ID), slog.String("decision", policy.DecisionDeny), slog.Any("reasons", rec.Reasons),
+		slog.String("request_undecoded_reason", decode.ReasonAmbiguous))
+	return status.Error(codes.InvalidArgument, "ztp: "+reason+"; the upstream may read this message differently (allow_duplicate_fields)")
 }
 
 // ratelimited audits and refuses a message over a rate limit or change budget,

@@ -473,6 +473,10 @@ func dialUpstream(cfg *config.Config, uc config.Upstream, maxMsg int, trace grpc
 		return nil, err
 	}
 	up := &upstream{name: uc.Name, conn: conn}
+	opts := []decode.Option{decode.WithLimits(cfg.Limits.MaxDecodedNodes, cfg.Limits.MaxDecodeDepth)}
+	if uc.AllowDuplicateFields {
+		opts = append(opts, decode.AllowDuplicateFields())
+	}
 	switch {
 	case uc.Descriptors != "":
 		ps, err := decode.LoadProtoset(cfg.Resolve(uc.Descriptors))
@@ -480,9 +484,9 @@ func dialUpstream(cfg *config.Config, uc config.Upstream, maxMsg int, trace grpc
 			conn.Close()
 			return nil, fmt.Errorf("descriptors: %w", err)
 		}
-		up.decoder, up.protoset = decode.NewDecoder(ps), ps
+		up.decoder, up.protoset = decode.NewDecoder(ps, opts...), ps
 	case uc.Reflection:
-		up.decoder = decode.NewDecoder(decode.NewReflection(conn, decode.ReflectionOptions{}))
+		up.decoder = decode.NewDecoder(decode.NewReflection(conn, decode.ReflectionOptions{}), opts...)
 	}
 	if uc.EffectQueries != nil {
 		q, err := newEffectQuerier(uc.Name, conn, up.protoset, uc.EffectQueries)

@@ -64,9 +64,14 @@ func TestPolicyInputBuildsTheProxyInput(t *testing.T) {
 		t.Errorf("ticket = %v", in["ticket"])
 	}
 
-	// The document is what 'policy eval' takes: the example policy charges a range delete.
+	// The document is what 'policy eval' takes: the example policy charges a range delete
+	// the keys etcd says it holds (its effect query answered from --answers).
 	b, _ := json.Marshal(in)
-	out, stderr, err := runCtl(t, string(b), "policy", "eval", "--policy", etcdPolicies, "--input", "-", "-o", "json")
+	answers := filepath.Join(t.TempDir(), "answers.json")
+	if err := os.WriteFile(answers, []byte(`[{"method":"/etcdserverpb.KV/Range","request":{"key":"Lw==","rangeEnd":"MA==","revision":"0","countOnly":true},"answer":{"count":"7"}}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, err := runCtl(t, string(b), "policy", "eval", "--policy", etcdPolicies, "--input", "-", "--answers", answers, "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +82,7 @@ func TestPolicyInputBuildsTheProxyInput(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatal(err)
 	}
-	if res.Verdict != "allow" || len(res.Budgets) != 1 || res.Budgets[0].Key != "delete:etcd" {
+	if res.Verdict != "allow" || len(res.Budgets) != 1 || res.Budgets[0].Key != "delete:etcd" || res.Budgets[0].Cost != 7 {
 		t.Errorf("eval = %+v", res)
 	}
 }
@@ -142,7 +147,7 @@ func TestPolicyEvalExplain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"deployer = true", "mutating = true", "read: undefined", `deletes = [{"key":"Lw=="}]`} {
+	for _, s := range []string{"deployer = true", "mutating = true", "read: undefined", `deletes = [{"key":"Lw==","prevKv":false,"rangeEnd":""}]`} {
 		if !strings.Contains(out, s) {
 			t.Errorf("--explain output lacks %q:\n%s", s, out)
 		}
