@@ -112,7 +112,7 @@ func TestEtcdAmbiguousAndTooComplex(t *testing.T) {
 		{"countOnly trick", rawTxn, lenField(txnSuccess, countOnly, everything), codes.InvalidArgument, "ambiguous encoding: success[0].requestRange occurs more than once"},
 		{"ignoreValue twice", rawPut, slices.Concat(lenField(putKey, []byte(secretKey)), lenField(putValue, []byte("overwritten")), boolField(putIgnoreValue), boolField(putIgnoreValue)),
 			codes.InvalidArgument, "ambiguous encoding: ignoreValue occurs more than once"},
-		{"Txn of 200,000 deletes", rawTxn, deletes.Bytes(), codes.PermissionDenied, "DeleteRange or Txn with an unreadable request is forbidden"},
+		{"Txn of 200,000 deletes", rawTxn, deletes.Bytes(), codes.PermissionDenied, "/etcdserverpb.KV/Txn with an unreadable request is forbidden"},
 		// Padded past the node limit with fields etcd ignores, a read would hide its range.
 		{"Range padded with 10,001 unknown fields", rawRange, slices.Concat(secrets, bytes.Repeat(boolField(100), 10_001)), codes.PermissionDenied, "request too complex to decode"},
 	}
