@@ -350,7 +350,7 @@ func (s *Store) checkpoint() (c Checkpoint, signed bool, err error) {
 	if err != nil {
 		return Checkpoint{}, false, err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyCheckpoint, c.Signed) })
+	err = s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyCheckpoint, c.Signed) })
 	if err != nil {
 		return Checkpoint{}, false, fmt.Errorf("%w: %s: checkpoint: %w", ErrWrite, s.path, mapClosed(err))
 	}
@@ -392,9 +392,11 @@ func extendsCheckpoint(db *bolt.DB, prev Checkpoint, head *chainHead) error {
 		return nil
 	}
 	var line []byte
-	err := db.View(func(tx *bolt.Tx) error {
-		line = bytes.Clone(tx.Bucket(bucketRecords).Get(seqKey(prev.Size)))
-		return nil
+	err := guard(db.Path(), func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			line = bytes.Clone(tx.Bucket(bucketRecords).Get(seqKey(prev.Size)))
+			return nil
+		})
 	})
 	if err != nil {
 		return mapClosed(err)
@@ -423,9 +425,11 @@ func (r *Reader) LatestCheckpoint() (Checkpoint, error) { return latestCheckpoin
 
 func latestCheckpoint(db *bolt.DB) (Checkpoint, error) {
 	var b []byte
-	err := db.View(func(tx *bolt.Tx) error {
-		b = bytes.Clone(tx.Bucket(bucketMeta).Get(keyCheckpoint))
-		return nil
+	err := guard(db.Path(), func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			b = bytes.Clone(tx.Bucket(bucketMeta).Get(keyCheckpoint))
+			return nil
+		})
 	})
 	if err != nil {
 		return Checkpoint{}, mapClosed(err)

@@ -389,6 +389,9 @@ type verifyReport struct {
 	Problem    *audit.VerifyError `json:"problem,omitempty"`
 	Checkpoint *checkpointReport  `json:"checkpoint,omitempty"`
 	BboltCheck string             `json:"bbolt_check,omitempty"` // --db only: "ok" or the damage
+	// Unreadable: the file's page structure is too damaged to read the
+	// chain at all (BboltCheck says how); Records is then 0.
+	Unreadable bool `json:"unreadable,omitempty"`
 }
 
 type checkpointReport struct {
@@ -430,6 +433,8 @@ func (o *auditVerifyOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	switch {
 	case rep.Problem != nil:
 		return fmt.Errorf("audit verify: chain broken at seq %d: %s", rep.Problem.Seq, rep.Problem.Fault)
+	case rep.Unreadable:
+		return errors.New("audit verify: the audit file is damaged; its chain could not be read")
 	case !rep.OK:
 		return errors.New("audit verify: bbolt consistency check failed")
 	}
@@ -462,6 +467,13 @@ func openCheckpointFile(path, pubkey string) (audit.Checkpoint, ed25519.PublicKe
 
 func (o *auditVerifyOptions) verifyFile(cmd *cobra.Command, cp *audit.Checkpoint, rep *verifyReport) error {
 	r, err := openDB(o.db)
+	if errors.Is(err, audit.ErrDamaged) {
+		// A verdict, not an error: the file is damaged where bbolt would
+		// read it, so its chain cannot be read at all.
+		rep.BboltCheck = err.Error()
+		rep.Unreadable = true
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -512,6 +524,10 @@ func (o *auditVerifyOptions) verifyRemote(cmd *cobra.Command, g *globalOptions, 
 func printVerify(w io.Writer, output string, rep *verifyReport) error {
 	if output == "json" {
 		return printJSON(w, rep)
+	}
+	if rep.Unreadable {
+		fmt.Fprintf(w, "FAIL: %s\n  the chain was not checked: the file cannot be read safely (truncated or overwritten); verify a backup or an export\n", rep.BboltCheck)
+		return nil
 	}
 	if p := rep.Problem; p != nil {
 		fmt.Fprintf(w, "FAIL: seq %d: %s: %s\n  %s\n", p.Seq, p.Fault, faultMeaning(p.Fault), p.Detail)
