@@ -306,6 +306,11 @@ func parsePrivateKey(pemBytes []byte) (ed25519.PrivateKey, error) {
 // uses it, and Close signs the final head.
 func (s *Store) SignCheckpoints(sig *Signer) { s.signer.Store(sig) }
 
+// OnCheckpoint makes the store call f with every checkpoint it signs, once
+// the checkpoint is stored, the final one of Close included (a Shipper's
+// Ship). f runs under the checkpoint lock and must not block.
+func (s *Store) OnCheckpoint(f func(Checkpoint)) { s.onCheckpoint.Store(&f) }
+
 // Checkpoint signs the current head with the store's signer and keeps it
 // as the latest checkpoint (in the meta bucket), unless the latest already
 // covers the head. It returns the latest checkpoint.
@@ -353,6 +358,9 @@ func (s *Store) checkpoint() (c Checkpoint, signed bool, err error) {
 	err = s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyCheckpoint, c.Signed) })
 	if err != nil {
 		return Checkpoint{}, false, fmt.Errorf("%w: %s: checkpoint: %w", ErrWrite, s.path, mapClosed(err))
+	}
+	if f := s.onCheckpoint.Load(); f != nil {
+		(*f)(c)
 	}
 	return c, true, nil
 }

@@ -5,6 +5,7 @@ package audit
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"syscall"
 	"time"
 
@@ -34,4 +35,12 @@ func lockFile(f *os.File, exclusive bool, timeout time.Duration) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// killGroup runs cmd in a process group of its own and kills the whole
+// group when its context ends, so that the children of a shell command die
+// with it.
+func killGroup(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 }

@@ -100,8 +100,9 @@ type Store struct {
 	// shrank or was overwritten under the process): every later Append fails.
 	damaged atomic.Pointer[error]
 
-	signer atomic.Pointer[Signer] // signs checkpoints; nil: none
-	cpMu   sync.Mutex             // serializes Checkpoint's read-sign-write
+	signer       atomic.Pointer[Signer]           // signs checkpoints; nil: none
+	onCheckpoint atomic.Pointer[func(Checkpoint)] // told about each new checkpoint
+	cpMu         sync.Mutex                       // serializes Checkpoint's read-sign-write
 }
 
 type chainHead struct {
