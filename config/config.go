@@ -171,7 +171,7 @@ type Audit struct {
 	CheckpointCommand []string `yaml:"checkpoint_command"`
 	// CheckpointCommandTimeout bounds one run of CheckpointCommand (default 30s).
 	CheckpointCommandTimeout time.Duration `yaml:"checkpoint_command_timeout"`
-	Readers            []string      `yaml:"readers"` // groups allowed to export/verify via the control API
+	Readers                  []string      `yaml:"readers"` // groups allowed to export/verify via the control API
 }
 
 // Log configures the proxy's structured log on stderr.
