@@ -163,6 +163,8 @@ type Audit struct {
 	SigningKey string   `yaml:"signing_key"` // ed25519 PEM; signs checkpoints of the chain head
 	// CheckpointInterval is how often a signed checkpoint is written (default 1m).
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	Readers            []string      `yaml:"readers"` // groups allowed to export/verify via the control API
+
 	// CheckpointDir receives a file per signed checkpoint (needs SigningKey):
 	// storage the proxy host cannot rewrite, or a directory a shipper drains.
 	CheckpointDir string `yaml:"checkpoint_dir"`
@@ -171,7 +173,6 @@ type Audit struct {
 	CheckpointCommand []string `yaml:"checkpoint_command"`
 	// CheckpointCommandTimeout bounds one run of CheckpointCommand (default 30s).
 	CheckpointCommandTimeout time.Duration `yaml:"checkpoint_command_timeout"`
-	Readers                  []string      `yaml:"readers"` // groups allowed to export/verify via the control API
 }
 
 // Log configures the proxy's structured log on stderr.
