@@ -28,7 +28,6 @@
 //   - Frozen encoding: a record is encoded once, when it is appended, and
 //     its bytes are stored and exported as they are. Reading parses those
 //     bytes; nothing is ever re-encoded.
-//
 //   - Damage is a verdict, not a crash: before bbolt maps a file, its page
 //     structure is walked with bounded reads under the file lock; a file
 //     bbolt could not walk safely (truncated, overwritten pages, both meta

@@ -192,6 +192,9 @@ type walker struct {
 	ps   int64
 	hwm  uint64
 	seen []uint64 // bit per page: reached
+	// win is the file from winOff on, read ahead (see read).
+	win    []byte
+	winOff int64
 	// onPage, when set, is told about every page read (tests find pages
 	// of a type with it).
 	onPage func(id uint64, flags uint16)
@@ -216,8 +219,8 @@ func (w *walker) page(id uint64, what string) ([]byte, error) {
 	if id < 2 || id >= w.hwm {
 		return nil, damaged(w.path, "%s: page id %d outside 2..%d", what, id, w.hwm-1)
 	}
-	hdr := make([]byte, pageHeaderSize)
-	if _, err := w.f.ReadAt(hdr, int64(id)*w.ps); err != nil {
+	hdr, err := w.read(int64(id)*w.ps, w.ps)
+	if err != nil {
 		return nil, damaged(w.path, "%s: page %d: %v", what, id, err)
 	}
 	if got := le.Uint64(hdr); got != id {
@@ -233,11 +236,39 @@ func (w *walker) page(id uint64, what string) ([]byte, error) {
 	if w.onPage != nil {
 		w.onPage(id, le.Uint16(hdr[8:]))
 	}
-	buf := make([]byte, (int64(overflow)+1)*w.ps)
-	if _, err := w.f.ReadAt(buf, int64(id)*w.ps); err != nil && !errors.Is(err, io.EOF) {
+	if overflow == 0 {
+		return hdr, nil
+	}
+	buf, err := w.read(int64(id)*w.ps, (int64(overflow)+1)*w.ps)
+	if err != nil {
 		return nil, damaged(w.path, "%s: page %d: %v", what, id, err)
 	}
 	return buf, nil
+}
+
+// readWindow is how much read fetches at once: the tree of an append-only
+// log lies mostly in file order, so one read serves many pages.
+const readWindow = 1 << 20
+
+// read returns a copy of n bytes at off, served from a window of the file
+// read ahead.
+func (w *walker) read(off, n int64) ([]byte, error) {
+	if off < w.winOff || off+n > w.winOff+int64(len(w.win)) {
+		size := max(n, readWindow)
+		if w.win == nil || int64(cap(w.win)) < size {
+			w.win = make([]byte, size)
+		}
+		w.win = w.win[:size]
+		got, err := w.f.ReadAt(w.win, off)
+		w.win, w.winOff = w.win[:got], off
+		if int64(got) < n {
+			if err == nil || errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return append([]byte(nil), w.win[off-w.winOff:][:n]...), nil
 }
 
 func (w *walker) freelist(id uint64) ([]uint64, error) {
@@ -281,8 +312,10 @@ func (w *walker) bucket(root uint64, inline []byte, what string) error {
 		if err != nil {
 			return err
 		}
-		for _, c := range children {
-			stack = append(stack, item{c, what})
+		// Pushed last to first, so that they are visited in key order:
+		// file order, for an append-only log.
+		for i := len(children) - 1; i >= 0; i-- {
+			stack = append(stack, item{children[i], what})
 		}
 		for _, b := range buckets {
 			if err := w.bucket(b.root, b.inline, fmt.Sprintf("bucket %q", b.name)); err != nil {

@@ -15,6 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/ztp-dev/ztp/audit"
+	"github.com/ztp-dev/ztp/proxy/proxytest"
 )
 
 // reseal recomputes the hash of an exported line after its content changed,
@@ -48,13 +49,10 @@ func reseal(t *testing.T, line []byte, prev string) (newLine []byte, hash string
 	return newLine, hash
 }
 
-// TestAuditVerifyNeedsACheckpoint: the two attacks a bare hash chain
-// cannot see — the tail cut with the stored head fixed (TestAuditOffline),
-// and a record edited with every later hash recomputed — pass verify
-// without a checkpoint, which says so plainly; with a checkpoint kept
-// elsewhere both FAIL.
-func TestAuditVerifyNeedsACheckpoint(t *testing.T) {
-	env, pub := auditEnv(t)
+// saveCheckpoint fetches a fresh checkpoint through the proxy and keeps it in
+// a file, as a destination off the host would.
+func saveCheckpoint(t *testing.T, env *proxytest.Env) (string, audit.Checkpoint) {
+	t.Helper()
 	signed, err := ztpctl(t, env, auditorID, "audit", "checkpoint")
 	if err != nil {
 		t.Fatal(err)
@@ -64,8 +62,22 @@ func TestAuditVerifyNeedsACheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	cp, err := audit.ParseCheckpoint([]byte(signed))
-	if err != nil || cp.Size < 4 {
-		t.Fatalf("checkpoint %+v, %v; want at least 4 records", cp, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cpFile, cp
+}
+
+// TestAuditVerifyNeedsACheckpoint: the two attacks a bare hash chain
+// cannot see — the tail cut with the stored head fixed (TestAuditOffline),
+// and a record edited with every later hash recomputed — pass verify
+// without a checkpoint, which says so plainly; with a checkpoint kept
+// elsewhere both FAIL.
+func TestAuditVerifyNeedsACheckpoint(t *testing.T) {
+	env, pub := auditEnv(t)
+	cpFile, cp := saveCheckpoint(t, env)
+	if cp.Size < 4 {
+		t.Fatalf("checkpoint %+v; want at least 4 records", cp)
 	}
 
 	// Edit record 2 (its time, so the line stays canonical) and recompute
