@@ -3,6 +3,7 @@ package etcd_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -96,5 +97,37 @@ func TestEtcdBreakglassOnePerson(t *testing.T) {
 		if strings.HasPrefix(a, bobLeadID) && strings.Contains(a, "approved") {
 			t.Errorf("the audit log records an approval by bob's lead identity: %s", a)
 		}
+	}
+
+	// The example ships its checkpoints by itself: the newest, signed at stop, covers
+	// the whole log and verifies with the public key quickstart hands to auditors.
+	ckpts, err := filepath.Glob(filepath.Join(dir, "checkpoints", "checkpoint-*.txt"))
+	if err != nil || len(ckpts) == 0 {
+		t.Fatalf("no checkpoint in %s/checkpoints (%v)", dir, err)
+	}
+	signed, err := os.ReadFile(ckpts[len(ckpts)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubPEM, err := os.ReadFile(filepath.Join(dir, "certs", "audit-ed25519.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := audit.ParsePublicKey(pubPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := audit.OpenCheckpoint(signed, pub)
+	if err != nil {
+		t.Fatalf("%s: %v", ckpts[len(ckpts)-1], err)
+	}
+	r, err := audit.OpenReader(px.auditPath, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	res, err := r.VerifyExtends(ctx, cp)
+	if err != nil || res.Records != cp.Size {
+		t.Errorf("log against the checkpoint shipped at stop: %+v, %v; want it to extend it and hold exactly its %d records", res, err, cp.Size)
 	}
 }
