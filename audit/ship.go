@@ -62,7 +62,9 @@ type ShipperOptions struct {
 	After func(time.Duration) <-chan time.Time
 	// OnResult is told about every delivery attempt ("dir" or "command"),
 	// and with ErrShipDropped about a checkpoint dropped from a full queue.
-	// It runs on the destination's goroutine and must be quick.
+	// It runs on the destination's goroutine (on Ship's caller for a drop
+	// from a full queue), concurrently for several destinations, and must
+	// be quick and safe for concurrent use.
 	OnResult func(dest string, c Checkpoint, err error)
 }
 
