@@ -32,50 +32,60 @@ import (
 // the third strike, about 30s in; 40s is past that with margin.
 const defaultIdle = 40 * time.Second
 
-// proxyBin is the ztp-proxy binary, built once per test binary run (see buildProxy) and
-// removed by TestMain.
-var proxyBin struct {
+// builtBinary is a command of this module, built once per test binary run (see build)
+// and removed by TestMain.
+type builtBinary struct {
 	once sync.Once
 	dir  string
 	path string
 	err  error
 }
 
+// proxyBin and ctlBin are ztp-proxy and ztpctl.
+var proxyBin, ctlBin builtBinary
+
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if proxyBin.dir != "" {
-		os.RemoveAll(proxyBin.dir)
+	for _, b := range []*builtBinary{&proxyBin, &ctlBin} {
+		if b.dir != "" {
+			os.RemoveAll(b.dir)
+		}
 	}
 	os.Exit(code)
 }
 
 // buildProxy builds cmd/ztp-proxy once. Under -race the binary is built with -race too,
 // so that a data race in the real proxy fails its exit-code check (status 66).
-func buildProxy(t *testing.T) string {
+func buildProxy(t *testing.T) string { return build(t, &proxyBin, "ztp-proxy") }
+
+// buildCtl builds cmd/ztpctl once.
+func buildCtl(t *testing.T) string { return build(t, &ctlBin, "ztpctl") }
+
+func build(t *testing.T, b *builtBinary, name string) string {
 	t.Helper()
-	proxyBin.once.Do(func() {
-		proxyBin.dir, proxyBin.err = os.MkdirTemp("", "ztp-etcd-e2e-")
-		if proxyBin.err != nil {
+	b.once.Do(func() {
+		b.dir, b.err = os.MkdirTemp("", "ztp-etcd-e2e-")
+		if b.err != nil {
 			return
 		}
-		proxyBin.path = filepath.Join(proxyBin.dir, "ztp-proxy")
-		args := []string{"build", "-o", proxyBin.path}
+		b.path = filepath.Join(b.dir, name)
+		args := []string{"build", "-o", b.path}
 		if raceEnabled {
 			args = append(args, "-race")
 		}
-		args = append(args, "github.com/ztp-dev/ztp/cmd/ztp-proxy")
+		args = append(args, "github.com/ztp-dev/ztp/cmd/"+name)
 		start := time.Now()
 		out, err := exec.Command("go", args...).CombinedOutput()
 		if err != nil {
-			proxyBin.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			b.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 			return
 		}
 		t.Logf("go %s: %v", strings.Join(args, " "), time.Since(start).Round(time.Millisecond))
 	})
-	if proxyBin.err != nil {
-		t.Fatal(proxyBin.err)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return proxyBin.path
+	return b.path
 }
 
 // requireEtcd skips the test when it cannot run here, or fails it when CI said it must.

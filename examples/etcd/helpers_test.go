@@ -1,6 +1,7 @@
 package etcd_test
 
 import (
+	"crypto/rand"
 	"net"
 	"os"
 	"path/filepath"
@@ -8,18 +9,25 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/ztp-dev/ztp/audit"
 	"github.com/ztp-dev/ztp/pki"
 )
 
-// The principals of the example: automation that deploys, and a human.
+// The principals of the example: automation that deploys, a human, a lead who
+// holds an everyday identity and an approver identity (bob), and another lead.
 const (
 	deployerID = "spiffe://example.org/ns/prod/sa/deployer"
 	aliceID    = "spiffe://example.org/user/alice"
+	bobUserID  = "spiffe://example.org/user/bob"
+	bobLeadID  = "spiffe://example.org/lead/bob"
+	carolID    = "spiffe://example.org/lead/carol"
 )
 
 // mintCerts writes what ztp.yaml's tls section and the clients need into dir/certs: the CA
 // (ca.pem), the proxy's server certificate for 127.0.0.1 and localhost (proxy.pem), and a
-// client certificate per principal (deployer.pem, alice.pem), each with its -key.pem.
+// client certificate per principal (deployer.pem, alice.pem, bob-user.pem, bob.pem, carol.pem), each
+// with its -key.pem — and the audit checkpoint key (audit-ed25519.pem and .pub), as
+// `ztpctl certs quickstart` writes them.
 func mintCerts(t *testing.T, dir string) {
 	t.Helper()
 	certs := filepath.Join(dir, "certs")
@@ -37,6 +45,9 @@ func mintCerts(t *testing.T, dir string) {
 		{"proxy", pki.LeafOptions{CommonName: "ztp-proxy", DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true}},
 		{"deployer", pki.LeafOptions{CommonName: "deployer", URIs: []string{deployerID}, Client: true}},
 		{"alice", pki.LeafOptions{CommonName: "alice", URIs: []string{aliceID}, Client: true}},
+		{"bob-user", pki.LeafOptions{CommonName: "bob", URIs: []string{bobUserID}, Client: true}},
+		{"bob", pki.LeafOptions{CommonName: "bob", URIs: []string{bobLeadID}, Client: true}},
+		{"carol", pki.LeafOptions{CommonName: "carol", URIs: []string{carolID}, Client: true}},
 	}
 	for _, l := range leaves {
 		leaf, err := ca.Issue(l.opts)
@@ -47,11 +58,21 @@ func mintCerts(t *testing.T, dir string) {
 			t.Fatalf("WriteFiles(%s): %v", l.name, err)
 		}
 	}
+	priv, pub, err := audit.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(certs, "audit-ed25519.pem"), priv, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(certs, "audit-ed25519.pub"), pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // writeExampleConfig writes dir/ztp.yaml: the committed ztp.yaml with only what must differ
 // in a test changed (listen and etcd addresses), its policies and protoset pointing back
-// at this directory, and certs/ and data/ (created here) beside it in dir. Everything else
+// at this directory, and certs/, data/ and checkpoints/ (created here) beside it in dir. Everything else
 // — identity rules, policy mode, redaction, limits — is exactly what the example ships.
 func writeExampleConfig(t *testing.T, dir, listen, etcdAddr string) string {
 	t.Helper()
@@ -85,8 +106,10 @@ func writeExampleConfig(t *testing.T, dir, listen, etcdAddr string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
-		t.Fatal(err)
+	for _, d := range []string{"data", "checkpoints"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
 	}
 	file := filepath.Join(dir, "ztp.yaml")
 	if err := os.WriteFile(file, out, 0o644); err != nil {
