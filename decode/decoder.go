@@ -60,7 +60,7 @@ func NewDecoder(r Resolver) *Decoder {
 // [ToMap] does. ok is false when the method is unknown, the bytes do not
 // parse, or the message has no protojson form; info is still filled in when
 // the method is known. Numbers in req are json.Number, never float64, and
-// encoding req with encoding/json gives the protojson form.
+// encoding req with encoding/json gives the form [ToMap] documents.
 //
 // Decode never panics and never fails the call: what an undecodable request
 // means is the policy's decision.

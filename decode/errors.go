@@ -35,7 +35,10 @@ var (
 	// ErrUnrenderable is returned when a message has no protojson form: a string
 	// holding invalid UTF-8, missing proto2 required fields, a well-known type
 	// with out-of-range values, an Any whose type cannot be resolved, or a
-	// proto1 MessageSet. protojson.Marshal refuses the same messages.
+	// proto1 MessageSet. protojson.Marshal refuses the same messages, and
+	// also these, which it would print: messages nested more than 10,000
+	// deep counted across Anys, and more than 64 MiB unpacked from Anys
+	// inside Anys.
 	ErrUnrenderable = errors.New("decode: message has no protojson form")
 
 	// ErrNotObject is returned by ToMap when the message's protojson form is not

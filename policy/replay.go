@@ -24,6 +24,11 @@ type ReplayOptions struct {
 	Streaming func(method string) (client, server bool)
 	// Examples is how many example seqs each group keeps (default 3).
 	Examples int
+	// Reshape, when set, brings a recorded request to the shape the proxy renders today
+	// and says how many values it added or rewrote: records written before the proxy
+	// rendered zero values lack them. ztpctl takes it from a protoset
+	// (decode.Protoset.Reshape). An error leaves the request as recorded.
+	Reshape func(method string, request map[string]any) (int, error)
 }
 
 // Reasons a request record is not replayed, as counted in ReplayReport.Skipped.
@@ -66,8 +71,11 @@ type ReplayReport struct {
 	DenyToAllow ReplayChange `json:"deny_to_allow"`
 	// EvalErrors counts records on which the candidate failed to evaluate (each is a deny,
 	// counted as allow→deny or unchanged).
-	EvalErrors int            `json:"eval_errors"`
-	Skipped    map[string]int `json:"skipped"`
+	EvalErrors int `json:"eval_errors"`
+	// Reshaped counts replayed records whose request ReplayOptions.Reshape changed:
+	// written before the proxy rendered zero values, and filled in from the descriptors.
+	Reshaped int            `json:"reshaped"`
+	Skipped  map[string]int `json:"skipped"`
 }
 
 // Replayer re-evaluates recorded request records under a candidate policy. Feed it records
@@ -132,6 +140,11 @@ func (r *Replayer) Add(ctx context.Context, rec *audit.Record) error {
 	input, err := RecordInput(rec, client, server)
 	if err != nil {
 		return err
+	}
+	if req, ok := input["request"].(map[string]any); ok && r.opts.Reshape != nil {
+		if n, err := r.opts.Reshape(rec.Method, req); err == nil && n > 0 {
+			r.rep.Reshaped++
+		}
 	}
 	res, evalErr := r.e.evalAt(ctx, input, rec.Time)
 	if err := ctx.Err(); err != nil {
@@ -205,7 +218,9 @@ func collect(groups map[groupKey]*ReplayGroup) ReplayChange {
 // shape of DESIGN.md's policy contract. What the record does not keep comes out as
 // follows:
 //
-//   - request: as recorded, so fields matched by audit.redact read "[redacted]";
+//   - request: as recorded, so fields matched by audit.redact read "[redacted]", and
+//     records written before the proxy rendered zero values lack them (a Replayer
+//     fills them in with ReplayOptions.Reshape);
 //   - stream.client_streaming, stream.server_streaming: the arguments (the record has
 //     only message_index);
 //   - breakglass: {"active": true, "grant": id, "reason", "ticket"} from the record's
