@@ -14,6 +14,7 @@ import (
 
 	ztpv1 "github.com/ztp-dev/ztp/api/ztp/v1"
 	"github.com/ztp-dev/ztp/identity"
+	"github.com/ztp-dev/ztp/internal/version"
 	"github.com/ztp-dev/ztp/policy"
 )
 
@@ -190,10 +191,13 @@ type policyService struct {
 
 func (s *policyService) Version(context.Context, *ztpv1.PolicyVersionRequest) (*ztpv1.PolicyVersionResponse, error) {
 	a := s.p.active()
+	build := version.Get()
 	return &ztpv1.PolicyVersionResponse{
-		Version: a.eval.Version(),
-		Mode:    string(s.p.mode),
-		Loaded:  timestamppb.New(a.loaded),
+		Version:        a.eval.Version(),
+		Mode:           string(s.p.mode),
+		Loaded:         timestamppb.New(a.loaded),
+		ServerVersion:  build.Version,
+		ServerRevision: build.Revision,
 	}, nil
 }
 

@@ -307,7 +307,7 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	var inErr error
 	decoded := false
 	if msg != nil && c.upstream.decoder != nil {
-		req, unknown, _, decoded = c.upstream.decoder.DecodeUnknown(ctx, c.method, msg.data)
+		req, unknown, _, decoded = c.upstream.decoder.DecodeUnknown(ctx, c.method, msg.Data)
 		if decoded {
 			reqIn, inErr = requestValue(req)
 		}

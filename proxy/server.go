@@ -208,6 +208,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	}
 
 	s.metrics = metrics.New()
+	handshakes := newHandshakeLog(s.log, s.metrics, opts.Now)
+	handshakes.run(handshakeWindow / 4)
+	s.stops = append(s.stops, func(context.Context) { handshakes.stop() })
+	creds = handshakeCreds{TransportCredentials: creds, log: handshakes}
 	s.store, err = audit.Open(cfg.Resolve(cfg.Audit.Path), audit.Options{Redact: cfg.Audit.Redact, Now: opts.Now, OnCommit: s.metrics.ObserveCommit})
 	if err != nil {
 		return nil, fmt.Errorf("audit.path: %w", err)
