@@ -115,38 +115,27 @@ forbid contains "route change with fields gobgp.protoset does not describe is fo
 
 # ---- Routes ---------------------------------------------------------------------------
 
-# Every path a message carries: AddPath's and DeletePath's path, each of AddPathStream's.
-paths contains path if {
+# Every path a message carries, in order: AddPath's and DeletePath's path, each of
+# AddPathStream's. A list, not a set: two identical withdrawals cost two units.
+paths := [path] if {
 	input.method in {add_path, delete_path}
 	input.request_decoded
 	path := object.get(input.request, "path", null)
 	is_object(path)
-}
-
-paths contains path if {
+} else := [path | some path in object.get(input.request, "paths", []); is_object(path)] if {
 	input.method == add_path_stream
 	input.request_decoded
-	some path in object.get(input.request, "paths", [])
-	is_object(path)
-}
+} else := []
 
 # A path is withdrawn by DeletePath, and also by AddPath or AddPathStream when it says
 # isWithdraw: gobgpd honours that flag on every path it is given.
-withdrawn contains path if {
-	input.method == delete_path
-	some path in paths
-}
+withdrawal(_) if input.method == delete_path
 
-withdrawn contains path if {
-	input.method != delete_path
-	some path in paths
-	path.isWithdraw == true
-}
+withdrawal(path) if path.isWithdraw == true
 
-announced contains path if {
-	some path in paths
-	not path in withdrawn
-}
+withdrawn := [path | some path in paths; withdrawal(path)]
+
+announced := [path | some path in paths; not withdrawal(path)]
 
 nlri(path) := object.get(path, "nlri", {})
 

@@ -1,0 +1,472 @@
+package gobgp_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ztp-dev/ztp/audit"
+	"github.com/ztp-dev/ztp/pki"
+	"github.com/ztp-dev/ztp/proxy/proxytest"
+)
+
+// bins are ztp-proxy and ztpctl, built once per test binary run and removed by TestMain.
+var bins struct {
+	once          sync.Once
+	dir           string
+	proxy, ztpctl string
+	err           error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if bins.dir != "" {
+		os.RemoveAll(bins.dir)
+	}
+	os.Exit(code)
+}
+
+// buildBins builds cmd/ztp-proxy (with -race under the race detector, so that a data race
+// in the real proxy fails its exit-code check) and cmd/ztpctl.
+func buildBins(t *testing.T) (proxyBin, ztpctlBin string) {
+	t.Helper()
+	bins.once.Do(func() {
+		if bins.dir, bins.err = os.MkdirTemp("", "ztp-gobgp-e2e-"); bins.err != nil {
+			return
+		}
+		bins.proxy, bins.ztpctl = filepath.Join(bins.dir, "ztp-proxy"), filepath.Join(bins.dir, "ztpctl")
+		builds := [][]string{{"build", "-o", bins.proxy}, {"build", "-o", bins.ztpctl, "github.com/ztp-dev/ztp/cmd/ztpctl"}}
+		if raceEnabled {
+			builds[0] = append(builds[0], "-race")
+		}
+		builds[0] = append(builds[0], "github.com/ztp-dev/ztp/cmd/ztp-proxy")
+		for _, args := range builds {
+			if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+				bins.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+				return
+			}
+		}
+	})
+	if bins.err != nil {
+		t.Fatal(bins.err)
+	}
+	return bins.proxy, bins.ztpctl
+}
+
+// requireGoBGP skips the test when gobgpd or gobgp is missing, or fails it when CI said
+// it must run (ZTP_REQUIRE_GOBGP=1).
+func requireGoBGP(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test against a real gobgpd: skipped in -short mode")
+	}
+	var missing []string
+	for _, tool := range []string{"gobgpd", "gobgp"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) > 0 {
+		msg := fmt.Sprintf("%v not in PATH (Debian: apt-get install -y gobgpd)", missing)
+		if os.Getenv("ZTP_REQUIRE_GOBGP") == "1" {
+			t.Fatal(msg + "; ZTP_REQUIRE_GOBGP=1 requires this test to run")
+		}
+		t.Skip(msg)
+	}
+}
+
+// TestGoBGPEndToEnd drives a real gobgpd with the stock gobgp CLI — which can present
+// neither a certificate nor a token — through `ztpctl tunnel` and the real ztp-proxy
+// binary, configured with the committed ztp.yaml, policies and protoset. What reached
+// gobgpd is judged by gobgpd itself (gobgp called directly on its API port), and the
+// audit log the proxy leaves behind is read at the end.
+func TestGoBGPEndToEnd(t *testing.T) {
+	requireGoBGP(t)
+	ctx := testCtx(t, 3*time.Minute)
+	proxyBin, ctl := buildBins(t)
+	ports := freePorts(t, 4)
+	apiAddr, proxyAddr, injectorTun, aliceTun := ports[0], ports[1], ports[2], ports[3]
+
+	gobgpd := startGoBGPd(ctx, t, apiAddr)
+	dir := t.TempDir()
+	mintCerts(t, dir)
+	px := startProxy(ctx, t, proxyBin, dir, proxyAddr, apiAddr)
+	cred := func(name string) []string {
+		return []string{"--server", proxyAddr, "--cacert", filepath.Join(dir, "certs", "ca.pem"),
+			"--cert", filepath.Join(dir, "certs", name+".pem"), "--key", filepath.Join(dir, "certs", name+"-key.pem")}
+	}
+	startTunnel(ctx, t, ctl, injectorTun, cred("injector"))
+	startTunnel(ctx, t, ctl, aliceTun, cred("alice"))
+	injector := func(args ...string) (string, error) { return gobgp(ctx, injectorTun, args...) }
+	alice := func(args ...string) (string, error) { return gobgp(ctx, aliceTun, args...) }
+	rib := func() string {
+		out, err := gobgp(ctx, gobgpd, "global", "rib", "-a", "ipv4")
+		if err != nil {
+			t.Fatalf("gobgp global rib (direct) = %q, %v", out, err)
+		}
+		return out
+	}
+	var wants []auditWant
+
+	t.Run("allowed", func(t *testing.T) {
+		for _, p := range []string{"10.100.1.0/24", "10.100.10.0/24", "10.100.11.0/24", "10.100.12.0/24", "10.100.13.0/24", "10.100.14.0/24", "10.100.15.0/24"} {
+			if out, err := injector("global", "rib", "add", p, "-a", "ipv4"); err != nil {
+				t.Fatalf("injector gobgp global rib add %s = %q, %v", p, out, err)
+			}
+			prefix, _, _ := strings.Cut(p, "/")
+			wants = append(wants, auditWant{who: injectorID, method: "AddPath", prefix: prefix, decision: audit.DecisionAllow})
+		}
+		if r := rib(); !strings.Contains(r, "10.100.1.0/24") {
+			t.Errorf("gobgpd's RIB after the injector's add:\n%s\nwant 10.100.1.0/24", r)
+		}
+		// Everybody reads, through the tunnel: the stock CLI's own commands.
+		if out, err := alice("global", "rib", "-a", "ipv4"); err != nil || !strings.Contains(out, "10.100.1.0/24") {
+			t.Errorf("alice gobgp global rib = %q, %v; want the injected prefix", out, err)
+		}
+		if out, err := alice("global"); err != nil || !strings.Contains(out, "64512") {
+			t.Errorf("alice gobgp global = %q, %v; want AS 64512", out, err)
+		}
+		wants = append(wants, auditWant{who: aliceID, method: "ListPath", decision: audit.DecisionAllow}, auditWant{who: aliceID, method: "GetBgp", decision: audit.DecisionAllow})
+	})
+
+	refused := func(t *testing.T, who string, run func(...string) (string, error), args []string, code, reason string) {
+		t.Helper()
+		out, err := run(args...)
+		if err == nil || !strings.Contains(out, code) || !strings.Contains(out, reason) {
+			t.Errorf("%s gobgp %s = %q, %v; want a %s naming %q", who, strings.Join(args, " "), out, err, code, reason)
+		}
+	}
+	const outside = `route 10.200.1.0/24 is outside the allow-list {"10.100.0.0/16", "2001:db8:100::/48"}`
+	t.Run("denied", func(t *testing.T) {
+		refused(t, "injector", injector, []string{"global", "rib", "add", "10.200.1.0/24", "-a", "ipv4"}, "PermissionDenied", outside)
+		refused(t, "alice", alice, []string{"global", "rib", "add", "10.100.2.0/24", "-a", "ipv4"}, "PermissionDenied", "human changes need break-glass")
+		refused(t, "alice", alice, []string{"neighbor", "add", "127.0.0.2", "as", "65002"}, "PermissionDenied", "/apipb.GobgpApi/AddPeer needs break-glass")
+		refused(t, "injector", injector, []string{"global", "rib", "del", "all", "-a", "ipv4"}, "PermissionDenied", "withdrawing every route (DeletePath without a path) needs break-glass")
+		if r := rib(); strings.Contains(r, "10.200.1.0/24") || strings.Contains(r, "10.100.2.0/24") {
+			t.Errorf("gobgpd's RIB after the refused adds:\n%s", r)
+		}
+		wants = append(wants,
+			auditWant{who: injectorID, method: "AddPath", prefix: "10.200.1.0", decision: audit.DecisionDeny, reasons: []string{outside}},
+			auditWant{who: aliceID, method: "AddPath", prefix: "10.100.2.0", decision: audit.DecisionDeny, reasons: []string{"human changes need break-glass"}},
+			auditWant{who: aliceID, method: "AddPeer", decision: audit.DecisionDeny, reasons: []string{"/apipb.GobgpApi/AddPeer needs break-glass", "human changes need break-glass"}},
+		)
+	})
+
+	const defaultRoute = "announcing a default route (prefix length 0) is forbidden"
+	t.Run("forbidden", func(t *testing.T) {
+		// The CLI sends no prefixLen for /0: the zero value the proxy renders makes the
+		// policy's plain `prefixLen == 0` fire.
+		refused(t, "injector", injector, []string{"global", "rib", "add", "0.0.0.0/0", "-a", "ipv4"}, "PermissionDenied", defaultRoute)
+		refused(t, "injector", injector, []string{"global", "rib", "add", "::/0", "-a", "ipv6"}, "PermissionDenied", defaultRoute)
+		refused(t, "alice", alice, []string{"global", "del", "all"}, "PermissionDenied", "StopBgp is forbidden")
+		if r := rib(); strings.Contains(r, "0.0.0.0/0") {
+			t.Errorf("gobgpd's RIB holds a default route:\n%s", r)
+		}
+		wants = append(wants,
+			auditWant{who: injectorID, method: "AddPath", prefix: "0.0.0.0", decision: audit.DecisionDeny, reasons: []string{defaultRoute}},
+			auditWant{who: aliceID, method: "StopBgp", decision: audit.DecisionDeny, reasons: []string{"StopBgp is forbidden"}},
+		)
+	})
+
+	t.Run("budget exhausted", func(t *testing.T) {
+		// ztp.yaml: 5 withdrawals per hour. The sixth is refused and the route stays.
+		for _, p := range []string{"10.100.10.0/24", "10.100.11.0/24", "10.100.12.0/24", "10.100.13.0/24", "10.100.14.0/24"} {
+			if out, err := injector("global", "rib", "del", p, "-a", "ipv4"); err != nil {
+				t.Fatalf("injector gobgp global rib del %s = %q, %v", p, out, err)
+			}
+			prefix, _, _ := strings.Cut(p, "/")
+			wants = append(wants, auditWant{who: injectorID, method: "DeletePath", prefix: prefix, decision: audit.DecisionAllow})
+		}
+		refused(t, "injector", injector, []string{"global", "rib", "del", "10.100.15.0/24", "-a", "ipv4"}, "ResourceExhausted", "change budget withdraw:gobgp exhausted")
+		r := rib()
+		if strings.Contains(r, "10.100.10.0/24") || !strings.Contains(r, "10.100.15.0/24") {
+			t.Errorf("gobgpd's RIB after 5 withdrawals and a refused sixth:\n%s\nwant 10.100.10-14 gone, 10.100.15.0/24 kept", r)
+		}
+		wants = append(wants, auditWant{who: injectorID, method: "DeletePath", decision: audit.DecisionRatelimited, reasons: []string{"change budget withdraw:gobgp exhausted"}})
+	})
+
+	var grant string
+	t.Run("break-glass neighbor change", func(t *testing.T) {
+		out, err := ztpctl(ctx, ctl, cred("alice"), "breakglass", "request", "--reason", "INC-4711 new transit peer", "--ticket", "INC-4711",
+			"--duration", "15m", "--scope", "/apipb.GobgpApi/AddPeer", "--scope", "/apipb.GobgpApi/AddPath")
+		if err != nil {
+			t.Fatalf("alice ztpctl breakglass request = %q, %v", out, err)
+		}
+		grant = strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
+		if out, err := ztpctl(ctx, ctl, cred("alice"), "breakglass", "approve", grant); err == nil {
+			t.Errorf("alice approved her own grant: %q", out)
+		}
+		if out, err := ztpctl(ctx, ctl, cred("bob"), "breakglass", "approve", grant, "--comment", "on the bridge"); err != nil {
+			t.Fatalf("bob ztpctl breakglass approve %s = %q, %v", grant, out, err)
+		}
+		if out, err := alice("neighbor", "add", "127.0.0.2", "as", "65002"); err != nil {
+			t.Fatalf("alice gobgp neighbor add under %s = %q, %v", grant, out, err)
+		}
+		if out, err := gobgp(ctx, gobgpd, "neighbor"); err != nil || !strings.Contains(out, "127.0.0.2") {
+			t.Errorf("gobgp neighbor (direct) = %q, %v; want 127.0.0.2", out, err)
+		}
+		// Forbid holds under the grant.
+		refused(t, "alice", alice, []string{"global", "rib", "add", "0.0.0.0/0", "-a", "ipv4"}, "PermissionDenied", defaultRoute)
+		wants = append(wants,
+			auditWant{who: aliceID, method: "AddPeer", decision: audit.DecisionAllow, grant: grant, reasons: []string{"/apipb.GobgpApi/AddPeer needs break-glass", "human changes need break-glass"}},
+			auditWant{who: aliceID, method: "AddPath", prefix: "0.0.0.0", decision: audit.DecisionDeny, reasons: []string{defaultRoute}},
+		)
+	})
+
+	if err := px.stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
+		t.Fatalf("ztp-proxy after SIGTERM: %v, want exit status 0\nstderr:\n%s", err, px.stderr.String())
+	}
+	checkAudit(ctx, t, filepath.Join(dir, "data", "audit.db"), wants)
+}
+
+// gobgp runs the stock CLI against addr (gobgpd itself, or a tunnel) and returns its
+// combined output.
+func gobgp(ctx context.Context, addr string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	host, port, _ := net.SplitHostPort(addr)
+	out, err := exec.CommandContext(ctx, "gobgp", append([]string{"-u", host, "-p", port}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func ztpctl(ctx context.Context, bin string, cred []string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, append(args, cred...)...)
+	cmd.Env = withoutZTPEnv()
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// withoutZTPEnv is the environment without ZTP_* variables, which ztpctl would read.
+func withoutZTPEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "ZTP_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// startGoBGPd runs gobgpd with its API on addr and no BGP listener (port = -1), and
+// returns once the stock CLI gets an answer from it.
+func startGoBGPd(ctx context.Context, t *testing.T, addr string) string {
+	t.Helper()
+	conf := filepath.Join(t.TempDir(), "gobgpd.toml")
+	if err := os.WriteFile(conf, []byte("[global.config]\n  as = 64512\n  router-id = \"192.0.2.1\"\n  port = -1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startProc(t, "gobgpd", exec.Command("gobgpd", "-f", conf, "--api-hosts", addr, "--pprof-disable", "-p", "-l", "info"))
+	waitFor(ctx, t, 30*time.Second, "gobgpd to answer on "+addr, func() bool {
+		if p.exited() {
+			t.Fatalf("gobgpd exited: %v\n%s", p.err, p.stderr.String())
+		}
+		out, err := gobgp(ctx, addr, "global")
+		return err == nil && strings.Contains(out, "64512")
+	})
+	return addr
+}
+
+type proxyProc struct{ *proc }
+
+func startProxy(ctx context.Context, t *testing.T, bin, dir, listen, gobgpdAddr string) *proxyProc {
+	t.Helper()
+	cfg := writeExampleConfig(t, dir, listen, gobgpdAddr)
+	px := &proxyProc{startProc(t, "ztp-proxy", exec.Command(bin, "serve", "--config", cfg, "--drain-timeout", "10s"))}
+	ca, err := pki.LoadCA(filepath.Join(dir, "certs", "ca.pem"), filepath.Join(dir, "certs", "ca-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "certs", "injector.pem"), filepath.Join(dir, "certs", "injector-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{cert}, ServerName: "127.0.0.1", NextProtos: []string{"h2"}}
+	waitFor(ctx, t, 30*time.Second, "ztp-proxy to accept TLS connections on "+listen, func() bool {
+		if px.exited() {
+			t.Fatalf("ztp-proxy exited before serving: %v\nstderr:\n%s", px.err, px.stderr.String())
+		}
+		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: time.Second}, Config: tc}
+		conn, err := d.DialContext(ctx, "tcp", listen)
+		if err != nil {
+			return false
+		}
+		conn.Close()
+		return true
+	})
+	return px
+}
+
+// startTunnel runs `ztpctl tunnel` on listen with cred, until the test ends.
+func startTunnel(ctx context.Context, t *testing.T, bin, listen string, cred []string) {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"tunnel", "--listen", listen}, cred...)...)
+	cmd.Env = withoutZTPEnv()
+	p := startProc(t, "ztpctl tunnel "+listen, cmd)
+	waitFor(ctx, t, 15*time.Second, "ztpctl tunnel to listen on "+listen, func() bool {
+		if p.exited() {
+			t.Fatalf("ztpctl tunnel exited: %v\nstderr:\n%s", p.err, p.stderr.String())
+		}
+		c, err := net.DialTimeout("tcp", listen, time.Second)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+}
+
+// proc is a subprocess the test owns; t.Cleanup kills it if the test has not stopped it,
+// and shows its stderr when the test failed.
+type proc struct {
+	name   string
+	cmd    *exec.Cmd
+	stderr proxytest.SyncBuffer
+	done   chan struct{} // closed when the process has exited
+	err    error         // Wait's result, valid once done is closed
+}
+
+func startProc(t *testing.T, name string, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = &p.stderr, &p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.stop(t, syscall.SIGKILL, 10*time.Second)
+		if t.Failed() {
+			t.Logf("--- %s (%v) output:\n%s", name, p.err, p.stderr.String())
+		}
+	})
+	return p
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop signals the process unless it has exited, waits up to within and kills it after
+// that. It returns the process's exit error (nil: exit status 0).
+func (p *proc) stop(t *testing.T, sig syscall.Signal, within time.Duration) error {
+	t.Helper()
+	if !p.exited() {
+		if err := p.cmd.Process.Signal(sig); err != nil && !p.exited() {
+			t.Errorf("signal %s: %v", p.name, err)
+		}
+	}
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(within):
+		p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s did not exit within %v of %v and was killed", p.name, within, sig)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after timeout.
+func waitFor(ctx context.Context, t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("gave up after %v waiting for %s", timeout, what)
+		case <-tick.C:
+		}
+	}
+}
+
+// freePorts returns n distinct loopback addresses that were free a moment ago (gobgpd
+// and the tunnel take an address, not a listener).
+func freePorts(t *testing.T, n int) []string {
+	t.Helper()
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs
+}
+
+// auditWant is a request record the audit log must hold.
+type auditWant struct {
+	who      string // principal id
+	method   string // rpc of apipb.GobgpApi
+	prefix   string // the path's nlri prefix, if not ""
+	decision string
+	reasons  []string
+	grant    string
+}
+
+// checkAudit reads the stopped proxy's audit log and checks that the chain verifies and
+// that every call the test made is there with its decoded request and decision.
+func checkAudit(ctx context.Context, t *testing.T, path string, wants []auditWant) {
+	t.Helper()
+	if res, err := audit.VerifyFile(ctx, path); err != nil || !res.OK() {
+		t.Errorf("audit.VerifyFile = %+v, %v, want an intact chain", res, err)
+	}
+	var recs []*audit.Record
+	if err := audit.ScanFile(ctx, path, 1, func(r *audit.Record) error {
+		if r.Type == audit.TypeRequest {
+			recs = append(recs, r)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("audit.ScanFile: %v", err)
+	}
+	defer func() {
+		if t.Failed() {
+			for _, r := range recs {
+				t.Logf("%d %s %s %s %s %v %s", r.Seq, r.Principal.ID, r.Method, r.Request, r.Decision, r.Reasons, r.BreakglassGrant)
+			}
+		}
+	}()
+	used := map[uint64]bool{}
+	for _, w := range wants {
+		i := slices.IndexFunc(recs, func(r *audit.Record) bool {
+			return !used[r.Seq] && r.Principal != nil && r.Principal.ID == w.who && r.Method == "/apipb.GobgpApi/"+w.method &&
+				r.Decision == w.decision && (w.prefix == "" || strings.Contains(string(r.Request), `"prefix":"`+w.prefix+`"`))
+		})
+		if i < 0 {
+			t.Errorf("no %s request record for %s %s %s", w.decision, w.who, w.method, w.prefix)
+			continue
+		}
+		r := recs[i]
+		used[r.Seq] = true
+		if !slices.Equal(r.Reasons, w.reasons) || r.BreakglassGrant != w.grant {
+			t.Errorf("record %d (%s %s %s): reasons %q grant %q, want %q %q", r.Seq, w.who, w.method, w.prefix, r.Reasons, r.BreakglassGrant, w.reasons, w.grant)
+		}
+		if w.decision != audit.DecisionRatelimited && !r.RequestDecoded {
+			t.Errorf("record %d (%s %s): request not decoded", r.Seq, w.who, w.method)
+		}
+	}
+}

@@ -1,0 +1,244 @@
+package gobgp_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/format"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/tester"
+
+	"github.com/ztp-dev/ztp/audit"
+	"github.com/ztp-dev/ztp/config"
+	"github.com/ztp-dev/ztp/decode"
+	"github.com/ztp-dev/ztp/policy"
+)
+
+const policyDir = "policies"
+
+func testCtx(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestPolicyRegoTests runs the test_ rules of policies/*_test.rego with OPA's tester, on
+// the modules policy.Load parsed and with the capabilities the proxy compiles with, so a
+// test cannot pass by using a built-in the proxy refuses.
+func TestPolicyRegoTests(t *testing.T) {
+	ctx := testCtx(t, time.Minute)
+	e, err := policy.Load(ctx, policy.Options{Paths: []string{policyDir}, Tests: true})
+	if err != nil {
+		t.Fatalf("policy.Load(%s, Tests: true): %v", policyDir, err)
+	}
+	store := inmem.NewFromObject(e.Data())
+	txn := storage.NewTransactionOrDie(ctx, store)
+	defer store.Abort(ctx, txn)
+	ch, err := tester.NewRunner().
+		SetCompiler(ast.NewCompiler().WithCapabilities(policy.Capabilities())).
+		SetStore(store).
+		SetModules(e.Modules()).
+		RaiseBuiltinErrors(true).
+		RunTests(ctx, txn)
+	if err != nil {
+		t.Fatalf("RunTests: %v", err)
+	}
+	var ran []string
+	for r := range ch {
+		ran = append(ran, r.Name)
+		if !r.Pass() {
+			t.Errorf("%s.%s: fail=%v error=%v", r.Package, r.Name, r.Fail, r.Error)
+		}
+	}
+	// A typo in a package name makes the tester find nothing, which is not a pass.
+	if len(ran) < 20 {
+		t.Errorf("ran %d Rego tests %v, want at least 20", len(ran), ran)
+	}
+}
+
+// TestPolicyFormatted keeps the policy files as `opa fmt` writes them.
+func TestPolicyFormatted(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(policyDir, "*.rego"))
+	if err != nil || len(files) < 3 {
+		t.Fatalf("Glob(%s/*.rego) = %v, %v; want gobgp.rego, budgets.rego and gobgp_test.rego", policyDir, files, err)
+	}
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := format.Source(f, src)
+		if err != nil {
+			t.Fatalf("format.Source(%s): %v", f, err)
+		}
+		if !bytes.Equal(src, want) {
+			t.Errorf("%s is not formatted as opa fmt would; formatted:\n%s", f, want)
+		}
+	}
+}
+
+// TestPolicyVerdicts evaluates the policy as the proxy loads it (test files left out, the
+// budget limits of the committed ztp.yaml as data.ztp_config) and runs the result through
+// policy.Decide, so that what the Rego tests cannot see — break-glass overriding deny but
+// never forbid — is pinned down on requests as the proxy renders them.
+func TestPolicyVerdicts(t *testing.T) {
+	ctx := testCtx(t, time.Minute)
+	// Offline: the certificates ztp.yaml names are minted only by the tests that serve.
+	cfg, err := config.LoadOffline("ztp.yaml")
+	if err != nil {
+		t.Fatalf("config.LoadOffline(ztp.yaml): %v", err)
+	}
+	e, err := policy.Load(ctx, policy.Options{Paths: []string{policyDir}, Config: cfg.PolicyData()})
+	if err != nil {
+		t.Fatalf("policy.Load(%s): %v", policyDir, err)
+	}
+	if got, want := slices.Sorted(maps.Keys(e.Modules())), []string{"policies/budgets.rego", "policies/gobgp.rego"}; !slices.Equal(got, want) {
+		t.Fatalf("modules loaded for the proxy = %v, want %v (no *_test.rego)", got, want)
+	}
+	const (
+		injector = `{"id":"spiffe://example.org/ns/prod/sa/injector","kind":"automation","groups":["route-injectors"],"authn":"mtls"}`
+		alice    = `{"id":"spiffe://example.org/user/alice","kind":"human","groups":["sre"],"authn":"mtls"}`
+	)
+	// What `gobgp global rib add|del PREFIX -a ipv4` sends, as protojson leaves zero
+	// values out; the decoder puts them back (prefixLen 0 of the default route).
+	path := func(prefix string, length int) string {
+		l := ""
+		if length != 0 {
+			l = `,"prefixLen":` + strings.TrimSpace(string(must(json.Marshal(length))))
+		}
+		return `{"nlri":{"@type":"type.googleapis.com/apipb.IPAddressPrefix","prefix":"` + prefix + `"` + l + `},` +
+			`"pattrs":[{"@type":"type.googleapis.com/apipb.OriginAttribute"},{"@type":"type.googleapis.com/apipb.NextHopAttribute","nextHop":"0.0.0.0"}],` +
+			`"family":{"afi":"AFI_IP","safi":"SAFI_UNICAST"}}`
+	}
+	tests := []struct {
+		name      string
+		principal string
+		rpc       string
+		request   string // protojson as a client sends it; "null" means undecoded
+		grant     string
+		want      policy.Verdict
+		budgets   []policy.Budget
+	}{
+		{
+			name: "human lists the table", principal: alice, rpc: "ListPath", request: `{"family":{"afi":"AFI_IP","safi":"SAFI_UNICAST"}}`,
+			want: policy.Verdict{Decision: policy.DecisionAllow},
+		},
+		{
+			name: "injector adds an allowed prefix", principal: injector, rpc: "AddPath", request: `{"path":` + path("10.100.1.0", 24) + `}`,
+			want: policy.Verdict{Decision: policy.DecisionAllow},
+		},
+		{
+			name: "injector withdraws an allowed prefix", principal: injector, rpc: "DeletePath", request: `{"path":` + path("10.100.1.0", 24) + `}`,
+			want:    policy.Verdict{Decision: policy.DecisionAllow},
+			budgets: []policy.Budget{{Key: "withdraw:gobgp", Cost: 1}},
+		},
+		{
+			name: "injector adds a prefix outside the list", principal: injector, rpc: "AddPath", request: `{"path":` + path("10.200.1.0", 24) + `}`,
+			want: policy.Verdict{Decision: policy.DecisionDeny, Reasons: []string{`route 10.200.1.0/24 is outside the allow-list {"10.100.0.0/16", "2001:db8:100::/48"}`}},
+		},
+		{
+			name: "default route without prefixLen", principal: injector, rpc: "AddPath", request: `{"path":` + path("0.0.0.0", 0) + `}`,
+			want: policy.Verdict{Decision: policy.DecisionDeny, Reasons: []string{"announcing a default route (prefix length 0) is forbidden"}},
+		},
+		{
+			name: "default route under break-glass, with a non-canonical type URL", principal: alice, rpc: "AddPath", grant: "bg-1",
+			request: strings.Replace(`{"path":`+path("0.0.0.0", 0)+`}`, "type.googleapis.com/apipb.IPAddressPrefix", "evil.example/apipb.IPAddressPrefix", 1),
+			want:    policy.Verdict{Decision: policy.DecisionDeny, Reasons: []string{"announcing a default route (prefix length 0) is forbidden"}},
+		},
+		{
+			name: "human route change under break-glass", principal: alice, rpc: "AddPath", grant: "bg-2", request: `{"path":` + path("192.0.2.0", 24) + `}`,
+			want: policy.Verdict{Decision: policy.DecisionAllow, Grant: "bg-2", Reasons: []string{"human changes need break-glass", `route 192.0.2.0/24 is outside the allow-list {"10.100.0.0/16", "2001:db8:100::/48"}`}},
+		},
+		{
+			name: "withdraw everything under break-glass costs the whole budget", principal: alice, rpc: "DeletePath", grant: "bg-3", request: `{"family":{"afi":"AFI_IP","safi":"SAFI_UNICAST"}}`,
+			want:    policy.Verdict{Decision: policy.DecisionAllow, Grant: "bg-3", Reasons: []string{"human changes need break-glass", "withdrawing every route (DeletePath without a path) needs break-glass"}},
+			budgets: []policy.Budget{{Key: "withdraw:gobgp", Cost: 5}},
+		},
+		{
+			name: "neighbor add", principal: alice, rpc: "AddPeer", request: `{"peer":{"conf":{"neighborAddress":"192.0.2.2","peerAsn":65002}}}`,
+			want: policy.Verdict{Decision: policy.DecisionDeny, Reasons: []string{"/apipb.GobgpApi/AddPeer needs break-glass", "human changes need break-glass"}},
+		},
+		{
+			name: "neighbor add under break-glass", principal: alice, rpc: "AddPeer", grant: "bg-4", request: `{"peer":{"conf":{"neighborAddress":"192.0.2.2","peerAsn":65002}}}`,
+			want: policy.Verdict{Decision: policy.DecisionAllow, Grant: "bg-4", Reasons: []string{"/apipb.GobgpApi/AddPeer needs break-glass", "human changes need break-glass"}},
+		},
+		{
+			name: "StopBgp under break-glass", principal: alice, rpc: "StopBgp", grant: "bg-5", request: `{}`,
+			want: policy.Verdict{Decision: policy.DecisionDeny, Reasons: []string{"StopBgp is forbidden"}},
+		},
+		{
+			name: "undecodable AddPath under break-glass", principal: alice, rpc: "AddPath", grant: "bg-6", request: `null`,
+			want: policy.Verdict{Decision: policy.DecisionDeny, Reasons: []string{"route change with an unreadable request is forbidden"}},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			input := proxyInput(t, tc.principal, tc.rpc, tc.request, tc.grant)
+			res, err := e.Eval(ctx, input)
+			got := policy.Decide(res, err, policy.Enforce, tc.grant)
+			if got.Decision != tc.want.Decision || got.Grant != tc.want.Grant || !slices.Equal(got.Reasons, tc.want.Reasons) {
+				t.Errorf("Decide(Eval(%s %s %s), grant %q) = %+v, want %+v", tc.principal, tc.rpc, tc.request, tc.grant, got, tc.want)
+			}
+			if err == nil && !slices.Equal(res.Budgets, tc.budgets) {
+				t.Errorf("budgets of %s %s = %+v, want %+v", tc.rpc, tc.request, res.Budgets, tc.budgets)
+			}
+		})
+	}
+}
+
+// proxyInput builds the input the proxy evaluates for one request (README, "the policy
+// contract"): request is the protojson a client sends, encoded to protobuf and decoded
+// again by the proxy's own decoder with gobgp.protoset, so that zero values are filled in
+// and Any type URLs made canonical exactly as in production. request "null" is a message
+// the proxy could not decode; grant is the active break-glass grant, if any.
+func proxyInput(t *testing.T, principal, rpc, request, grant string) map[string]any {
+	t.Helper()
+	ctx := testCtx(t, 10*time.Second)
+	method := "/apipb.GobgpApi/" + rpc
+	var p audit.Principal
+	if err := json.Unmarshal([]byte(principal), &p); err != nil {
+		t.Fatal(err)
+	}
+	rec := &audit.Record{Time: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC), Type: audit.TypeRequest, Principal: &p, Method: method, Upstream: "gobgp", BreakglassGrant: grant}
+	if request != "null" {
+		ps, err := decode.LoadProtoset("gobgp.protoset")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := decode.EncodeJSON(ctx, ps, method, []byte(request))
+		if err != nil {
+			t.Fatalf("EncodeJSON(%s, %s): %v", method, request, err)
+		}
+		req, unknown, _, ok := decode.NewDecoder(ps).DecodeUnknown(ctx, method, b)
+		if !ok || len(unknown) > 0 {
+			t.Fatalf("DecodeUnknown(%s, %s) = %v, unknown %v, ok %v", method, request, req, unknown, ok)
+		}
+		if rec.Request, err = json.Marshal(req); err != nil {
+			t.Fatal(err)
+		}
+		rec.RequestDecoded = true
+	}
+	in, err := policy.RecordInput(rec, rpc == "AddPathStream", strings.HasPrefix(rpc, "List") || rpc == "WatchEvent")
+	if err != nil {
+		t.Fatalf("RecordInput: %v", err)
+	}
+	return in
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
