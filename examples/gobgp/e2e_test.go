@@ -444,7 +444,7 @@ func checkAudit(ctx context.Context, t *testing.T, path string, wants []auditWan
 		t.Fatalf("audit.ScanFile: %v", err)
 	}
 	defer func() {
-		if t.Failed() {
+		if t.Failed() || testing.Verbose() {
 			for _, r := range recs {
 				t.Logf("%d %s %s %s %s %v %s", r.Seq, r.Principal.ID, r.Method, r.Request, r.Decision, r.Reasons, r.BreakglassGrant)
 			}
