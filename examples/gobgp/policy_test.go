@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -202,28 +203,43 @@ func TestPolicyVerdicts(t *testing.T) {
 // again by the proxy's own decoder with gobgp.protoset, so that zero values are filled in
 // and Any type URLs made canonical exactly as in production. request "null" is a message
 // the proxy could not decode; grant is the active break-glass grant, if any.
-func proxyInput(t *testing.T, principal, rpc, request, grant string) map[string]any {
+func proxyInput(t testing.TB, principal, rpc, request, grant string) map[string]any {
 	t.Helper()
-	ctx := testCtx(t, 10*time.Second)
-	method := "/apipb.GobgpApi/" + rpc
+	if request == "null" {
+		return recordInput(t, principal, rpc, nil, grant)
+	}
+	b, err := decode.EncodeJSON(testCtx(t, 10*time.Second), protoset(t), "/apipb.GobgpApi/"+rpc, []byte(request))
+	if err != nil {
+		t.Fatalf("EncodeJSON(%s, %s): %v", rpc, request, err)
+	}
+	req, unknown, ok := decodeRequest(t, rpc, b)
+	if !ok || len(unknown) > 0 {
+		t.Fatalf("decoding %s %s: %v, unknown %v, ok %v", rpc, request, req, unknown, ok)
+	}
+	return recordInput(t, principal, rpc, req, grant)
+}
+
+// decodeRequest decodes the protobuf bytes of an apipb.GobgpApi request as the proxy does.
+func decodeRequest(t testing.TB, rpc string, b []byte) (req map[string]any, unknown []string, ok bool) {
+	t.Helper()
+	req, unknown, _, ok = decode.NewDecoder(protoset(t)).DecodeUnknown(testCtx(t, 10*time.Second), "/apipb.GobgpApi/"+rpc, b)
+	if ok && req == nil {
+		req = map[string]any{} // an all-default message, as the proxy passes it
+	}
+	return req, unknown, ok
+}
+
+// recordInput is the input for a decoded request (nil: not decodable), built by the
+// builder the proxy and replay share.
+func recordInput(t testing.TB, principal, rpc string, req map[string]any, grant string) map[string]any {
+	t.Helper()
 	var p audit.Principal
 	if err := json.Unmarshal([]byte(principal), &p); err != nil {
 		t.Fatal(err)
 	}
-	rec := &audit.Record{Time: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC), Type: audit.TypeRequest, Principal: &p, Method: method, Upstream: "gobgp", BreakglassGrant: grant}
-	if request != "null" {
-		ps, err := decode.LoadProtoset("gobgp.protoset")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := decode.EncodeJSON(ctx, ps, method, []byte(request))
-		if err != nil {
-			t.Fatalf("EncodeJSON(%s, %s): %v", method, request, err)
-		}
-		req, unknown, _, ok := decode.NewDecoder(ps).DecodeUnknown(ctx, method, b)
-		if !ok || len(unknown) > 0 {
-			t.Fatalf("DecodeUnknown(%s, %s) = %v, unknown %v, ok %v", method, request, req, unknown, ok)
-		}
+	rec := &audit.Record{Time: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC), Type: audit.TypeRequest, Principal: &p, Method: "/apipb.GobgpApi/" + rpc, Upstream: "gobgp", BreakglassGrant: grant}
+	if req != nil {
+		var err error
 		if rec.Request, err = json.Marshal(req); err != nil {
 			t.Fatal(err)
 		}
@@ -234,6 +250,21 @@ func proxyInput(t *testing.T, principal, rpc, request, grant string) map[string]
 		t.Fatalf("RecordInput: %v", err)
 	}
 	return in
+}
+
+var loadedProtoset struct {
+	once sync.Once
+	ps   *decode.Protoset
+	err  error
+}
+
+func protoset(t testing.TB) *decode.Protoset {
+	t.Helper()
+	loadedProtoset.once.Do(func() { loadedProtoset.ps, loadedProtoset.err = decode.LoadProtoset("gobgp.protoset") })
+	if loadedProtoset.err != nil {
+		t.Fatal(loadedProtoset.err)
+	}
+	return loadedProtoset.ps
 }
 
 func must[T any](v T, err error) T {
