@@ -10,57 +10,25 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ztp-dev/ztp/audit"
+	"github.com/ztp-dev/ztp/internal/exampletest"
 	"github.com/ztp-dev/ztp/pki"
-	"github.com/ztp-dev/ztp/proxy/proxytest"
 )
-
-// bins are ztp-proxy and ztpctl, built once per test binary run and removed by TestMain.
-var bins struct {
-	once          sync.Once
-	dir           string
-	proxy, ztpctl string
-	err           error
-}
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if bins.dir != "" {
-		os.RemoveAll(bins.dir)
-	}
+	exampletest.RemoveBuilds()
 	os.Exit(code)
 }
 
-// buildBins builds cmd/ztp-proxy (with -race under the race detector, so that a data race
-// in the real proxy fails its exit-code check) and cmd/ztpctl.
+// buildBins builds ztp-proxy and ztpctl from this tree, once per test binary.
 func buildBins(t *testing.T) (proxyBin, ztpctlBin string) {
 	t.Helper()
-	bins.once.Do(func() {
-		if bins.dir, bins.err = os.MkdirTemp("", "ztp-gobgp-e2e-"); bins.err != nil {
-			return
-		}
-		bins.proxy, bins.ztpctl = filepath.Join(bins.dir, "ztp-proxy"), filepath.Join(bins.dir, "ztpctl")
-		builds := [][]string{{"build", "-o", bins.proxy}, {"build", "-o", bins.ztpctl, "github.com/ztp-dev/ztp/cmd/ztpctl"}}
-		if raceEnabled {
-			builds[0] = append(builds[0], "-race")
-		}
-		builds[0] = append(builds[0], "github.com/ztp-dev/ztp/cmd/ztp-proxy")
-		for _, args := range builds {
-			if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-				bins.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-				return
-			}
-		}
-	})
-	if bins.err != nil {
-		t.Fatal(bins.err)
-	}
-	return bins.proxy, bins.ztpctl
+	return exampletest.Build(t, "github.com/ztp-dev/ztp/cmd/ztp-proxy"), exampletest.Build(t, "github.com/ztp-dev/ztp/cmd/ztpctl")
 }
 
 // requireGoBGP skips the test when gobgpd or gobgp is missing, or fails it when CI said
@@ -223,8 +191,8 @@ func TestGoBGPEndToEnd(t *testing.T) {
 		)
 	})
 
-	if err := px.stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
-		t.Fatalf("ztp-proxy after SIGTERM: %v, want exit status 0\nstderr:\n%s", err, px.stderr.String())
+	if err := px.Stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
+		t.Fatalf("ztp-proxy after SIGTERM: %v, want exit status 0\nstderr:\n%s", err, px.Stderr.String())
 	}
 	checkAudit(ctx, t, filepath.Join(dir, "data", "audit.db"), wants)
 }
@@ -267,10 +235,10 @@ func startGoBGPd(ctx context.Context, t *testing.T, addr string) string {
 	if err := os.WriteFile(conf, []byte("[global.config]\n  as = 64512\n  router-id = \"192.0.2.1\"\n  port = -1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := startProc(t, "gobgpd", exec.Command("gobgpd", "-f", conf, "--api-hosts", addr, "--pprof-disable", "-p", "-l", "info"))
-	waitFor(ctx, t, 30*time.Second, "gobgpd to answer on "+addr, func() bool {
-		if p.exited() {
-			t.Fatalf("gobgpd exited: %v\n%s", p.err, p.stderr.String())
+	p := exampletest.StartProc(t, "gobgpd", exec.Command("gobgpd", "-f", conf, "--api-hosts", addr, "--pprof-disable", "-p", "-l", "info"))
+	exampletest.WaitFor(ctx, t, 30*time.Second, "gobgpd to answer on "+addr, func() bool {
+		if p.Exited() {
+			t.Fatalf("gobgpd exited: %v\n%s", p.Err, p.Stderr.String())
 		}
 		out, err := gobgp(ctx, addr, "global")
 		return err == nil && strings.Contains(out, "64512")
@@ -278,24 +246,17 @@ func startGoBGPd(ctx context.Context, t *testing.T, addr string) string {
 	return addr
 }
 
-type proxyProc struct{ *proc }
+type proxyProc struct{ *exampletest.Proc }
 
 func startProxy(ctx context.Context, t *testing.T, bin, dir, listen, gobgpdAddr string) *proxyProc {
 	t.Helper()
 	cfg := writeExampleConfig(t, dir, listen, gobgpdAddr)
-	px := &proxyProc{startProc(t, "ztp-proxy", exec.Command(bin, "serve", "--config", cfg, "--drain-timeout", "10s"))}
-	ca, err := pki.LoadCA(filepath.Join(dir, "certs", "ca.pem"), filepath.Join(dir, "certs", "ca-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "certs", "injector.pem"), filepath.Join(dir, "certs", "injector-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{cert}, ServerName: "127.0.0.1", NextProtos: []string{"h2"}}
-	waitFor(ctx, t, 30*time.Second, "ztp-proxy to accept TLS connections on "+listen, func() bool {
-		if px.exited() {
-			t.Fatalf("ztp-proxy exited before serving: %v\nstderr:\n%s", px.err, px.stderr.String())
+	px := &proxyProc{exampletest.StartProc(t, "ztp-proxy", exec.Command(bin, "serve", "--config", cfg, "--drain-timeout", "10s"))}
+	tc := clientTLS(t, dir, "injector")
+	tc.NextProtos = []string{"h2"}
+	exampletest.WaitFor(ctx, t, 30*time.Second, "ztp-proxy to accept TLS connections on "+listen, func() bool {
+		if px.Exited() {
+			t.Fatalf("ztp-proxy exited before serving: %v\nstderr:\n%s", px.Err, px.Stderr.String())
 		}
 		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: time.Second}, Config: tc}
 		conn, err := d.DialContext(ctx, "tcp", listen)
@@ -308,15 +269,30 @@ func startProxy(ctx context.Context, t *testing.T, bin, dir, listen, gobgpdAddr 
 	return px
 }
 
+// clientTLS is the TLS configuration of a client of the proxy holding name's certificate
+// from dir/certs.
+func clientTLS(t *testing.T, dir, name string) *tls.Config {
+	t.Helper()
+	ca, err := pki.LoadCA(filepath.Join(dir, "certs", "ca.pem"), filepath.Join(dir, "certs", "ca-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "certs", name+".pem"), filepath.Join(dir, "certs", name+"-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{cert}, ServerName: "127.0.0.1"}
+}
+
 // startTunnel runs `ztpctl tunnel` on listen with cred, until the test ends.
 func startTunnel(ctx context.Context, t *testing.T, bin, listen string, cred []string) {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"tunnel", "--listen", listen}, cred...)...)
 	cmd.Env = withoutZTPEnv()
-	p := startProc(t, "ztpctl tunnel "+listen, cmd)
-	waitFor(ctx, t, 15*time.Second, "ztpctl tunnel to listen on "+listen, func() bool {
-		if p.exited() {
-			t.Fatalf("ztpctl tunnel exited: %v\nstderr:\n%s", p.err, p.stderr.String())
+	p := exampletest.StartProc(t, "ztpctl tunnel "+listen, cmd)
+	exampletest.WaitFor(ctx, t, 15*time.Second, "ztpctl tunnel to listen on "+listen, func() bool {
+		if p.Exited() {
+			t.Fatalf("ztpctl tunnel exited: %v\nstderr:\n%s", p.Err, p.Stderr.String())
 		}
 		c, err := net.DialTimeout("tcp", listen, time.Second)
 		if err != nil {
@@ -327,92 +303,12 @@ func startTunnel(ctx context.Context, t *testing.T, bin, listen string, cred []s
 	})
 }
 
-// proc is a subprocess the test owns; t.Cleanup kills it if the test has not stopped it,
-// and shows its stderr when the test failed.
-type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	stderr proxytest.SyncBuffer
-	done   chan struct{} // closed when the process has exited
-	err    error         // Wait's result, valid once done is closed
-}
-
-func startProc(t *testing.T, name string, cmd *exec.Cmd) *proc {
-	t.Helper()
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = &p.stderr, &p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.stop(t, syscall.SIGKILL, 10*time.Second)
-		if t.Failed() {
-			t.Logf("--- %s (%v) output:\n%s", name, p.err, p.stderr.String())
-		}
-	})
-	return p
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop signals the process unless it has exited, waits up to within and kills it after
-// that. It returns the process's exit error (nil: exit status 0).
-func (p *proc) stop(t *testing.T, sig syscall.Signal, within time.Duration) error {
-	t.Helper()
-	if !p.exited() {
-		if err := p.cmd.Process.Signal(sig); err != nil && !p.exited() {
-			t.Errorf("signal %s: %v", p.name, err)
-		}
-	}
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(within):
-		p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("%s did not exit within %v of %v and was killed", p.name, within, sig)
-	}
-}
-
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(ctx context.Context, t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("gave up after %v waiting for %s", timeout, what)
-		case <-tick.C:
-		}
-	}
-}
-
-// freePorts returns n distinct loopback addresses that were free a moment ago (gobgpd
-// and the tunnel take an address, not a listener).
+// freePorts returns n distinct loopback addresses that were free a moment ago.
 func freePorts(t *testing.T, n int) []string {
 	t.Helper()
 	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		addrs = append(addrs, l.Addr().String())
+	for _, p := range exampletest.FreePorts(t, n) {
+		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", p))
 	}
 	return addrs
 }

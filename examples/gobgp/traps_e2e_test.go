@@ -2,8 +2,6 @@ package gobgp_test
 
 import (
 	"context"
-	"crypto/tls"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,7 +15,6 @@ import (
 
 	"github.com/ztp-dev/ztp/decode"
 	"github.com/ztp-dev/ztp/internal/grpcfwd"
-	"github.com/ztp-dev/ztp/pki"
 )
 
 // TestGoBGPTrapsEndToEnd sends hand-built AddPath requests, as an attacker's client would,
@@ -45,15 +42,7 @@ func TestGoBGPTrapsEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer direct.Close()
-	ca, err := pki.LoadCA(filepath.Join(dir, "certs", "ca.pem"), filepath.Join(dir, "certs", "ca-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "certs", "injector.pem"), filepath.Join(dir, "certs", "injector-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	viaProxy, err := grpc.NewClient(ports[1], grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{cert}, ServerName: "127.0.0.1"})))
+	viaProxy, err := grpc.NewClient(ports[1], grpc.WithTransportCredentials(credentials.NewTLS(clientTLS(t, dir, "injector"))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +117,7 @@ func TestGoBGPTrapsEndToEnd(t *testing.T) {
 			}
 		})
 	}
-	if err := px.stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
-		t.Errorf("ztp-proxy after SIGTERM: %v, want exit status 0\nstderr:\n%s", err, px.stderr.String())
+	if err := px.Stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
+		t.Errorf("ztp-proxy after SIGTERM: %v, want exit status 0\nstderr:\n%s", err, px.Stderr.String())
 	}
 }

@@ -1,5 +1,5 @@
 //go:build !race
 
-package gobgp_test
+package exampletest
 
 const raceEnabled = false
