@@ -46,22 +46,7 @@ func buildProxy(t *testing.T) string {
 // requireEtcd skips the test when it cannot run here, or fails it when CI said it must.
 func requireEtcd(t *testing.T) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end test against a real etcd: skipped in -short mode")
-	}
-	var missing []string
-	for _, tool := range []string{"etcd", "etcdctl", "bash"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	if len(missing) > 0 {
-		msg := fmt.Sprintf("%v not in PATH (Debian: apt-get install -y etcd-server etcd-client)", missing)
-		if os.Getenv("ZTP_REQUIRE_ETCD") == "1" {
-			t.Fatal(msg + "; ZTP_REQUIRE_ETCD=1 requires this test to run")
-		}
-		t.Skip(msg)
-	}
+	exampletest.Require(t, "ZTP_REQUIRE_ETCD", "apt-get install -y etcd-server etcd-client", "etcd", "etcdctl", "bash")
 }
 
 // idlePeriod is how long the watch is left idle: ZTP_ETCD_IDLE (e.g. 5m, for a manual

@@ -35,22 +35,7 @@ func buildBins(t *testing.T) (proxyBin, ztpctlBin string) {
 // it must run (ZTP_REQUIRE_GOBGP=1).
 func requireGoBGP(t *testing.T) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end test against a real gobgpd: skipped in -short mode")
-	}
-	var missing []string
-	for _, tool := range []string{"gobgpd", "gobgp"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	if len(missing) > 0 {
-		msg := fmt.Sprintf("%v not in PATH (Debian: apt-get install -y gobgpd)", missing)
-		if os.Getenv("ZTP_REQUIRE_GOBGP") == "1" {
-			t.Fatal(msg + "; ZTP_REQUIRE_GOBGP=1 requires this test to run")
-		}
-		t.Skip(msg)
-	}
+	exampletest.Require(t, "ZTP_REQUIRE_GOBGP", "apt-get install -y gobgpd", "gobgpd", "gobgp")
 }
 
 // TestGoBGPEndToEnd drives a real gobgpd with the stock gobgp CLI — which can present

@@ -166,3 +166,27 @@ func RemoveBuilds() {
 		builds.dir, builds.bins = "", nil
 	}
 }
+
+// Require skips an end-to-end test in -short mode or when one of tools is not in PATH
+// (naming them and install, the command that installs them), unless the environment
+// variable env is "1": then a missing tool fails the test, so that CI cannot pass by
+// skipping it.
+func Require(t *testing.T, env, install string, tools ...string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("end-to-end test with %v: skipped in -short mode", tools)
+	}
+	var missing []string
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) > 0 {
+		msg := fmt.Sprintf("%v not in PATH (Debian: %s)", missing, install)
+		if os.Getenv(env) == "1" {
+			t.Fatalf("%s; %s=1 requires this test to run", msg, env)
+		}
+		t.Skip(msg)
+	}
+}
