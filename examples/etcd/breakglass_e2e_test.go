@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ztp-dev/ztp/audit"
+	"github.com/ztp-dev/ztp/internal/exampletest"
 )
 
 // ztpctl runs the real ztpctl against the proxy as c.
@@ -35,7 +36,7 @@ func TestEtcdBreakglassOnePerson(t *testing.T) {
 	requireEtcd(t)
 	ctx := testCtx(t, 3*time.Minute)
 	bin, ctl := buildProxy(t), buildCtl(t)
-	ports := freePorts(t, 4)
+	ports := exampletest.FreePorts(t, 4)
 	etcd := startEtcd(ctx, t, ports[0], ports[1], ports[2])
 	dir := t.TempDir()
 	mintCerts(t, dir)
@@ -79,7 +80,7 @@ func TestEtcdBreakglassOnePerson(t *testing.T) {
 	}
 	defrag("after carol approved", true)
 
-	if err := px.stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
+	if err := px.Stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
 		t.Fatalf("ztp-proxy after SIGTERM: %v", err)
 	}
 	var approvals []string
