@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin
 PKGS    := ./...
 
-.PHONY: all build test test-short lint fmt vet demo bench bench-micro fuzz protoset-etcd clean
+.PHONY: all build test test-short lint fmt vet demo bench bench-micro fuzz protoset-etcd protoset-gobgp clean
 
 all: lint test build
 
@@ -71,6 +71,9 @@ fuzz:
 
 protoset-etcd:
 	bash examples/etcd/gen-protoset.sh
+
+protoset-gobgp:
+	bash examples/gobgp/gen-protoset.sh
 
 clean:
 	rm -rf $(BIN)

@@ -306,6 +306,11 @@ func parsePrivateKey(pemBytes []byte) (ed25519.PrivateKey, error) {
 // uses it, and Close signs the final head.
 func (s *Store) SignCheckpoints(sig *Signer) { s.signer.Store(sig) }
 
+// OnCheckpoint makes the store call f with every checkpoint it signs, once
+// the checkpoint is stored, the final one of Close included (a Shipper's
+// Ship). f runs under the checkpoint lock and must not block.
+func (s *Store) OnCheckpoint(f func(Checkpoint)) { s.onCheckpoint.Store(&f) }
+
 // Checkpoint signs the current head with the store's signer and keeps it
 // as the latest checkpoint (in the meta bucket), unless the latest already
 // covers the head. It returns the latest checkpoint.
@@ -350,9 +355,12 @@ func (s *Store) checkpoint() (c Checkpoint, signed bool, err error) {
 	if err != nil {
 		return Checkpoint{}, false, err
 	}
-	err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyCheckpoint, c.Signed) })
+	err = s.update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyCheckpoint, c.Signed) })
 	if err != nil {
 		return Checkpoint{}, false, fmt.Errorf("%w: %s: checkpoint: %w", ErrWrite, s.path, mapClosed(err))
+	}
+	if f := s.onCheckpoint.Load(); f != nil {
+		(*f)(c)
 	}
 	return c, true, nil
 }
@@ -392,9 +400,11 @@ func extendsCheckpoint(db *bolt.DB, prev Checkpoint, head *chainHead) error {
 		return nil
 	}
 	var line []byte
-	err := db.View(func(tx *bolt.Tx) error {
-		line = bytes.Clone(tx.Bucket(bucketRecords).Get(seqKey(prev.Size)))
-		return nil
+	err := guard(db.Path(), func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			line = bytes.Clone(tx.Bucket(bucketRecords).Get(seqKey(prev.Size)))
+			return nil
+		})
 	})
 	if err != nil {
 		return mapClosed(err)
@@ -423,9 +433,11 @@ func (r *Reader) LatestCheckpoint() (Checkpoint, error) { return latestCheckpoin
 
 func latestCheckpoint(db *bolt.DB) (Checkpoint, error) {
 	var b []byte
-	err := db.View(func(tx *bolt.Tx) error {
-		b = bytes.Clone(tx.Bucket(bucketMeta).Get(keyCheckpoint))
-		return nil
+	err := guard(db.Path(), func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			b = bytes.Clone(tx.Bucket(bucketMeta).Get(keyCheckpoint))
+			return nil
+		})
 	})
 	if err != nil {
 		return Checkpoint{}, mapClosed(err)

@@ -28,10 +28,18 @@
 //   - Frozen encoding: a record is encoded once, when it is appended, and
 //     its bytes are stored and exported as they are. Reading parses those
 //     bytes; nothing is ever re-encoded.
+//   - Damage is a verdict, not a crash: before bbolt maps a file, its page
+//     structure is walked with bounded reads under the file lock; a file
+//     bbolt could not walk safely (truncated, overwritten pages, both meta
+//     pages invalid) is refused by Open and OpenReader with [ErrDamaged]
+//     naming the damage. bbolt calls are guarded (a fault reading a file
+//     that shrank under the process becomes ErrDamaged), and a Store whose
+//     write transaction faulted refuses every later Append.
 //
-// A local hash chain cannot detect truncation of its own tail by someone
-// who also rewrites the meta head; a signed checkpoint of [Store.Head] kept
-// elsewhere can.
+// A local hash chain proves only its own consistency: someone who can
+// write the file can cut its tail and rewrite the meta head, or edit a
+// record and recompute every later hash. A signed checkpoint of
+// [Store.Head] kept elsewhere detects both.
 //
 // # Checkpoints
 //
@@ -49,6 +57,10 @@
 // still holds record N with hash H — truncation and rollback are caught.
 // The store refuses to sign a head that does not extend its previous
 // checkpoint, so it never vouches for a rolled-back log.
+// [Store.OnCheckpoint] hands each new checkpoint to a [Shipper], which
+// writes it into a directory and/or runs a command with it on stdin, with
+// bounded queues and retries, so checkpoints leave the host without
+// blocking the log.
 //
 // # Export
 //

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"time"
 
@@ -24,8 +25,9 @@ const (
 // locks are advisory: a running proxy holds the file exclusively, so
 // OpenReader waits and then fails with ErrLocked.
 type Reader struct {
-	path string
-	db   *bolt.DB
+	path     string
+	db       *bolt.DB
+	warnings []string // damage bbolt tolerates, found when opening
 }
 
 // OpenReader opens the audit log at path read-only, waiting at most
@@ -34,22 +36,33 @@ func OpenReader(path string, timeout time.Duration) (*Reader, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	db, err := openDB(path, timeout, true)
+	db, st, err := openDB(path, timeout, true)
 	if err != nil {
 		return nil, err
 	}
-	if err := db.View(checkFormat); err != nil {
+	if err := guard(path, func() error { return db.View(checkFormat) }); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("audit: open %s: %w", path, err)
 	}
-	return &Reader{path: path, db: db}, nil
+	return &Reader{path: path, db: db, warnings: st.warnings}, nil
 }
 
 // Close releases the file.
 func (r *Reader) Close() error { return r.db.Close() }
 
-// Check runs bbolt's consistency check of the file's page structure.
-func (r *Reader) Check() error { return checkDB(r.db, r.path) }
+// Check reports damage to the file's page structure: what OpenReader
+// found and tolerated (an invalid meta page), then bbolt's consistency
+// check (pages neither reachable nor free, keys out of order across pages).
+func (r *Reader) Check() error {
+	var errs []error
+	for _, w := range r.warnings {
+		errs = append(errs, fmt.Errorf("%w: %s: %s", ErrDamaged, r.path, w))
+	}
+	if err := checkDB(r.db, r.path); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
 
 // Scan calls fn for each record with Seq >= fromSeq, in seq order, using
 // bounded memory. It does not verify hashes (Verify does); a stored value
@@ -115,28 +128,30 @@ type rawRecord struct {
 // sorting before seq 1 are seen too). atEnd reports that the cursor ran
 // out in this transaction; then head is the meta head read in it.
 func readChunk(db *bolt.DB, from []byte, first bool) (recs []rawRecord, atEnd bool, head []byte, err error) {
-	err = db.View(func(tx *bolt.Tx) error {
-		if err := checkFormat(tx); err != nil {
-			return err
-		}
-		c := tx.Bucket(bucketRecords).Cursor()
-		var k, v []byte
-		if first {
-			k, v = c.First()
-		} else {
-			k, v = c.Seek(from)
-		}
-		size := 0
-		for ; k != nil; k, v = c.Next() {
-			if len(recs) == chunkRecords || size >= chunkBytes {
-				return nil
+	err = guard(db.Path(), func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			if err := checkFormat(tx); err != nil {
+				return err
 			}
-			recs = append(recs, rawRecord{key: bytes.Clone(k), line: bytes.Clone(v)})
-			size += len(v)
-		}
-		atEnd = true
-		head = bytes.Clone(tx.Bucket(bucketMeta).Get(keyHead))
-		return nil
+			c := tx.Bucket(bucketRecords).Cursor()
+			var k, v []byte
+			if first {
+				k, v = c.First()
+			} else {
+				k, v = c.Seek(from)
+			}
+			size := 0
+			for ; k != nil; k, v = c.Next() {
+				if len(recs) == chunkRecords || size >= chunkBytes {
+					return nil
+				}
+				recs = append(recs, rawRecord{key: bytes.Clone(k), line: bytes.Clone(v)})
+				size += len(v)
+			}
+			atEnd = true
+			head = bytes.Clone(tx.Bucket(bucketMeta).Get(keyHead))
+			return nil
+		})
 	})
 	return recs, atEnd, head, mapClosed(err)
 }

@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -48,6 +50,10 @@ type Options struct {
 	Redact []string
 	// Now is the clock for records whose Time is zero (default time.Now).
 	Now func() time.Time
+	// Warn, when set, is told about damage that Open tolerates: one invalid
+	// bbolt meta page (a torn write after power loss, or tampering), which
+	// bbolt recovers from by using the other one. Verify reports it too.
+	Warn func(msg string)
 	// OnCommit, when set, is told about every commit of the writer: how many
 	// records it carried, how long the bbolt transaction took (the fsyncs
 	// included) and its error. It runs on the writer goroutine and must be quick.
@@ -90,8 +96,13 @@ type Store struct {
 	appendedMu sync.Mutex
 	appended   chan struct{}
 
-	signer atomic.Pointer[Signer] // signs checkpoints; nil: none
-	cpMu   sync.Mutex             // serializes Checkpoint's read-sign-write
+	// damaged is set when bbolt panicked or faulted in a commit (the file
+	// shrank or was overwritten under the process): every later Append fails.
+	damaged atomic.Pointer[error]
+
+	signer       atomic.Pointer[Signer]           // signs checkpoints; nil: none
+	onCheckpoint atomic.Pointer[func(Checkpoint)] // told about each new checkpoint
+	cpMu         sync.Mutex                       // serializes Checkpoint's read-sign-write
 }
 
 type chainHead struct {
@@ -141,18 +152,28 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := openDB(path, opts.Timeout, false)
+	db, st, err := openDB(path, opts.Timeout, false)
 	if err != nil {
 		return nil, err
 	}
-	var head *chainHead
-	err = db.Update(func(tx *bolt.Tx) error {
-		if err := initBuckets(tx); err != nil {
-			return err
+	for _, w := range st.warnings {
+		if opts.Warn != nil {
+			opts.Warn(fmt.Sprintf("audit: %s: %s", path, w))
 		}
-		head, err = readHead(tx)
-		return err
+	}
+	var head *chainHead
+	err = guard(path, func() error {
+		return db.Update(func(tx *bolt.Tx) error {
+			if err := initBuckets(tx); err != nil {
+				return err
+			}
+			head, err = readHead(tx)
+			return err
+		})
 	})
+	if errors.Is(err, ErrDamaged) {
+		return nil, err // bbolt may hold its write lock for good: not closed
+	}
 	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("audit: open %s: %w", path, err)
@@ -175,15 +196,50 @@ func Open(path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-func openDB(path string, timeout time.Duration, readOnly bool) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: readOnly})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("%w: %s: still held by another process after %v", ErrLocked, path, timeout)
+// openDB opens the bbolt file at path after checking its page structure
+// (checkStructure) under the file lock, so that bbolt never maps a file it
+// could not walk safely. A file that does not exist is created (writable
+// only); one that exists but is empty is refused, since bbolt would start a
+// new log in it and hide the truncation. bbolt's own open is guarded too.
+func openDB(path string, timeout time.Duration, readOnly bool) (*bolt.DB, *structure, error) {
+	_, statErr := os.Stat(path)
+	fresh := errors.Is(statErr, fs.ErrNotExist) && !readOnly
+	var st *structure
+	openFile := func(name string, flag int, mode os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag, mode)
+		if err != nil {
+			return nil, err
+		}
+		if err := lockFile(f, !readOnly, timeout); err != nil {
+			f.Close()
+			return nil, err
+		}
+		if fi, err := f.Stat(); err == nil && fi.Size() == 0 && fresh {
+			return f, nil // created by this call: bbolt initializes it
+		}
+		if st, err = checkStructure(f, name); err != nil {
+			f.Close()
+			return nil, err
+		}
+		return f, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("audit: open %s: %w", path, err)
+	var db *bolt.DB
+	err := guard(path, func() (err error) {
+		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: readOnly, OpenFile: openFile})
+		return err
+	})
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, nil, fmt.Errorf("%w: %s: still held by another process after %v", ErrLocked, path, timeout)
+	case errors.Is(err, ErrDamaged):
+		return nil, nil, err
+	case err != nil:
+		return nil, nil, fmt.Errorf("audit: open %s: %w", path, err)
 	}
-	return db, nil
+	if st == nil {
+		st = &structure{}
+	}
+	return db, st, nil
 }
 
 // initBuckets creates the buckets in an empty database and refuses any
@@ -409,7 +465,7 @@ func (s *Store) commit(batch []*pending) {
 	head := *s.head.Load()
 	results := make([]result, len(batch))
 	start := time.Now()
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		records, meta := tx.Bucket(bucketRecords), tx.Bucket(bucketMeta)
 		if records == nil || meta == nil {
 			return ErrNotAuditLog
@@ -447,22 +503,23 @@ func (s *Store) commit(batch []*pending) {
 	if s.onCommit != nil {
 		s.onCommit(len(batch), time.Since(start), err)
 	}
+	if errors.Is(err, ErrDamaged) {
+		s.fail(batch, fmt.Errorf("%w: %w", ErrWrite, err))
+		return
+	}
 	if err != nil {
 		err = fmt.Errorf("%w: %s: %w", ErrWrite, s.path, err)
 		// Chain on from what the file holds, not from memory: after a
 		// failed commit they could differ.
-		_ = s.db.View(func(tx *bolt.Tx) error {
-			if h, err := readHead(tx); err == nil {
-				s.head.Store(h)
-			}
-			return nil
+		_ = guard(s.path, func() error {
+			return s.db.View(func(tx *bolt.Tx) error {
+				if h, err := readHead(tx); err == nil {
+					s.head.Store(h)
+				}
+				return nil
+			})
 		})
-		for _, p := range batch {
-			p.done <- result{err: err}
-			if p.cb != nil {
-				p.cb(err)
-			}
-		}
+		s.fail(batch, err)
 		return
 	}
 	last := results[len(results)-1]
@@ -477,6 +534,32 @@ func (s *Store) commit(batch []*pending) {
 	close(s.appended)
 	s.appended = make(chan struct{})
 	s.appendedMu.Unlock()
+}
+
+// update runs a write transaction, guarded. A panic or fault inside it
+// (the file shrank or was overwritten under the process) leaves bbolt's
+// state unknown — its rollback faults too and keeps the write lock — so
+// the store is marked damaged: nothing more is written, and Close leaves
+// the file to the process's exit.
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	if p := s.damaged.Load(); p != nil {
+		return *p
+	}
+	err := guard(s.path, func() error { return s.db.Update(fn) })
+	if errors.Is(err, ErrDamaged) {
+		s.damaged.CompareAndSwap(nil, &err)
+	}
+	return err
+}
+
+// fail answers every record of batch with err.
+func (s *Store) fail(batch []*pending, err error) {
+	for _, p := range batch {
+		p.done <- result{err: err}
+		if p.cb != nil {
+			p.cb(err)
+		}
+	}
 }
 
 // Appended returns a channel that is closed once records are committed
@@ -508,6 +591,10 @@ func (s *Store) Close() error {
 		close(s.appended) // wakes followers, who then see ErrClosed
 		s.appendedMu.Unlock()
 		var errs []error
+		if p := s.damaged.Load(); p != nil {
+			s.closeErr = fmt.Errorf("audit: %s not closed: %w", s.path, *p)
+			return
+		}
 		if s.signer.Load() != nil {
 			if _, _, err := s.checkpoint(); err != nil && !errors.Is(err, ErrNoCheckpoint) {
 				errs = append(errs, fmt.Errorf("audit: final checkpoint: %w", err))
@@ -536,7 +623,9 @@ func (s *Store) Ping(ctx context.Context) error {
 		return err
 	}
 	done := make(chan error, 1)
-	go func() { done <- s.db.Update(func(*bolt.Tx) error { return nil }) }()
+	go func() {
+		done <- s.update(func(*bolt.Tx) error { return nil })
+	}()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -610,11 +699,13 @@ func hexString(h [32]byte) string {
 
 func checkDB(db *bolt.DB, path string) error {
 	var errs []error
-	err := db.View(func(tx *bolt.Tx) error {
-		for err := range tx.Check() {
-			errs = append(errs, err)
-		}
-		return nil
+	err := guard(path, func() error {
+		return db.View(func(tx *bolt.Tx) error {
+			for err := range tx.Check() {
+				errs = append(errs, err)
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("audit: check %s: %w", path, mapClosed(err))

@@ -193,6 +193,15 @@ type Audit struct {
 	// CheckpointInterval is how often a signed checkpoint is written (default 1m).
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 	Readers            []string      `yaml:"readers"` // groups allowed to export/verify via the control API
+
+	// CheckpointDir receives a file per signed checkpoint (needs SigningKey):
+	// storage the proxy host cannot rewrite, or a directory a shipper drains.
+	CheckpointDir string `yaml:"checkpoint_dir"`
+	// CheckpointCommand is run (argv, no shell) with each signed checkpoint
+	// on stdin (needs SigningKey); failures are retried with backoff.
+	CheckpointCommand []string `yaml:"checkpoint_command"`
+	// CheckpointCommandTimeout bounds one run of CheckpointCommand (default 30s).
+	CheckpointCommandTimeout time.Duration `yaml:"checkpoint_command_timeout"`
 }
 
 // Log configures the proxy's structured log on stderr.
@@ -480,6 +489,9 @@ func (c *Config) applyDefaults() {
 	if c.Audit.CheckpointInterval == 0 {
 		c.Audit.CheckpointInterval = time.Minute
 	}
+	if c.Audit.CheckpointCommandTimeout == 0 {
+		c.Audit.CheckpointCommandTimeout = 30 * time.Second
+	}
 	if c.Limits.MaxMessageBytes == 0 {
 		c.Limits.MaxMessageBytes = DefaultMaxMessageBytes
 	}
@@ -740,6 +752,24 @@ func (p *parser) validate(c *Config) {
 	p.checkFile(c, "audit.signing_key", c.Audit.SigningKey, false)
 	if c.Audit.CheckpointInterval < time.Second {
 		p.errorf("audit.checkpoint_interval", "must be at least 1s")
+	}
+	if c.Audit.CheckpointDir != "" {
+		if c.Audit.SigningKey == "" {
+			p.errorf("audit.checkpoint_dir", "needs audit.signing_key: without it there are no checkpoints to write")
+		} else if dir := c.Resolve(c.Audit.CheckpointDir); !isDir(dir) {
+			p.errorf("audit.checkpoint_dir", "%s is not a directory", dir)
+		}
+	}
+	if len(c.Audit.CheckpointCommand) > 0 {
+		if c.Audit.SigningKey == "" {
+			p.errorf("audit.checkpoint_command", "needs audit.signing_key: without it there are no checkpoints to ship")
+		}
+		if c.Audit.CheckpointCommand[0] == "" {
+			p.errorf("audit.checkpoint_command", "the first element is the program to run and must not be empty")
+		}
+	}
+	if c.Audit.CheckpointCommandTimeout < time.Second {
+		p.errorf("audit.checkpoint_command_timeout", "must be at least 1s")
 	}
 
 	if c.Limits.MaxMessageBytes < 0 || c.Limits.MaxMessageBytes > maxMessageBytesCeiling {

@@ -79,6 +79,10 @@ type Server struct {
 	// never end by themselves (audit export --follow), which would otherwise hold
 	// the drain to its timeout.
 	drains []func()
+	// closed run after the audit log closed (and signed its final
+	// checkpoint): they deliver what the log left behind, such as that
+	// checkpoint to its destinations.
+	closed []func()
 	// reloaders apply a new, validated config on Reload (SIGHUP).
 	reloaders []func(context.Context, *config.Config) error
 
@@ -137,6 +141,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 			if s.store != nil {
 				s.store.Close()
 			}
+			s.runClosed()
 		}
 	}()
 
@@ -214,7 +219,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	handshakes.run(handshakeWindow / 4)
 	s.stops = append(s.stops, func(context.Context) { handshakes.stop() })
 	creds = handshakeCreds{TransportCredentials: creds, log: handshakes}
-	s.store, err = audit.Open(cfg.Resolve(cfg.Audit.Path), audit.Options{Redact: cfg.Audit.Redact, Now: opts.Now, OnCommit: s.metrics.ObserveCommit})
+	s.store, err = audit.Open(cfg.Resolve(cfg.Audit.Path), audit.Options{
+		Redact: cfg.Audit.Redact, Now: opts.Now, OnCommit: s.metrics.ObserveCommit,
+		Warn: func(msg string) { s.log.Warn("audit log damaged", "detail", msg) },
+	})
 	if err != nil {
 		return nil, fmt.Errorf("audit.path: %w", err)
 	}
@@ -322,7 +330,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.stops[i](ctx)
 	}
 	s.system(context.Background(), "stopped")
-	return s.store.Close()
+	err := s.store.Close()
+	s.runClosed()
+	return err
+}
+
+func (s *Server) runClosed() {
+	for _, f := range s.closed {
+		f()
+	}
 }
 
 // Reload re-reads the config file and applies what can change at run time

@@ -360,16 +360,21 @@ func newAuditVerifyCommand(g *globalOptions) *cobra.Command {
 bad seq and what is wrong with it (edited, missing, reordered, replaced), exiting
 non-zero.
 
-With --checkpoint (a signed checkpoint saved earlier, e.g. by a cron job that
-ships "ztpctl audit checkpoint" off the host) it also proves that the current log
-EXTENDS that checkpoint: record <size> still has the signed hash. That detects
-truncation or rollback of the tail, which a hash chain alone cannot. The
-checkpoint's signature is checked here, with --pubkey (the .pub file written by
-"ztpctl audit keygen", or the audit.signing_key PEM itself).
+Without --checkpoint, ok means only that the log is internally consistent:
+someone who can write the file can cut off its tail and fix the stored head, or
+edit a record and recompute every later hash, and it still verifies.
 
-With --db the file is also checked for bbolt page consistency.`,
+With --checkpoint (a signed checkpoint kept off the host: the proxy writes each
+one to audit.checkpoint_dir and/or audit.checkpoint_command) it also proves that
+the log EXTENDS that checkpoint: record <size> still has the signed hash, which
+detects both. The checkpoint's signature is checked here, with --pubkey (the
+.pub file written by "ztpctl audit keygen", or the audit.signing_key PEM itself).
+
+With --db the file's page structure is checked first: a truncated or
+overwritten file is reported as FAIL, naming the damage, exit status 1.`,
 		Example: `  ztpctl audit verify
-  ztpctl audit verify --checkpoint /mnt/ship/ckpt-2026-11-26.txt --pubkey audit-ed25519.pub
+  ztpctl audit verify --checkpoint /mnt/audit-ckpt/checkpoint-00000000000000001234-20261126T100000.000000000Z.txt \
+      --pubkey audit-ed25519.pub
   ztpctl audit verify --db /var/lib/ztp/audit.db -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd, g) },
@@ -389,6 +394,12 @@ type verifyReport struct {
 	Problem    *audit.VerifyError `json:"problem,omitempty"`
 	Checkpoint *checkpointReport  `json:"checkpoint,omitempty"`
 	BboltCheck string             `json:"bbolt_check,omitempty"` // --db only: "ok" or the damage
+	// Unreadable: the file's page structure is too damaged to read the
+	// chain at all (BboltCheck says how); Records is then 0.
+	Unreadable bool `json:"unreadable,omitempty"`
+	// Scope says what an ok proves: "internal_consistency" without a
+	// checkpoint, "extends_checkpoint" with one.
+	Scope string `json:"scope"`
 }
 
 type checkpointReport struct {
@@ -414,6 +425,10 @@ func (o *auditVerifyOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	} else if o.pubkey != "" {
 		return errors.New("--pubkey checks a --checkpoint; give one")
 	}
+	rep.Scope = "internal_consistency"
+	if cp != nil {
+		rep.Scope = "extends_checkpoint"
+	}
 	var err error
 	if o.db != "" {
 		err = o.verifyFile(cmd, cp, &rep)
@@ -430,6 +445,8 @@ func (o *auditVerifyOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	switch {
 	case rep.Problem != nil:
 		return fmt.Errorf("audit verify: chain broken at seq %d: %s", rep.Problem.Seq, rep.Problem.Fault)
+	case rep.Unreadable:
+		return errors.New("audit verify: the audit file is damaged; its chain could not be read")
 	case !rep.OK:
 		return errors.New("audit verify: bbolt consistency check failed")
 	}
@@ -462,6 +479,13 @@ func openCheckpointFile(path, pubkey string) (audit.Checkpoint, ed25519.PublicKe
 
 func (o *auditVerifyOptions) verifyFile(cmd *cobra.Command, cp *audit.Checkpoint, rep *verifyReport) error {
 	r, err := openDB(o.db)
+	if errors.Is(err, audit.ErrDamaged) {
+		// A verdict, not an error: the file is damaged where bbolt would
+		// read it, so its chain cannot be read at all.
+		rep.BboltCheck = err.Error()
+		rep.Unreadable = true
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -513,6 +537,10 @@ func printVerify(w io.Writer, output string, rep *verifyReport) error {
 	if output == "json" {
 		return printJSON(w, rep)
 	}
+	if rep.Unreadable {
+		fmt.Fprintf(w, "FAIL: %s\n  the chain was not checked: the file cannot be read safely (truncated or overwritten); verify a backup or an export\n", rep.BboltCheck)
+		return nil
+	}
 	if p := rep.Problem; p != nil {
 		fmt.Fprintf(w, "FAIL: seq %d: %s: %s\n  %s\n", p.Seq, p.Fault, faultMeaning(p.Fault), p.Detail)
 		fmt.Fprintf(w, "  %d records verified before it (head %s)\n", rep.Records, rep.HeadHash)
@@ -520,6 +548,8 @@ func printVerify(w io.Writer, output string, rep *verifyReport) error {
 		fmt.Fprintf(w, "ok: %d records, head %s\n", rep.Records, rep.HeadHash)
 		if c := rep.Checkpoint; c != nil {
 			fmt.Fprintf(w, "ok: extends checkpoint of %d records (hash %s, signed %s by key %s)\n", c.Size, c.Hash, c.Time.Format(time.RFC3339), c.KeyID)
+		} else {
+			fmt.Fprint(w, noCheckpointNote)
 		}
 	}
 	if rep.BboltCheck != "" && rep.BboltCheck != "ok" {
@@ -527,6 +557,13 @@ func printVerify(w io.Writer, output string, rep *verifyReport) error {
 	}
 	return nil
 }
+
+// noCheckpointNote is what an ok without --checkpoint does not prove.
+const noCheckpointNote = `note: without --checkpoint this proves only that the log is internally consistent.
+  Someone who can write the file can cut off its tail and fix the stored head, or edit
+  a record and recompute every later hash, and it still verifies. Only a signed
+  checkpoint kept off the host detects that: --checkpoint FILE --pubkey KEY.
+`
 
 type auditCheckpointOptions struct {
 	db, pubkey string
@@ -541,12 +578,13 @@ func newAuditCheckpointCommand(g *globalOptions) *cobra.Command {
 Through the proxy the head is signed afresh when it moved since the last checkpoint;
 with --db the latest stored checkpoint is printed.
 
-Ship checkpoints off the host (another machine, object storage with retention, a
-ticket): later, "ztpctl audit verify --checkpoint FILE --pubkey KEY" proves the
-log still extends them. With --pubkey the signature is checked before printing.`,
-		Example: `  # save one off the host every 10 minutes (crontab)
-  */10 * * * * ztpctl audit checkpoint --pubkey /etc/ztp/audit-ed25519.pub > /tmp/ckpt && \
-      aws s3 cp /tmp/ckpt s3://audit-checkpoints/$(hostname)/$(date -u +\%Y\%m\%dT\%H\%M\%SZ).txt
+Checkpoints must leave the host (another machine, object storage with retention, a
+ticket): the proxy ships each one itself to audit.checkpoint_dir and/or
+audit.checkpoint_command. This command fetches one by hand, e.g. for a ticket.
+Later, "ztpctl audit verify --checkpoint FILE --pubkey KEY" proves the log still
+extends it. With --pubkey the signature is checked before printing.`,
+		Example: `  # attach a fresh checkpoint to a change ticket
+  ztpctl audit checkpoint --pubkey /etc/ztp/audit-ed25519.pub > ckpt-INC-4711.txt
 
   ztpctl audit checkpoint -o json`,
 		Args: cobra.NoArgs,

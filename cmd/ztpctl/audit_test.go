@@ -286,16 +286,10 @@ func copyAuditFile(t *testing.T, env *proxytest.Env) string {
 
 func TestAuditOffline(t *testing.T) {
 	env, pub := auditEnv(t)
-	signed, err := ztpctl(t, env, auditorID, "audit", "checkpoint")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cpFile := filepath.Join(t.TempDir(), "ckpt.txt")
-	os.WriteFile(cpFile, []byte(signed), 0o644)
-	cp, _ := audit.ParseCheckpoint([]byte(signed))
+	cpFile, cp := saveCheckpoint(t, env)
 
 	// The running proxy holds the file: say so instead of hanging.
-	_, _, err = runCtl(t, "", "audit", "export", "--db", filepath.Join(env.Dir, "audit.db"))
+	_, _, err := runCtl(t, "", "audit", "export", "--db", filepath.Join(env.Dir, "audit.db"))
 	if err == nil || !strings.Contains(err.Error(), "locked") || !strings.Contains(err.Error(), "omit --db") {
 		t.Errorf("audit export --db on the live file = %v, want a clear lock error", err)
 	}

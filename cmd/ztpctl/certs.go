@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ztp-dev/ztp/audit"
 	"github.com/ztp-dev/ztp/pki"
 )
 
@@ -157,12 +159,17 @@ func newCertsQuickstartCommand(g *globalOptions) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "quickstart --dir DIR [--trust-domain DOMAIN]",
-		Short: "Create a CA, a proxy certificate and three example identities in one go",
+		Short: "Create a CA, a proxy certificate, example identities and the audit signing key in one go",
 		Long: `Create, in DIR: a dev CA; "proxy" (server certificate for localhost and
 127.0.0.1); "deployer" (automation: spiffe://DOMAIN/ns/prod/sa/deployer);
-"alice" (human: spiffe://DOMAIN/user/alice) and "bob" (human approver:
-spiffe://DOMAIN/lead/bob). Match them in ztp.yaml with identity.principals
-rules such as "spiffe://DOMAIN/ns/prod/sa/*".`,
+"alice" (human: spiffe://DOMAIN/user/alice); "bob" (human approver:
+spiffe://DOMAIN/lead/bob) and "bob-user" (the same person's everyday identity,
+spiffe://DOMAIN/user/bob: with identity.principals[].person rules the proxy
+knows both are bob, so bob cannot approve his own break-glass request); and
+audit-ed25519.pem with audit-ed25519.pub, the Ed25519 key that signs audit
+checkpoints (audit.signing_key) and its public half for auditors. Match the
+identities in ztp.yaml with identity.principals rules such as
+"spiffe://DOMAIN/ns/prod/sa/*".`,
 		Example: `  ztpctl certs quickstart --dir certs
   ztpctl --cacert certs/ca.pem --cert certs/alice.pem --key certs/alice-key.pem policy version`,
 		Args: cobra.NoArgs,
@@ -171,9 +178,11 @@ rules such as "spiffe://DOMAIN/ns/prod/sa/*".`,
 				return err
 			}
 			var all []string
-			for _, n := range []string{"ca", "proxy", "deployer", "alice", "bob"} {
+			for _, n := range []string{"ca", "proxy", "deployer", "alice", "bob", "bob-user"} {
 				all = append(all, filepath.Join(dir, n+".pem"), filepath.Join(dir, n+"-key.pem"))
 			}
+			auditKey := filepath.Join(dir, "audit-ed25519.pem")
+			all = append(all, auditKey, pubKeyPath(auditKey))
 			if err := refuseOverwrite(force, all...); err != nil {
 				return err // checked up front: never leave a half-written set
 			}
@@ -190,6 +199,7 @@ rules such as "spiffe://DOMAIN/ns/prod/sa/*".`,
 				{name: "deployer", spiffe: []string{"spiffe://" + domain + "/ns/prod/sa/deployer"}, client: true},
 				{name: "alice", spiffe: []string{"spiffe://" + domain + "/user/alice"}, client: true},
 				{name: "bob", spiffe: []string{"spiffe://" + domain + "/lead/bob"}, client: true},
+				{name: "bob-user", spiffe: []string{"spiffe://" + domain + "/user/bob"}, client: true},
 			} {
 				l.dir, l.validity, l.force = dir, 30*24*time.Hour, force
 				f, err := issueLeaf(ca, &l)
@@ -198,6 +208,19 @@ rules such as "spiffe://DOMAIN/ns/prod/sa/*".`,
 				}
 				files = append(files, f...)
 			}
+			// The key that signs audit checkpoints: without it the audit log
+			// proves only its own consistency (see ztpctl audit verify).
+			privPEM, pubPEM, err := audit.GenerateKey(rand.Reader)
+			if err != nil {
+				return err
+			}
+			if err := writeNew(auditKey, privPEM, 0o600, force); err != nil {
+				return err
+			}
+			if err := writeNew(pubKeyPath(auditKey), pubPEM, 0o644, force); err != nil {
+				return err
+			}
+			files = append(files, auditKey, pubKeyPath(auditKey))
 			return reportFiles(cmd, g, files)
 		},
 	}

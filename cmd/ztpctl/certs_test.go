@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ztp-dev/ztp/audit"
 	"github.com/ztp-dev/ztp/identity"
 )
 
@@ -125,6 +126,25 @@ func TestCertsQuickstartFiles(t *testing.T) {
 	}
 	if srv := readCert(t, filepath.Join(dir, "proxy.pem")); len(srv.DNSNames) != 1 || srv.DNSNames[0] != "localhost" {
 		t.Errorf("proxy.pem DNS names = %v, want [localhost]", srv.DNSNames)
+	}
+	if id, _ := identity.FromCertificate(readCert(t, filepath.Join(dir, "bob-user.pem"))); id != "spiffe://demo.example/user/bob" {
+		t.Errorf("bob-user.pem principal = %q, want bob's everyday identity", id)
+	}
+	// The audit signing key: usable as audit.signing_key, its .pub verifies
+	// what it signs, and the private key is not world-readable.
+	signer, err := audit.LoadSigner(filepath.Join(dir, "audit-ed25519.pem"))
+	if err != nil {
+		t.Fatalf("quickstart's audit key: %v", err)
+	}
+	pubPEM, err := os.ReadFile(filepath.Join(dir, "audit-ed25519.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pub, err := audit.ParsePublicKey(pubPEM); err != nil || !pub.Equal(signer.Public()) {
+		t.Errorf("audit-ed25519.pub = %v, %v; want the signing key's public half", pub, err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "audit-ed25519.pem")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("audit-ed25519.pem mode = %v, %v; want 0600", fi.Mode(), err)
 	}
 }
 

@@ -31,6 +31,7 @@ func TestDemo(t *testing.T) {
 		"under bg-",
 		"ztp-proxy exited 0",
 		"hash chain verified: ok:",
+		"ok: extends checkpoint of",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q\n%s", want, out.String())

@@ -10,6 +10,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -106,6 +107,23 @@ func run(bin, policies string, keep bool, out io.Writer) error {
 	}
 	clients[malloryID] = ml.TLS
 	say("   minted %s (matches no principal rule)", malloryID)
+	// The key that signs audit checkpoints, and where the proxy ships them:
+	// a local directory here; in production storage the proxy host cannot
+	// rewrite (or audit.checkpoint_command).
+	privPEM, pubPEM, err := audit.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "audit-ed25519.pem"), privPEM, 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "audit-ed25519.pub"), pubPEM, 0o644); err != nil {
+		return err
+	}
+	if err := os.Mkdir(filepath.Join(dir, "checkpoints"), 0o700); err != nil {
+		return err
+	}
+	say("   audit signing key audit-ed25519.pem; checkpoints shipped to checkpoints/")
 
 	say("\n== 2. The demo fleet manager (the production admin API)")
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -137,12 +155,16 @@ identity:
     - match: "spiffe://demo.ztp/ns/prod/sa/*"
       kind: automation
       groups: [fleet-controllers]
+    # person: one human's /user/ and /lead/ identities are one person, so no
+    # one approves their own break-glass request under their other identity.
     - match: "spiffe://demo.ztp/user/*"
       kind: human
       groups: [sre]
+      person: "{*}@demo.ztp"
     - match: "spiffe://demo.ztp/lead/*"
       kind: human
       groups: [sre, sre-leads]
+      person: "{*}@demo.ztp"
 upstreams:
   - name: fleet
     address: %s
@@ -154,6 +176,8 @@ policy:
 audit:
   path: audit.db
   readers: [sre-leads]
+  signing_key: audit-ed25519.pem
+  checkpoint_dir: checkpoints
 breakglass:
   max_duration: 1h
   approvals_required: 1
@@ -378,6 +402,22 @@ breakglass:
 		return fmt.Errorf("audit verify: %w", err)
 	}
 	say("\n   hash chain verified: ok: %d records, head %s", res.Records, res.HeadHash)
+
+	// The chain alone proves only its own consistency; the checkpoint the
+	// proxy shipped at stop proves the log was not cut or rewritten since.
+	ckpts, err := filepath.Glob(filepath.Join(dir, "checkpoints", "checkpoint-*.txt"))
+	if err != nil || len(ckpts) == 0 {
+		return fmt.Errorf("no checkpoint shipped to %s/checkpoints (%v)", dir, err)
+	}
+	newest := ckpts[len(ckpts)-1] // names sort by size
+	say("   $ ztpctl audit verify --db audit.db --checkpoint checkpoints/%s --pubkey audit-ed25519.pub", filepath.Base(newest))
+	vb, err := exec.CommandContext(ctx, ctlBin, "audit", "verify", "--db", dbPath, "--checkpoint", newest, "--pubkey", filepath.Join(dir, "audit-ed25519.pub")).CombinedOutput()
+	for _, l := range strings.Split(strings.TrimSpace(string(vb)), "\n") {
+		say("     %s", l)
+	}
+	if err != nil {
+		failures = append(failures, "ztpctl audit verify --checkpoint failed")
+	}
 
 	if len(failures) > 0 {
 		return errors.New(strings.Join(failures, "\n"))

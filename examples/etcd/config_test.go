@@ -32,6 +32,17 @@ func TestExampleConfig(t *testing.T) {
 	if !slices.Contains(cfg.Audit.Redact, "password") {
 		t.Errorf("audit.redact = %v, want it to contain password (Auth/Authenticate, UserAdd)", cfg.Audit.Redact)
 	}
+	// The safe setup the example teaches: every human rule names its person, so one
+	// human's /user/ and /lead/ identities cannot approve each other's break-glass
+	// requests; checkpoints are signed and leave the audit file as they are signed.
+	for i, p := range cfg.Identity.Principals {
+		if p.Kind == "human" && p.Person == "" {
+			t.Errorf("identity.principals[%d] (%s): a human rule without person", i, p.Match)
+		}
+	}
+	if cfg.Audit.SigningKey == "" || cfg.Audit.CheckpointDir == "" && len(cfg.Audit.CheckpointCommand) == 0 {
+		t.Errorf("audit: signing_key %q, checkpoint_dir %q, checkpoint_command %v; want checkpoints signed and shipped", cfg.Audit.SigningKey, cfg.Audit.CheckpointDir, cfg.Audit.CheckpointCommand)
+	}
 	srv, err := proxy.New(testCtx(t, 30*time.Second), cfg, proxy.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatalf("proxy.New(example config): %v", err)

@@ -6,46 +6,20 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ztp-dev/ztp/audit"
-	"github.com/ztp-dev/ztp/pki"
+	"github.com/ztp-dev/ztp/internal/exampletest"
 	"github.com/ztp-dev/ztp/policy"
 )
 
-// ztpctlBin is the ztpctl binary, built once per test binary run, like proxyBin.
-var ztpctlBin struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-func buildZtpctl(t *testing.T) string {
-	t.Helper()
-	buildProxy(t) // makes proxyBin.dir, which TestMain removes
-	ztpctlBin.once.Do(func() {
-		ztpctlBin.path = filepath.Join(proxyBin.dir, "ztpctl")
-		out, err := exec.Command("go", "build", "-o", ztpctlBin.path, "github.com/ztp-dev/ztp/cmd/ztpctl").CombinedOutput()
-		if err != nil {
-			ztpctlBin.err = fmt.Errorf("go build ztpctl: %v\n%s", err, out)
-		}
-	})
-	if ztpctlBin.err != nil {
-		t.Fatal(ztpctlBin.err)
-	}
-	return ztpctlBin.path
-}
-
 const (
-	bobID     = "spiffe://example.org/lead/bob" // a lead: approves alice's grant
-	bulkKeys  = 120                             // /e2e/bulk/001 … /e2e/bulk/120, written straight into etcd
-	maxPerDel = 50                              // etcd.rego's max_keys_per_call
+	bulkKeys  = 120 // /e2e/bulk/001 … /e2e/bulk/120, written straight into etcd
+	maxPerDel = 50  // etcd.rego's max_keys_per_call
 )
 
 // TestEtcdEffectQueries drives the example as shipped with the real etcd and etcdctl, on a
@@ -58,17 +32,16 @@ func TestEtcdEffectQueries(t *testing.T) {
 	requireEtcd(t)
 	ctx := testCtx(t, 4*time.Minute)
 	bin := buildProxy(t)
-	ctl := buildZtpctl(t)
+	ctl := buildCtl(t)
 
-	ports := freePorts(t, 4)
+	ports := exampletest.FreePorts(t, 4)
 	etcd := startEtcd(ctx, t, ports[0], ports[1], ports[2])
 	dir := t.TempDir()
 	mintCerts(t, dir)
-	mintLead(t, dir)
 	px := startProxy(ctx, t, bin, dir, fmt.Sprintf("127.0.0.1:%d", ports[3]), etcd.addr)
 	deployer := px.client("deployer", deployerID)
 	alice := px.client("alice", aliceID)
-	bob := px.client("bob", bobID)
+	bob := px.client("bob", bobLeadID) // a lead: approves alice's grant
 
 	// The keyspace: written into etcd directly (setup, not under test), in one Txn.
 	var ops strings.Builder
@@ -157,22 +130,22 @@ func TestEtcdEffectQueries(t *testing.T) {
 		}
 		watches := etcd.started(ctx, t, "etcdserverpb.Watch", "Watch")
 		w := px.start(ctx, t, alice, "watch", "--prefix", "")
-		waitFor(ctx, t, 15*time.Second, "the break-glass watch to reach etcd", func() bool {
+		exampletest.WaitFor(ctx, t, 15*time.Second, "the break-glass watch to reach etcd", func() bool {
 			return etcd.started(ctx, t, "etcdserverpb.Watch", "Watch") == watches+1
 		})
 		// The watch starts at etcd's revision when its create request arrives, a moment
 		// after the stream: write until it shows the key.
 		var last time.Time
-		waitFor(ctx, t, 15*time.Second, "the break-glass watch to see a new key", func() bool {
+		exampletest.WaitFor(ctx, t, 15*time.Second, "the break-glass watch to see a new key", func() bool {
 			if time.Since(last) > 500*time.Millisecond {
 				last = time.Now()
 				if out, err := etcdDirect(ctx, etcd, "", "put", "/e2e/under-glass", "seen"); err != nil {
 					t.Fatalf("etcdctl put (direct) = %q, %v", out, err)
 				}
 			}
-			return strings.Contains(w.stdout.String(), "/e2e/under-glass")
+			return strings.Contains(w.Stdout.String(), "/e2e/under-glass")
 		})
-		w.stop(t, syscall.SIGTERM, 5*time.Second)
+		w.Stop(t, syscall.SIGTERM, 5*time.Second)
 		total++ // /e2e/under-glass
 		// Forbid holds under break-glass: no spelling removes more than the maximum.
 		for _, args := range wipes {
@@ -228,8 +201,8 @@ func TestEtcdEffectQueries(t *testing.T) {
 		}
 	})
 
-	if err := px.stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
-		t.Fatalf("ztp-proxy after SIGTERM: %v\nstderr:\n%s", err, px.stderr.String())
+	if err := px.Stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
+		t.Fatalf("ztp-proxy after SIGTERM: %v\nstderr:\n%s", err, px.Stderr.String())
 	}
 
 	t.Run("audit log and replay", func(t *testing.T) {
@@ -291,46 +264,15 @@ func grant(ctx context.Context, t *testing.T, ctl string, px *proxyProc, request
 	for _, s := range scopes {
 		args = append(args, "--scope", s)
 	}
-	out, err := ztpctl(ctx, ctl, px, requester, args...)
+	out, stderr, err := px.ztpctl(ctx, ctl, requester, args...)
 	if err != nil {
-		t.Fatalf("ztpctl breakglass request = %q, %v", out, err)
+		t.Fatalf("ztpctl breakglass request = %q, %v (stderr %q)", out, err, stderr)
 	}
 	id := strings.TrimSpace(strings.SplitN(out, "\n", 2)[0])
-	if out, err := ztpctl(ctx, ctl, px, approver, "breakglass", "approve", id, "--comment", "e2e"); err != nil {
-		t.Fatalf("ztpctl breakglass approve %s = %q, %v", id, out, err)
+	if out, stderr, err := px.ztpctl(ctx, ctl, approver, "breakglass", "approve", id, "--comment", "e2e"); err != nil {
+		t.Fatalf("ztpctl breakglass approve %s = %q, %v (stderr %q)", id, out, err, stderr)
 	}
 	return id
-}
-
-func ztpctl(ctx context.Context, ctl string, px *proxyProc, c client, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	full := append([]string{"--server", px.addr, "--cacert", filepath.Join(px.dir, "certs", "ca.pem"), "--cert", c.cert, "--key", c.key}, args...)
-	cmd := exec.CommandContext(ctx, ctl, full...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "ZTP_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-// mintLead adds a certificate for bob, a lead (approver of break-glass grants).
-func mintLead(t *testing.T, dir string) {
-	t.Helper()
-	certs := filepath.Join(dir, "certs")
-	ca, err := pki.LoadCA(filepath.Join(certs, "ca.pem"), filepath.Join(certs, "ca-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := ca.Issue(pki.LeafOptions{CommonName: "bob", URIs: []string{bobID}, Client: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := pki.WriteFiles(certs, "bob", leaf); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // etcdDirect runs etcdctl against etcd itself, past the proxy: test setup and checks only.

@@ -16,15 +16,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ztp-dev/ztp/audit"
+	"github.com/ztp-dev/ztp/internal/exampletest"
 	"github.com/ztp-dev/ztp/pki"
-
-	"github.com/ztp-dev/ztp/proxy/proxytest"
 )
 
 // defaultIdle is how long the watch stays idle. grpc-go's default keepalive enforcement
@@ -32,71 +30,29 @@ import (
 // the third strike, about 30s in; 40s is past that with margin.
 const defaultIdle = 40 * time.Second
 
-// proxyBin is the ztp-proxy binary, built once per test binary run (see buildProxy) and
-// removed by TestMain.
-var proxyBin struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if proxyBin.dir != "" {
-		os.RemoveAll(proxyBin.dir)
-	}
+	exampletest.RemoveBuilds()
 	os.Exit(code)
 }
 
-// buildProxy builds cmd/ztp-proxy once. Under -race the binary is built with -race too,
-// so that a data race in the real proxy fails its exit-code check (status 66).
+// buildProxy builds cmd/ztp-proxy once per test binary (with -race under the race
+// detector, so that a data race in the real proxy fails its exit-code check).
 func buildProxy(t *testing.T) string {
 	t.Helper()
-	proxyBin.once.Do(func() {
-		proxyBin.dir, proxyBin.err = os.MkdirTemp("", "ztp-etcd-e2e-")
-		if proxyBin.err != nil {
-			return
-		}
-		proxyBin.path = filepath.Join(proxyBin.dir, "ztp-proxy")
-		args := []string{"build", "-o", proxyBin.path}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		args = append(args, "github.com/ztp-dev/ztp/cmd/ztp-proxy")
-		start := time.Now()
-		out, err := exec.Command("go", args...).CombinedOutput()
-		if err != nil {
-			proxyBin.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-			return
-		}
-		t.Logf("go %s: %v", strings.Join(args, " "), time.Since(start).Round(time.Millisecond))
-	})
-	if proxyBin.err != nil {
-		t.Fatal(proxyBin.err)
-	}
-	return proxyBin.path
+	return exampletest.Build(t, "github.com/ztp-dev/ztp/cmd/ztp-proxy")
+}
+
+// buildCtl builds cmd/ztpctl once per test binary.
+func buildCtl(t *testing.T) string {
+	t.Helper()
+	return exampletest.Build(t, "github.com/ztp-dev/ztp/cmd/ztpctl")
 }
 
 // requireEtcd skips the test when it cannot run here, or fails it when CI said it must.
 func requireEtcd(t *testing.T) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end test against a real etcd: skipped in -short mode")
-	}
-	var missing []string
-	for _, tool := range []string{"etcd", "etcdctl", "bash"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	if len(missing) > 0 {
-		msg := fmt.Sprintf("%v not in PATH (Debian: apt-get install -y etcd-server etcd-client)", missing)
-		if os.Getenv("ZTP_REQUIRE_ETCD") == "1" {
-			t.Fatal(msg + "; ZTP_REQUIRE_ETCD=1 requires this test to run")
-		}
-		t.Skip(msg)
-	}
+	exampletest.Require(t, "ZTP_REQUIRE_ETCD", "apt-get install -y etcd-server etcd-client", "etcd", "etcdctl", "bash")
 }
 
 // idlePeriod is how long the watch is left idle: ZTP_ETCD_IDLE (e.g. 5m, for a manual
@@ -126,7 +82,7 @@ func TestEtcdEndToEnd(t *testing.T) {
 	ctx := testCtx(t, idle+3*time.Minute)
 	bin := buildProxy(t)
 
-	ports := freePorts(t, 4)
+	ports := exampletest.FreePorts(t, 4)
 	etcd := startEtcd(ctx, t, ports[0], ports[1], ports[2])
 	dir := t.TempDir()
 	mintCerts(t, dir)
@@ -141,7 +97,7 @@ func TestEtcdEndToEnd(t *testing.T) {
 	// connection carries nothing but etcdctl's keepalive pings.
 	watchBase := etcd.started(ctx, t, "etcdserverpb.Watch", "Watch")
 	watch := px.start(ctx, t, alice, "watch", "/e2e/watched")
-	waitFor(ctx, t, 15*time.Second, "the watch to reach etcd", func() bool {
+	exampletest.WaitFor(ctx, t, 15*time.Second, "the watch to reach etcd", func() bool {
 		return etcd.started(ctx, t, "etcdserverpb.Watch", "Watch") == watchBase+1
 	})
 	idleSince := time.Now()
@@ -230,9 +186,9 @@ func TestEtcdEndToEnd(t *testing.T) {
 		wants = append(wants, auditWant{who: deployer, method: "/etcdserverpb.KV/Put", fields: map[string]string{"key": b64("/e2e/leased"), "lease": decID}})
 
 		ka := px.start(ctx, t, deployer, "lease", "keep-alive", hexID)
-		keepalives := func() int { return strings.Count(ka.stdout.String(), " keepalived with TTL(5)") }
-		waitFor(ctx, t, 15*time.Second, "two keep-alive responses", func() bool { return keepalives() >= 2 })
-		ka.stop(t, syscall.SIGTERM, 5*time.Second)
+		keepalives := func() int { return strings.Count(ka.Stdout.String(), " keepalived with TTL(5)") }
+		exampletest.WaitFor(ctx, t, 15*time.Second, "two keep-alive responses", func() bool { return keepalives() >= 2 })
+		ka.Stop(t, syscall.SIGTERM, 5*time.Second)
 		t.Logf("lease keep-alive: %d responses before it was stopped", keepalives())
 		wants = append(wants, auditWant{who: deployer, method: "/etcdserverpb.Lease/LeaseKeepAlive", fields: map[string]string{"ID": decID}, minMessages: 2})
 
@@ -329,8 +285,8 @@ func TestEtcdEndToEnd(t *testing.T) {
 			// The deliberate idle period: nothing to wait for but time itself.
 			select {
 			case <-time.After(rest):
-			case <-watch.done:
-				t.Fatalf("etcdctl watch exited while idle: %v\nstdout: %s\nstderr: %s", watch.err, watch.stdout.String(), watch.stderr.String())
+			case <-watch.Done:
+				t.Fatalf("etcdctl watch exited while idle: %v\nstdout: %s\nstderr: %s", watch.Err, watch.Stdout.String(), watch.Stderr.String())
 			case <-ctx.Done():
 				t.Fatal(ctx.Err())
 			}
@@ -343,10 +299,10 @@ func TestEtcdEndToEnd(t *testing.T) {
 		}
 		// Events arrive in order on one watch; a re-created watch would replay from its
 		// last revision, so a duplicate of "after-idle" would come before "sentinel".
-		waitFor(ctx, t, 15*time.Second, "the watch to print the sentinel event", func() bool {
-			return slices.Contains(lines(watch.stdout.String()), "sentinel")
+		exampletest.WaitFor(ctx, t, 15*time.Second, "the watch to print the sentinel event", func() bool {
+			return slices.Contains(lines(watch.Stdout.String()), "sentinel")
 		})
-		got := lines(watch.stdout.String())
+		got := lines(watch.Stdout.String())
 		if n := count(got, "after-idle"); n != 1 {
 			t.Errorf("the watch printed the event after the idle period %d times, want exactly 1; watch output:\n%s", n, strings.Join(got, "\n"))
 		}
@@ -356,9 +312,9 @@ func TestEtcdEndToEnd(t *testing.T) {
 	})
 
 	// Stop the clients, then the proxy: SIGTERM must drain and exit 0.
-	watch.stop(t, syscall.SIGTERM, 5*time.Second)
-	if err := px.stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
-		t.Fatalf("ztp-proxy after SIGTERM: %v, want exit status 0 (clean drain)\nstderr:\n%s", err, px.stderr.String())
+	watch.Stop(t, syscall.SIGTERM, 5*time.Second)
+	if err := px.Stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
+		t.Fatalf("ztp-proxy after SIGTERM: %v, want exit status 0 (clean drain)\nstderr:\n%s", err, px.Stderr.String())
 	}
 
 	t.Run("audit log", func(t *testing.T) {
@@ -376,7 +332,7 @@ func (c client) String() string { return c.name }
 
 // proxyProc is the ztp-proxy subprocess.
 type proxyProc struct {
-	*proc
+	*exampletest.Proc
 	addr      string
 	dir       string // holds ztp.yaml, certs/ and data/
 	auditPath string
@@ -386,7 +342,7 @@ func startProxy(ctx context.Context, t *testing.T, bin, dir, listen, etcdAddr st
 	t.Helper()
 	cfg := writeExampleConfig(t, dir, listen, etcdAddr)
 	cmd := exec.Command(bin, "serve", "--config", cfg, "--drain-timeout", "10s", "--log-level", "debug")
-	px := &proxyProc{proc: startProc(t, "ztp-proxy", cmd), addr: listen, dir: dir, auditPath: filepath.Join(dir, "data", "audit.db")}
+	px := &proxyProc{Proc: exampletest.StartProc(t, "ztp-proxy", cmd), addr: listen, dir: dir, auditPath: filepath.Join(dir, "data", "audit.db")}
 
 	ca, err := pki.LoadCA(filepath.Join(dir, "certs", "ca.pem"), filepath.Join(dir, "certs", "ca-key.pem"))
 	if err != nil {
@@ -397,9 +353,9 @@ func startProxy(ctx context.Context, t *testing.T, bin, dir, listen, etcdAddr st
 		t.Fatal(err)
 	}
 	tc := &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{cert}, ServerName: "127.0.0.1", NextProtos: []string{"h2"}}
-	waitFor(ctx, t, 30*time.Second, "ztp-proxy to accept TLS connections on "+listen, func() bool {
-		if px.exited() {
-			t.Fatalf("ztp-proxy exited before serving: %v\nstderr:\n%s", px.err, px.stderr.String())
+	exampletest.WaitFor(ctx, t, 30*time.Second, "ztp-proxy to accept TLS connections on "+listen, func() bool {
+		if px.Exited() {
+			t.Fatalf("ztp-proxy exited before serving: %v\nstderr:\n%s", px.Err, px.Stderr.String())
 		}
 		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: time.Second}, Config: tc}
 		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -457,14 +413,14 @@ func (px *proxyProc) etcdctl(ctx context.Context, c client, stdin string, args .
 
 // start runs a long-lived etcdctl command (watch, lease keep-alive) in the background
 // until the test stops it (or ctx ends).
-func (px *proxyProc) start(ctx context.Context, t *testing.T, c client, args ...string) *proc {
+func (px *proxyProc) start(ctx context.Context, t *testing.T, c client, args ...string) *exampletest.Proc {
 	t.Helper()
-	return startProc(t, "etcdctl "+strings.Join(args, " "), px.etcdctlCmd(ctx, c, args...))
+	return exampletest.StartProc(t, "etcdctl "+strings.Join(args, " "), px.etcdctlCmd(ctx, c, args...))
 }
 
 // etcdProc is a single-member etcd started by start-etcd.sh.
 type etcdProc struct {
-	*proc
+	*exampletest.Proc
 	addr    string // client address, host:port
 	metrics string // URL of /metrics
 }
@@ -474,14 +430,14 @@ func startEtcd(ctx context.Context, t *testing.T, client, peer, metrics int) *et
 	data := filepath.Join(t.TempDir(), "etcd")
 	cmd := exec.Command("bash", "start-etcd.sh", strconv.Itoa(client), strconv.Itoa(peer), data, strconv.Itoa(metrics))
 	e := &etcdProc{
-		proc:    startProc(t, "etcd", cmd),
+		Proc:    exampletest.StartProc(t, "etcd", cmd),
 		addr:    fmt.Sprintf("127.0.0.1:%d", client),
 		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics),
 	}
 	health := fmt.Sprintf("http://127.0.0.1:%d/health", client)
-	waitFor(ctx, t, 30*time.Second, "etcd to report "+health+" healthy", func() bool {
-		if e.exited() {
-			t.Fatalf("etcd exited: %v\nstderr:\n%s", e.err, tail(e.stderr.String(), 40))
+	exampletest.WaitFor(ctx, t, 30*time.Second, "etcd to report "+health+" healthy", func() bool {
+		if e.Exited() {
+			t.Fatalf("etcd exited: %v\nstderr:\n%s", e.Err, exampletest.Tail(e.Stderr.String(), 40))
 		}
 		body, err := httpGet(ctx, health)
 		return err == nil && strings.Contains(body, `"health":"true"`)
@@ -534,96 +490,6 @@ func httpGet(ctx context.Context, url string) (string, error) {
 		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return string(b), nil
-}
-
-// proc is a subprocess the test owns; t.Cleanup kills it if the test has not stopped it,
-// and shows its stderr when the test failed.
-type proc struct {
-	name           string
-	cmd            *exec.Cmd
-	stdout, stderr proxytest.SyncBuffer
-	done           chan struct{} // closed when the process has exited
-	err            error         // Wait's result, valid once done is closed
-}
-
-func startProc(t *testing.T, name string, cmd *exec.Cmd) *proc {
-	t.Helper()
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = &p.stdout, &p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.stop(t, syscall.SIGKILL, 10*time.Second)
-		if t.Failed() {
-			t.Logf("--- %s (%v) stderr:\n%s", name, p.err, tail(p.stderr.String(), 60))
-		}
-	})
-	return p
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop signals the process unless it has exited, waits up to within and kills it after
-// that. It returns the process's exit error (nil: exit status 0).
-func (p *proc) stop(t *testing.T, sig syscall.Signal, within time.Duration) error {
-	t.Helper()
-	if !p.exited() {
-		if err := p.cmd.Process.Signal(sig); err != nil && !p.exited() {
-			t.Errorf("signal %s: %v", p.name, err)
-		}
-	}
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(within):
-		p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("%s did not exit within %v of %v and was killed", p.name, within, sig)
-	}
-}
-
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(ctx context.Context, t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("gave up after %v waiting for %s", timeout, what)
-		case <-tick.C:
-		}
-	}
-}
-
-// freePorts returns n distinct loopback ports that were free a moment ago. etcd cannot
-// listen on port 0 (it advertises its URLs), so ports are chosen up front.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
 }
 
 // auditWant is a request record the audit log must hold.
@@ -818,12 +684,4 @@ func count(ss []string, s string) int {
 		}
 	}
 	return n
-}
-
-func tail(s string, n int) string {
-	ls := strings.Split(s, "\n")
-	if len(ls) > n {
-		ls = append([]string{fmt.Sprintf("... (%d lines before)", len(ls)-n)}, ls[len(ls)-n:]...)
-	}
-	return strings.Join(ls, "\n")
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ztp-dev/ztp/audit"
+	"github.com/ztp-dev/ztp/internal/exampletest"
 	"github.com/ztp-dev/ztp/pki"
 )
 
@@ -32,7 +33,7 @@ func TestEtcdWatchEndsAtCertExpiry(t *testing.T) {
 	requireEtcd(t)
 	ctx := testCtx(t, 3*time.Minute)
 	bin := buildProxy(t)
-	ports := freePorts(t, 4)
+	ports := exampletest.FreePorts(t, 4)
 	etcd := startEtcd(ctx, t, ports[0], ports[1], ports[2])
 	dir := t.TempDir()
 	mintCerts(t, dir)
@@ -57,7 +58,7 @@ func TestEtcdWatchEndsAtCertExpiry(t *testing.T) {
 
 	watchBase := etcd.started(ctx, t, "etcdserverpb.Watch", "Watch")
 	watch := px.start(ctx, t, short, "watch", "/e2e/expiring")
-	waitFor(ctx, t, certLifetime, "the watch to reach etcd", func() bool {
+	exampletest.WaitFor(ctx, t, certLifetime, "the watch to reach etcd", func() bool {
 		return etcd.started(ctx, t, "etcdserverpb.Watch", "Watch") == watchBase+1
 	})
 	put := func(v string) {
@@ -67,8 +68,8 @@ func TestEtcdWatchEndsAtCertExpiry(t *testing.T) {
 		}
 	}
 	put("before-expiry")
-	waitFor(ctx, t, certLifetime, "the watch to print the event before the expiry", func() bool {
-		return slices.Contains(lines(watch.stdout.String()), "before-expiry")
+	exampletest.WaitFor(ctx, t, certLifetime, "the watch to print the event before the expiry", func() bool {
+		return slices.Contains(lines(watch.Stdout.String()), "before-expiry")
 	})
 	if time.Now().After(notAfter) {
 		t.Fatalf("the setup took longer than the certificate's %v lifetime; the test proves nothing", certLifetime)
@@ -76,35 +77,35 @@ func TestEtcdWatchEndsAtCertExpiry(t *testing.T) {
 	cancelledBase := etcd.handled(ctx, t, "Watch", "Canceled")
 
 	// The watch is idle from here on: the proxy ends it on its own.
-	waitFor(ctx, t, time.Until(notAfter)+15*time.Second, "etcdctl watch to be cut and exit", watch.exited)
+	exampletest.WaitFor(ctx, t, time.Until(notAfter)+15*time.Second, "etcdctl watch to be cut and exit", watch.Exited)
 	if end := time.Now(); end.Before(notAfter) {
-		t.Fatalf("the watch ended at %v, before the certificate's NotAfter %v: %v\nstderr: %s", end, notAfter, watch.err, watch.stderr.String())
+		t.Fatalf("the watch ended at %v, before the certificate's NotAfter %v: %v\nstderr: %s", end, notAfter, watch.Err, watch.Stderr.String())
 	}
-	waitFor(ctx, t, 10*time.Second, "etcd to see the watch cancelled", func() bool {
+	exampletest.WaitFor(ctx, t, 10*time.Second, "etcd to see the watch cancelled", func() bool {
 		return etcd.handled(ctx, t, "Watch", "Canceled") == cancelledBase+1
 	})
 	put("after-expiry")
-	if watch.err == nil {
+	if watch.Err == nil {
 		t.Errorf("etcdctl watch exited with status 0, want an error")
 	}
 	want := "credentials expired at " + notAfter.UTC().Format(time.RFC3339)
-	if stderr := watch.stderr.String(); !strings.Contains(stderr, "Unauthenticated") || !strings.Contains(stderr, want) {
+	if stderr := watch.Stderr.String(); !strings.Contains(stderr, "Unauthenticated") || !strings.Contains(stderr, want) {
 		t.Errorf("etcdctl watch stderr = %q, want the proxy's UNAUTHENTICATED %q", stderr, want)
 	}
-	if got := lines(watch.stdout.String()); slices.Contains(got, "after-expiry") {
+	if got := lines(watch.Stdout.String()); slices.Contains(got, "after-expiry") {
 		t.Errorf("the watcher printed a key put after its certificate expired:\n%s", strings.Join(got, "\n"))
 	}
-	t.Logf("etcdctl watch after the expiry: %v; stderr: %s", watch.err, strings.TrimSpace(watch.stderr.String()))
+	t.Logf("etcdctl watch after the expiry: %v; stderr: %s", watch.Err, strings.TrimSpace(watch.Stderr.String()))
 
 	// A new connection with the expired certificate: the TLS handshake refuses it.
 	_, stderr, err := px.etcdctl(ctx, short, "", "--command-timeout=3s", "get", "/e2e/expiring")
 	if err == nil {
 		t.Errorf("etcdctl get with the expired certificate succeeded")
 	}
-	t.Logf("etcdctl get with the expired certificate: %v; stderr: %s", err, tail(stderr, 3))
+	t.Logf("etcdctl get with the expired certificate: %v; stderr: %s", err, exampletest.Tail(stderr, 3))
 
-	if err := px.stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
-		t.Fatalf("ztp-proxy after SIGTERM: %v\nstderr:\n%s", err, px.stderr.String())
+	if err := px.Stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
+		t.Fatalf("ztp-proxy after SIGTERM: %v\nstderr:\n%s", err, px.Stderr.String())
 	}
 	r, err := audit.OpenReader(px.auditPath, 0)
 	if err != nil {

@@ -5,19 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/format"
-	"github.com/open-policy-agent/opa/v1/storage"
-	"github.com/open-policy-agent/opa/v1/storage/inmem"
-	"github.com/open-policy-agent/opa/v1/tester"
-
+	"github.com/ztp-dev/ztp/internal/exampletest"
 	"github.com/ztp-dev/ztp/policy"
 )
 
@@ -30,60 +23,16 @@ func testCtx(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
-// TestPolicyRegoTests runs the test_ rules of policies/*_test.rego with OPA's tester, on
-// the modules policy.Load parsed and with the capabilities the proxy compiles with, so a
-// test cannot pass by using a built-in the proxy refuses.
+// TestPolicyRegoTests runs the test_ rules of policies/*_test.rego with OPA's tester and
+// the capabilities the proxy compiles with.
 func TestPolicyRegoTests(t *testing.T) {
-	ctx := testCtx(t, time.Minute)
-	e, err := policy.Load(ctx, policy.Options{Paths: []string{policyDir}, Tests: true})
-	if err != nil {
-		t.Fatalf("policy.Load(%s, Tests: true): %v", policyDir, err)
-	}
-	store := inmem.NewFromObject(e.Data())
-	txn := storage.NewTransactionOrDie(ctx, store)
-	defer store.Abort(ctx, txn)
-	ch, err := tester.NewRunner().
-		SetCompiler(ast.NewCompiler().WithCapabilities(policy.Capabilities())).
-		SetStore(store).
-		SetModules(e.Modules()).
-		RaiseBuiltinErrors(true).
-		RunTests(ctx, txn)
-	if err != nil {
-		t.Fatalf("RunTests: %v", err)
-	}
-	var ran []string
-	for r := range ch {
-		ran = append(ran, r.Name)
-		if !r.Pass() {
-			t.Errorf("%s.%s: fail=%v error=%v", r.Package, r.Name, r.Fail, r.Error)
-		}
-	}
-	// A typo in a package name makes the tester find nothing, which is not a pass.
-	if len(ran) < 15 {
-		t.Errorf("ran %d Rego tests %v, want at least 15", len(ran), ran)
-	}
+	exampletest.RunRegoTests(t, policyDir, nil, 15)
 }
 
 // TestPolicyFormatted keeps the policy files as `opa fmt` writes them, so a reviewer's
 // diff shows changes in meaning, not layout.
 func TestPolicyFormatted(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join(policyDir, "*.rego"))
-	if err != nil || len(files) < 2 {
-		t.Fatalf("Glob(%s/*.rego) = %v, %v; want etcd.rego and etcd_test.rego", policyDir, files, err)
-	}
-	for _, f := range files {
-		src, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := format.Source(f, src)
-		if err != nil {
-			t.Fatalf("format.Source(%s): %v", f, err)
-		}
-		if !bytes.Equal(src, want) {
-			t.Errorf("%s is not formatted as opa fmt would; formatted:\n%s", f, want)
-		}
-	}
+	exampletest.CheckRegoFormatted(t, policyDir, 2)
 }
 
 // TestPolicyVerdicts evaluates the policy as the proxy loads it (test files left out) and

@@ -3,6 +3,7 @@ package etcd_test
 import (
 	"context"
 	"fmt"
+	"github.com/ztp-dev/ztp/internal/exampletest"
 	"net"
 	"os"
 	"os/exec"
@@ -24,12 +25,9 @@ func TestEtcdThroughTunnel(t *testing.T) {
 	requireEtcd(t)
 	ctx := testCtx(t, 3*time.Minute)
 	bin := buildProxy(t)
-	ctl := filepath.Join(t.TempDir(), "ztpctl")
-	if out, err := exec.Command("go", "build", "-o", ctl, "github.com/ztp-dev/ztp/cmd/ztpctl").CombinedOutput(); err != nil {
-		t.Fatalf("go build ztpctl: %v\n%s", err, out)
-	}
+	ctl := exampletest.Build(t, "github.com/ztp-dev/ztp/cmd/ztpctl")
 
-	ports := freePorts(t, 5)
+	ports := exampletest.FreePorts(t, 5)
 	etcd := startEtcd(ctx, t, ports[0], ports[1], ports[2])
 	dir := t.TempDir()
 	mintCerts(t, dir)
@@ -44,10 +42,10 @@ func TestEtcdThroughTunnel(t *testing.T) {
 			tunCmd.Env = append(tunCmd.Env, kv)
 		}
 	}
-	tun := startProc(t, "ztpctl tunnel", tunCmd)
-	waitFor(ctx, t, 15*time.Second, "ztpctl tunnel to listen on "+tunAddr, func() bool {
-		if tun.exited() {
-			t.Fatalf("ztpctl tunnel exited: %v\nstderr:\n%s", tun.err, tun.stderr.String())
+	tun := exampletest.StartProc(t, "ztpctl tunnel", tunCmd)
+	exampletest.WaitFor(ctx, t, 15*time.Second, "ztpctl tunnel to listen on "+tunAddr, func() bool {
+		if tun.Exited() {
+			t.Fatalf("ztpctl tunnel exited: %v\nstderr:\n%s", tun.Err, tun.Stderr.String())
 		}
 		c, err := net.DialTimeout("tcp", tunAddr, time.Second)
 		if err != nil {
@@ -80,8 +78,8 @@ func TestEtcdThroughTunnel(t *testing.T) {
 	var wants []auditWant
 
 	watchBase := etcd.started(ctx, t, "etcdserverpb.Watch", "Watch")
-	watch := startProc(t, "etcdctl watch", etcdctlCmd(ctx, "watch", "/tunnel/watched"))
-	waitFor(ctx, t, 15*time.Second, "the watch to reach etcd through the tunnel", func() bool {
+	watch := exampletest.StartProc(t, "etcdctl watch", etcdctlCmd(ctx, "watch", "/tunnel/watched"))
+	exampletest.WaitFor(ctx, t, 15*time.Second, "the watch to reach etcd through the tunnel", func() bool {
 		return etcd.started(ctx, t, "etcdserverpb.Watch", "Watch") == watchBase+1
 	})
 	wants = append(wants, auditWant{who: deployer, method: "/etcdserverpb.Watch/Watch", fields: map[string]string{"createRequest.key": b64("/tunnel/watched")}})
@@ -102,8 +100,8 @@ func TestEtcdThroughTunnel(t *testing.T) {
 		s.w.who = deployer
 		wants = append(wants, s.w)
 	}
-	waitFor(ctx, t, 15*time.Second, "the watch to print the event", func() bool {
-		return slices.Contains(lines(watch.stdout.String()), "event-1")
+	exampletest.WaitFor(ctx, t, 15*time.Second, "the watch to print the event", func() bool {
+		return slices.Contains(lines(watch.Stdout.String()), "event-1")
 	})
 
 	// A lease and its keep-alive stream: etcdctl prints one line per renewal.
@@ -113,9 +111,9 @@ func TestEtcdThroughTunnel(t *testing.T) {
 		t.Fatalf("etcdctl lease grant = %q, %v (stderr %q)", out, err, stderr)
 	}
 	wants = append(wants, auditWant{who: deployer, method: "/etcdserverpb.Lease/LeaseGrant"})
-	keep := startProc(t, "etcdctl lease keep-alive", etcdctlCmd(ctx, "lease", "keep-alive", m[1]))
-	waitFor(ctx, t, 30*time.Second, "two keep-alive renewals through the tunnel", func() bool {
-		return strings.Count(keep.stdout.String(), "keepalived with TTL(6)") >= 2
+	keep := exampletest.StartProc(t, "etcdctl lease keep-alive", etcdctlCmd(ctx, "lease", "keep-alive", m[1]))
+	exampletest.WaitFor(ctx, t, 30*time.Second, "two keep-alive renewals through the tunnel", func() bool {
+		return strings.Count(keep.Stdout.String(), "keepalived with TTL(6)") >= 2
 	})
 	wants = append(wants, auditWant{who: deployer, method: "/etcdserverpb.Lease/LeaseKeepAlive", minMessages: 2})
 
@@ -130,26 +128,26 @@ func TestEtcdThroughTunnel(t *testing.T) {
 	}
 	wants = append(wants, auditWant{who: deployer, method: "/etcdserverpb.Maintenance/Defragment", decision: "deny", reasons: []string{"/etcdserverpb.Maintenance/Defragment needs break-glass"}})
 
-	keep.stop(t, syscall.SIGTERM, 5*time.Second)
-	watch.stop(t, syscall.SIGTERM, 5*time.Second)
-	if err := tun.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
-		t.Errorf("ztpctl tunnel after SIGTERM: %v, want exit status 0\nstderr:\n%s", err, tun.stderr.String())
+	keep.Stop(t, syscall.SIGTERM, 5*time.Second)
+	watch.Stop(t, syscall.SIGTERM, 5*time.Second)
+	if err := tun.Stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
+		t.Errorf("ztpctl tunnel after SIGTERM: %v, want exit status 0\nstderr:\n%s", err, tun.Stderr.String())
 	}
-	if log := tun.stderr.String(); !strings.Contains(log, "method=/etcdserverpb.KV/Put code=OK") || !strings.Contains(log, "method=/etcdserverpb.Maintenance/Defragment code=PermissionDenied") {
+	if log := tun.Stderr.String(); !strings.Contains(log, "method=/etcdserverpb.KV/Put code=OK") || !strings.Contains(log, "method=/etcdserverpb.Maintenance/Defragment code=PermissionDenied") {
 		t.Errorf("the tunnel's log does not show the calls:\n%s", log)
 	}
-	if err := px.stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
-		t.Fatalf("ztp-proxy after SIGTERM: %v\nstderr:\n%s", err, px.stderr.String())
+	if err := px.Stop(t, syscall.SIGTERM, 30*time.Second); err != nil {
+		t.Fatalf("ztp-proxy after SIGTERM: %v\nstderr:\n%s", err, px.Stderr.String())
 	}
 	checkAudit(ctx, t, px.auditPath, wants)
 
 	// The start-up line names the build (go build stamps the VCS revision).
-	for _, l := range lines(px.stderr.String()) {
+	for _, l := range lines(px.Stderr.String()) {
 		if strings.Contains(l, "msg=serving") && !(strings.Contains(l, "version=") && strings.Contains(l, "revision ")) {
 			t.Errorf("ztp-proxy's start-up line does not name its version and revision: %s", l)
 		}
 	}
-	if !strings.Contains(px.stderr.String(), "msg=serving") {
-		t.Errorf("no start-up line in ztp-proxy's log:\n%s", px.stderr.String())
+	if !strings.Contains(px.Stderr.String(), "msg=serving") {
+		t.Errorf("no start-up line in ztp-proxy's log:\n%s", px.Stderr.String())
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/ztp-dev/ztp/audit"
+	"github.com/ztp-dev/ztp/internal/exampletest"
 	"github.com/ztp-dev/ztp/pki"
 )
 
@@ -69,7 +70,7 @@ func TestEtcdAmbiguousAndTooComplex(t *testing.T) {
 	requireEtcd(t)
 	ctx := testCtx(t, 3*time.Minute)
 	bin := buildProxy(t)
-	ports := freePorts(t, 4)
+	ports := exampletest.FreePorts(t, 4)
 	etcd := startEtcd(ctx, t, ports[0], ports[1], ports[2])
 	dir := t.TempDir()
 	mintCerts(t, dir)
@@ -131,7 +132,7 @@ func TestEtcdAmbiguousAndTooComplex(t *testing.T) {
 		t.Errorf("etcdctl get %s = %q, %v (%s), want the value unchanged", secretKey, out, err, stderr)
 	}
 
-	if err := px.stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
+	if err := px.Stop(t, syscall.SIGTERM, 15*time.Second); err != nil {
 		t.Errorf("ztp-proxy after SIGTERM: %v", err)
 	}
 	var recs []*audit.Record

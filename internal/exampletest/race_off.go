@@ -1,5 +1,5 @@
 //go:build !race
 
-package etcd_test
+package exampletest
 
 const raceEnabled = false

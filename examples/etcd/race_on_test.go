@@ -1,7 +1,0 @@
-//go:build race
-
-package etcd_test
-
-// raceEnabled: this test binary runs under the race detector, so the proxy it builds for
-// the end-to-end test is built with -race as well.
-const raceEnabled = true
