@@ -99,7 +99,11 @@ func (l *Limiter) Allow(p identity.Principal, method string, breakglass bool, no
 	defer l.rateMu.Unlock()
 	// Loaded under the lock: Update swaps rules with the lock held, so the rule
 	// and the buckets seen here belong to the same generation.
-	r := l.rules.Load().match(p, method)
+	rs := l.rules.Load()
+	if ok, retryAfter, bucket = l.volumeLeft(rs, p, method, breakglass, now); !ok {
+		return false, retryAfter, bucket
+	}
+	r := rs.match(p, method)
 	if r == nil || (breakglass && r.bypass) {
 		return true, 0, ""
 	}
@@ -245,6 +249,12 @@ func (l *Limiter) Update(rateRules []config.RateLimitRule, budgets []config.Budg
 			if changed(e.key.c) {
 				e.reconfigure(set[e.key.c], now)
 			}
+		}
+	}
+	old := l.rules.Load()
+	for _, r := range append(slices.Clip(old.rate), old.volume...) {
+		if _, keep := set[r.c]; !keep {
+			r.c.removed = true
 		}
 	}
 	for c, p := range set {
