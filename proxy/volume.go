@@ -19,7 +19,7 @@ import (
 // response_bytes or response_messages) that bounds a call's responses.
 type VolumeMeters interface {
 	// Meter returns nil when no rule applies.
-	Meter(p identity.Principal, method string, breakglass bool) *ratelimit.Meter
+	Meter(p identity.Principal, method string) *ratelimit.Meter
 }
 
 // callVolume is a call's response volume: the message bytes received from the
@@ -43,7 +43,7 @@ func (v *callVolume) bytes() (in, out uint64) {
 //
 // The rule is found at the first response, with the break-glass grant in
 // force then, so a call that sends nothing costs nothing. With no rule the
-// cost per message is two branches.
+// cost per message is a few branches.
 func (p *Pipeline) chargeResponse(s *stream, m any) (int, error) {
 	n := 0
 	if f, ok := m.(*frame); ok {
@@ -56,11 +56,12 @@ func (p *Pipeline) chargeResponse(s *stream, m any) (int, error) {
 	now := p.now()
 	if !v.resolved {
 		v.resolved = true
-		hasGrant := false
-		if p.grants != nil {
-			_, hasGrant = p.grants.ActiveGrant(s.c.principal.ID, s.c.method, now)
+		v.meter = p.volume.Meter(s.c.principal, s.c.method)
+		if v.meter != nil && v.meter.Bypassable() && p.grants != nil {
+			if _, ok := p.grants.ActiveGrant(s.c.principal.ID, s.c.method, now); ok {
+				v.meter = nil
+			}
 		}
-		v.meter = p.volume.Meter(s.c.principal, s.c.method, hasGrant)
 	}
 	if v.meter == nil {
 		return n, nil

@@ -20,19 +20,27 @@ type Meter struct {
 }
 
 // Meter returns the meter for p's call of method under the first response-volume
-// rule that matches, or nil when none does (or the rule says breakglass_bypass and
-// breakglass is true). The rule is resolved once per call: a reload that changes
-// the rule's rps or burst applies to calls in progress, one that removes the rule
-// stops charging them, and one that adds a rule applies from the next call on.
-func (l *Limiter) Meter(p identity.Principal, method string, breakglass bool) *Meter {
+// rule that matches, or nil when none does. When the rule says
+// breakglass_bypass, Bypassable reports it and the caller drops the meter for
+// a call under a break-glass grant. The rule is resolved once per call: a
+// reload that changes the rule's rps or burst applies to calls in progress,
+// one that removes the rule stops charging them, and one that adds a rule
+// applies from the next call on.
+func (l *Limiter) Meter(p identity.Principal, method string) *Meter {
+	if len(l.rules.Load().volume) == 0 {
+		return nil // the common case, without the lock
+	}
 	l.rateMu.Lock()
 	defer l.rateMu.Unlock()
 	r := first(l.rules.Load().volume, p, method)
-	if r == nil || (breakglass && r.bypass) {
+	if r == nil {
 		return nil
 	}
 	return &Meter{l: l, rule: r, key: bucketKey{c: r.c, name: p.ID}, bytes: r.bytes}
 }
+
+// Bypassable reports that the meter's rule says breakglass_bypass.
+func (m *Meter) Bypassable() bool { return m.rule.bypass }
 
 // Charge charges one response message of size bytes, about to be sent, at now.
 // The message may be sent (ok) when the bucket is not empty; it is charged its
