@@ -53,7 +53,8 @@ func mintCerts(t *testing.T, dir string) {
 // in a test changed (listen and etcd addresses), its policies and protoset pointing back
 // at this directory, and certs/ and data/ (created here) beside it in dir. Everything else
 // — identity rules, policy mode, redaction, limits — is exactly what the example ships.
-func writeExampleConfig(t *testing.T, dir, listen, etcdAddr string) string {
+// Each edit may change the parsed ztp.yaml before it is written.
+func writeExampleConfig(t *testing.T, dir, listen, etcdAddr string, edits ...func(doc map[string]any)) string {
 	t.Helper()
 	raw, err := os.ReadFile("ztp.yaml")
 	if err != nil {
@@ -80,6 +81,9 @@ func writeExampleConfig(t *testing.T, dir, listen, etcdAddr string) string {
 	up["address"] = etcdAddr
 	up["descriptors"] = filepath.Join(here, "etcd.protoset")
 	pol["paths"] = []any{filepath.Join(here, "policies") + string(filepath.Separator)}
+	for _, edit := range edits {
+		edit(doc)
+	}
 
 	out, err := yaml.Marshal(doc)
 	if err != nil {
