@@ -89,7 +89,9 @@ func New(rateRules []config.RateLimitRule, budgets []config.Budget, now time.Tim
 }
 
 // Allow takes one token from the bucket of p under the first rate_limits rule
-// matching p and method. With no matching rule the call is not limited. A
+// of unit messages matching p and method. With no matching rule the call is
+// not limited. It first refuses, taking nothing, while p's bucket under the
+// first matching response-volume rule is empty (see Meter). A
 // principal holding a break-glass grant (breakglass) skips the rule only when
 // the rule says breakglass_bypass. When the bucket is empty, Allow takes nothing
 // and returns the time until a token is due and the bucket's name, such as
