@@ -79,7 +79,7 @@ type Record struct {
 	MessagesOut uint64  `json:"messages_out,omitempty"`
 	// BytesIn and BytesOut are the message bytes of an outcome record's
 	// call: received from the client, and sent to it (the payload of each
-	// gRPC message, without the 5-byte frame header). Optional: omitted
+	// gRPC message, uncompressed, without the 5-byte frame header). Optional: omitted
 	// when zero, and absent from records written before they existed.
 	BytesIn  uint64 `json:"bytes_in,omitempty"`
 	BytesOut uint64 `json:"bytes_out,omitempty"`
