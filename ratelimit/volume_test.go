@@ -176,3 +176,42 @@ func BenchmarkMeterCharge(b *testing.B) {
 		}
 	}
 }
+
+// FuzzMeterBound charges response sizes at times taken from the fuzzer's bytes
+// and checks the documented bound: a message is granted only while what was
+// granted before it is below burst + rps × elapsed (so at most one message
+// lies past the bucket), no message above burst is ever granted, and a refused
+// message charges nothing.
+func FuzzMeterBound(f *testing.F) {
+	f.Add([]byte{0, 200, 0, 200, 0, 200, 10, 50, 0, 255, 1, 1})
+	f.Add([]byte{0, 255, 0, 255, 255, 255, 3, 0, 0, 100})
+	const rps, burst = 100.0, 500
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		l := newLimiter(t, []config.RateLimitRule{{
+			Match: config.RateLimitMatch{Method: rng}, Unit: config.UnitResponseBytes, RPS: rps, Burst: burst,
+		}}, nil, ratelimit.Options{})
+		m := l.Meter(alice, rng)
+		now := t0
+		granted := 0.0
+		for len(ops) >= 2 {
+			now = now.Add(time.Duration(ops[0]) * 10 * time.Millisecond)
+			size := int(ops[1]) * 3 // up to 765: some above the burst
+			ops = ops[2:]
+			before := granted
+			ok, wait, _ := m.Charge(size, now)
+			if !ok {
+				if size <= burst && wait <= 0 {
+					t.Fatalf("refused %d bytes with wait %v", size, wait)
+				}
+				continue
+			}
+			if size > burst {
+				t.Fatalf("granted %d bytes, above the burst %d", size, burst)
+			}
+			if limit := burst + rps*now.Sub(t0).Seconds(); before >= limit+1e-6 {
+				t.Fatalf("granted a message after %v bytes, at or past the bucket's %v", before, limit)
+			}
+			granted += float64(size)
+		}
+	})
+}
