@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	ztpv1 "github.com/ztp-dev/ztp/api/ztp/v1"
 	"github.com/ztp-dev/ztp/audit"
 	"github.com/ztp-dev/ztp/internal/testclock"
 	"github.com/ztp-dev/ztp/proxy"
@@ -245,5 +246,32 @@ func TestResponseMessagesLimit(t *testing.T) {
 	}
 	if _, err := bidi.Recv(); !errors.Is(err, io.EOF) {
 		t.Fatalf("bidi end: %v", err)
+	}
+}
+
+// TestResponseVolumeBreakglassBypass: a response-volume rule with
+// breakglass_bypass does not meter a call made under an active grant covering
+// it, and meters the same principal's calls without one.
+func TestResponseVolumeBreakglassBypass(t *testing.T) {
+	env := proxytest.Start(t, proxytest.Options{Extra: `breakglass:
+  max_duration: 1h
+  approvals_required: 0
+rate_limits:
+  - match: { kind: human, method: "` + streamOutMethod + `" }
+    unit: response_bytes
+    rps: 1
+    burst: 100
+    breakglass_bypass: true
+`})
+	alice := env.Dial(t, proxytest.AliceID)
+	if _, _, err := streamOut(t, alice, 200); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("without a grant: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	bg := ztpv1.NewBreakGlassClient(env.Conn(t, proxytest.AliceID))
+	if _, err := bg.RequestGrant(proxytest.Ctx(t), &ztpv1.RequestGrantRequest{Reason: "INC-1 read it all", Scope: []string{streamOutMethod}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := streamOut(t, alice, 200, 200); err != nil || len(got) != 2 {
+		t.Fatalf("under a grant: %d messages, %v", len(got), err)
 	}
 }
