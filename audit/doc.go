@@ -92,7 +92,9 @@
 //
 // Fields with zero values are omitted, except that request records always
 // carry message_index and request_decoded, outcome records always carry
-// duration_ms, messages_in and messages_out, and principal (when present)
+// duration_ms, messages_in and messages_out (bytes_in and bytes_out, added
+// later, follow the general rule: omitted when zero, so records written
+// before them verify unchanged), and principal (when present)
 // always has authn, groups (an array), id and kind. seq, time, type and
 // prev_hash are always present.
 //

@@ -35,6 +35,8 @@ type field uint8
 
 const (
 	fBreakglassGrant field = iota
+	fBytesIn
+	fBytesOut
 	fCode
 	fDecision
 	fDetail
@@ -64,7 +66,7 @@ const (
 
 // fieldKeys must stay sorted; a test checks it.
 var fieldKeys = [numFields]string{
-	"breakglass_grant", "code", "decision", "detail", "duration_ms", "hash",
+	"breakglass_grant", "bytes_in", "bytes_out", "code", "decision", "detail", "duration_ms", "hash",
 	"justification", "message_index", "messages_in", "messages_out",
 	"metadata", "method", "peer", "policy_version", "prev_hash", "principal",
 	"reasons", "ref", "request", "request_decoded", "seq", "ticket", "time",
@@ -140,6 +142,8 @@ func newEntry(r *Record, redact []redactPath) (*entry, error) {
 	e := &entry{buf: make([]byte, 0, 256+len(req))}
 	isRequest, isOutcome := r.Type == TypeRequest, r.Type == TypeOutcome
 	e.setString(fBreakglassGrant, r.BreakglassGrant)
+	e.setUint(fBytesIn, r.BytesIn, false)
+	e.setUint(fBytesOut, r.BytesOut, false)
 	e.setString(fCode, r.Code)
 	e.setString(fDecision, r.Decision)
 	e.setString(fDetail, r.Detail)

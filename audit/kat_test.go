@@ -20,7 +20,11 @@ import (
 //	{ printf 'ztp-audit-v1\0'; printf '%s' $h1 | xxd -r -p; printf '%016x' ${#c2} | xxd -r -p; printf '%s' "$c2"; } | sha256sum
 //	→ d657b84a97015caabc4a019db9616a8314a5658d56b5f8f16041502b2560722d   (len 216)
 //
-// and cross-checked for c1 with Python:
+//	c3='<kat3Canonical>' (h2 = kat2Hash; the response-volume fields bytes_in, bytes_out)
+//	{ printf 'ztp-audit-v1\0'; printf '%s' $h2 | xxd -r -p; printf '%016x' ${#c3} | xxd -r -p; printf '%s' "$c3"; } | sha256sum
+//	→ 863aca2231f647176bfd3449b54054253cb634d2aa3f76d41783f6e60a30f441   (len 264)
+//
+// and cross-checked for c1 and c3 with Python:
 //
 //	hashlib.sha256(b'ztp-audit-v1\x00' + bytes(32) + struct.pack('>Q', len(c)) + c).hexdigest()
 const (
@@ -34,6 +38,9 @@ const (
 	kat2Hash      = "d657b84a97015caabc4a019db9616a8314a5658d56b5f8f16041502b2560722d"
 	kat2Canonical = `{"code":"OK","duration_ms":1.7,"messages_in":1,"messages_out":1,` +
 		`"prev_hash":"` + kat1Hash + `","ref":1,"seq":2,"time":"2026-11-26T10:00:00.125000000Z","type":"outcome"}`
+	kat3Hash      = "863aca2231f647176bfd3449b54054253cb634d2aa3f76d41783f6e60a30f441"
+	kat3Canonical = `{"bytes_in":12,"bytes_out":70000,"code":"RESOURCE_EXHAUSTED","duration_ms":2.5,"messages_in":1,"messages_out":3,` +
+		`"prev_hash":"` + kat2Hash + `","ref":1,"seq":3,"time":"2026-11-26T10:00:00.125000000Z","type":"outcome"}`
 )
 
 func katRecords() []*Record {
@@ -55,6 +62,10 @@ func katRecords() []*Record {
 		{
 			Type: TypeOutcome, Ref: 1, Code: "OK", DurationMS: 1.7, MessagesIn: 1, MessagesOut: 1,
 		},
+		{
+			Type: TypeOutcome, Ref: 1, Code: "RESOURCE_EXHAUSTED", DurationMS: 2.5, MessagesIn: 1, MessagesOut: 3,
+			BytesIn: 12, BytesOut: 70000,
+		},
 	}
 }
 
@@ -74,7 +85,7 @@ func TestKnownAnswer(t *testing.T) {
 	clock := func() time.Time { return time.Date(2026, 11, 26, 10, 0, 0, 125000000, time.UTC) }
 	s, _ := openTestStore(t, Options{Now: clock})
 	recs := katRecords()
-	for i, want := range []struct{ canon, hash string }{{kat1Canonical, kat1Hash}, {kat2Canonical, kat2Hash}} {
+	for i, want := range []struct{ canon, hash string }{{kat1Canonical, kat1Hash}, {kat2Canonical, kat2Hash}, {kat3Canonical, kat3Hash}} {
 		r := recs[i]
 		mustAppend(t, s, r)
 		if r.Hash != want.hash {
@@ -89,8 +100,8 @@ func TestKnownAnswer(t *testing.T) {
 			t.Errorf("splitLine(record %d) = %s, %v; want %s", i+1, canon, err, want.canon)
 		}
 	}
-	if seq, head := s.Head(); seq != 2 || head != kat2Hash {
-		t.Errorf("Head() = %d, %s; want 2, %s", seq, head, kat2Hash)
+	if seq, head := s.Head(); seq != 3 || head != kat3Hash {
+		t.Errorf("Head() = %d, %s; want 3, %s", seq, head, kat3Hash)
 	}
 }
 
@@ -121,7 +132,7 @@ func TestPythonVerifier(t *testing.T) {
 	}
 	mustAppend(t, s, &Record{Type: TypeSystem, Detail: "weird \u2028 \x01 \"chars\" 🎉 \xff"})
 	mustAppend(t, s, &Record{Type: TypeRequest, Request: json.RawMessage(`{"n":1e2,"hash":"x","f":1.50}`), Metadata: map[string][]string{"x-request-id": {"1"}}})
-	mustAppend(t, s, &Record{Type: TypeOutcome, Ref: 4, Code: "PERMISSION_DENIED", DurationMS: 1e-7})
+	mustAppend(t, s, &Record{Type: TypeOutcome, Ref: 5, Code: "PERMISSION_DENIED", DurationMS: 1e-7})
 	_, head := s.Head()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -137,7 +148,7 @@ func TestPythonVerifier(t *testing.T) {
 	}
 	ctx := testCtx(t)
 	out, err := exec.CommandContext(ctx, py, "testdata/verify_audit.py", export).CombinedOutput()
-	if want := "ok 5 " + head + "\n"; err != nil || string(out) != want {
+	if want := "ok 6 " + head + "\n"; err != nil || string(out) != want {
 		t.Fatalf("verify_audit.py = %q, %v; want %q", out, err, want)
 	}
 
@@ -147,7 +158,7 @@ func TestPythonVerifier(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err = exec.CommandContext(ctx, py, "testdata/verify_audit.py", export).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "bad 5: hash mismatch") {
-		t.Fatalf("verify_audit.py on an edited export = %q, %v; want failure at 5", out, err)
+	if err == nil || !strings.Contains(string(out), "bad 6: hash mismatch") {
+		t.Fatalf("verify_audit.py on an edited export = %q, %v; want failure at 6", out, err)
 	}
 }

@@ -77,6 +77,12 @@ type Record struct {
 	DurationMS  float64 `json:"duration_ms,omitempty"`
 	MessagesIn  uint64  `json:"messages_in,omitempty"`
 	MessagesOut uint64  `json:"messages_out,omitempty"`
+	// BytesIn and BytesOut are the message bytes of an outcome record's
+	// call: received from the client, and sent to it (the payload of each
+	// gRPC message, uncompressed, without the 5-byte frame header). Optional: omitted
+	// when zero, and absent from records written before they existed.
+	BytesIn  uint64 `json:"bytes_in,omitempty"`
+	BytesOut uint64 `json:"bytes_out,omitempty"`
 
 	// Detail is free text for system and policy records, the status message
 	// on outcome records, and on a request record whose request was not

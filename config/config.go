@@ -71,6 +71,23 @@ type RateLimitRule struct {
 	Burst int            `yaml:"burst"`
 	// BreakglassBypass lets calls admitted by a break-glass grant skip this rule.
 	BreakglassBypass bool `yaml:"breakglass_bypass"`
+	// Unit is what the bucket counts (default UnitMessages): client messages,
+	// or the response volume a principal receives (UnitResponseMessages,
+	// UnitResponseBytes). Rules of the two kinds are matched separately.
+	Unit string `yaml:"unit"`
+}
+
+// Units of a rate_limits rule.
+const (
+	UnitMessages         = "messages"          // one token per client message (the default)
+	UnitResponseMessages = "response_messages" // one token per message sent to the client
+	UnitResponseBytes    = "response_bytes"    // one token per byte of each message sent to the client
+)
+
+// ResponseUnit reports whether the rule bounds response volume rather than
+// the rate of client messages.
+func (r RateLimitRule) ResponseUnit() bool {
+	return r.Unit == UnitResponseMessages || r.Unit == UnitResponseBytes
 }
 
 // RateLimitMatch selects callers; empty fields match anything. Principal and method are globs.
@@ -628,6 +645,11 @@ func (p *parser) validate(c *Config) {
 		}
 		if r.Burst < 1 {
 			p.errorf(key+".burst", "must be at least 1")
+		}
+		switch r.Unit {
+		case "", UnitMessages, UnitResponseMessages, UnitResponseBytes:
+		default:
+			p.errorf(key+".unit", "must be %s, %s or %s, got %q", UnitMessages, UnitResponseMessages, UnitResponseBytes, r.Unit)
 		}
 	}
 	prefixes := map[string]bool{}

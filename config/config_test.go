@@ -141,6 +141,7 @@ func TestParseErrors(t *testing.T) {
 		{"tracing ca missing", add("tracing:\n  otlp_endpoint: c:4317\n  ca: certs/nope.pem\n"), []string{"tracing.ca: certs/nope.pem: no such file"}},
 		{"tracing ca not PEM", add("tracing:\n  otlp_endpoint: c:4317\n  ca: etcd.protoset\n"), []string{"tracing.ca: etcd.protoset holds no PEM certificate"}},
 		{"unknown tracing key", add("tracing:\n  otlp_endpoint: c:4317\n  endpoint: c:4317\n"), []string{"tracing.endpoint: unknown key"}},
+		{"bad rate limit unit", add("rate_limits:\n  - match: { kind: human }\n    unit: bytes\n    rps: 1\n    burst: 1\n"), []string{"ztp.yaml:29: rate_limits[0].unit: must be messages, response_messages or response_bytes, got \"bytes\""}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -42,7 +42,8 @@ type Metrics struct {
 	RefusalsUnrecorded prometheus.Counter
 	// ForwardSeconds is the duration of forwarded calls by upstream.
 	ForwardSeconds *prometheus.HistogramVec
-	// RateLimited counts refusals by kind (rate, budget).
+	// RateLimited counts refusals by kind (rate, budget, and response_volume for
+	// responses a response-volume rule cut off).
 	RateLimited *prometheus.CounterVec
 	// PolicyReloads counts reloads by result (ok, failed).
 	PolicyReloads *prometheus.CounterVec

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,7 +14,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -95,9 +93,10 @@ type Pipeline struct {
 	routes           *router
 	policy           atomic.Pointer[activePolicy]
 	control          controlAuthz
-	grants           GrantFinder // nil: no break-glass
-	limiter          RateLimiter // nil: no rate limits configured
-	budgets          BudgetTaker // nil: no change budgets configured
+	grants           GrantFinder  // nil: no break-glass
+	limiter          RateLimiter  // nil: no rate limits configured
+	budgets          BudgetTaker  // nil: no change budgets configured
+	volume           VolumeMeters // nil: no response-volume limits (volume.go)
 	metrics          *metrics.Metrics
 	mode             policy.Mode
 	audit            Auditor
@@ -143,8 +142,9 @@ type call struct {
 	// Messages received from the client / sent to it. Atomic: a pump goroutine
 	// may still be receiving while the outcome is recorded.
 	in, out   atomic.Int64
-	firstSeq  uint64 // audit seq of the first decision record; outcome records point here
-	forwarded bool   // the first message was admitted (the upstream saw the call)
+	volume    callVolume // message bytes both ways, and the response-volume meter (volume.go)
+	firstSeq  uint64     // audit seq of the first decision record; outcome records point here
+	forwarded bool       // the first message was admitted (the upstream saw the call)
 	live      *liveCall
 }
 
@@ -262,6 +262,7 @@ func (s *stream) RecvMsg(m any) error {
 	if s.c.unary() && s.c.in.Load() > 0 {
 		return status.Errorf(codes.InvalidArgument, "ztp: %s is unary: more than one request message", s.c.method)
 	}
+	s.c.volume.bytesIn.Add(int64(len(f.Data)))
 	return s.p.decide(s.ctx, s.c, f)
 }
 
@@ -269,10 +270,15 @@ func (s *stream) SendMsg(m any) error {
 	if err := s.p.sendAllowed(s.c); err != nil {
 		return err
 	}
+	n, err := s.p.chargeResponse(s, m)
+	if err != nil {
+		return err
+	}
 	if err := s.ServerStream.SendMsg(m); err != nil {
 		return err
 	}
 	s.c.out.Add(1)
+	s.c.volume.bytesOut.Add(int64(n))
 	return nil
 }
 
@@ -440,15 +446,7 @@ func (p *Pipeline) ratelimited(ctx context.Context, c *call, rec *audit.Record, 
 	if idx == 0 {
 		c.firstSeq = seq
 	}
-	if wait < 0 {
-		// Waiting cannot help; a negative pushback tells gRPC clients not to retry.
-		grpc.SetTrailer(ctx, metadata.Pairs("grpc-retry-pushback-ms", "-1"))
-		return status.Errorf(codes.ResourceExhausted, "ztp: %s; retrying will not help", reason)
-	}
-	// Rounded up: a client retrying at the announced time must find its token.
-	ms := (wait + time.Millisecond - 1).Milliseconds()
-	grpc.SetTrailer(ctx, metadata.Pairs("grpc-retry-pushback-ms", strconv.FormatInt(ms, 10)))
-	return status.Errorf(codes.ResourceExhausted, "ztp: %s; retry in %s", reason, time.Duration(ms)*time.Millisecond)
+	return exhausted(ctx, reason, wait)
 }
 
 func firstNonEmpty(a, b string) string {
@@ -563,6 +561,7 @@ func (p *Pipeline) outcome(ctx context.Context, c *call, err error, end time.Tim
 	rec.DurationMS = float64(end.Sub(c.start).Microseconds()) / 1000
 	rec.MessagesIn = uint64(c.in.Load())
 	rec.MessagesOut = uint64(c.out.Load())
+	rec.BytesIn, rec.BytesOut = c.volume.bytes()
 	// Deferred: the outcome shares the next decision's commit (or is committed
 	// within audit.DeferDelay), so a call never costs a second fsync of its own.
 	failed := func(aerr error) {
