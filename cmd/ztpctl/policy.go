@@ -746,7 +746,7 @@ func writeReplayText(w io.Writer, rep *policy.ReplayReport) {
 	fmt.Fprintf(w, "unchanged: %d  allow→deny: %d  deny→allow: %d  candidate errors: %d\n",
 		rep.Unchanged, rep.AllowToDeny.Count, rep.DenyToAllow.Count, rep.EvalErrors)
 	var skipped []string
-	for _, k := range []string{policy.SkipRatelimited, policy.SkipControlAPI, policy.SkipBeforePolicy, policy.SkipBeforeSince} {
+	for _, k := range []string{policy.SkipRatelimited, policy.SkipControlAPI, policy.SkipBeforePolicy, policy.SkipBeforeSince, policy.SkipTruncated} {
 		if n := rep.Skipped[k]; n > 0 {
 			skipped = append(skipped, fmt.Sprintf("%d %s", n, strings.ReplaceAll(k, "_", " ")))
 		}
