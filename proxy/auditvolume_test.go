@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ztp-dev/ztp/audit"
@@ -64,7 +65,7 @@ func TestPrincipalRefusalFloodIsBounded(t *testing.T) {
 		t.Fatalf("message is %d bytes, want just under 4 MiB", n)
 	}
 
-	e.Records(t)
+	firstSeq := uint64(len(e.Records(t))) + 1
 	before := fileSize(t, e.AuditFile)
 	for i := range messages {
 		_, err := alice.UnaryCall(proxytest.Ctx(t), big)
@@ -79,13 +80,28 @@ func TestPrincipalRefusalFloodIsBounded(t *testing.T) {
 	clock.Advance(time.Minute)
 	e.Server.Pipeline().FlushRefusals(proxytest.Ctx(t), false)
 	recs := e.Records(t)
+	var recorded int64 // the bytes of the records written during the flood
+	err := e.Server.AuditStore().Export(proxytest.Ctx(t), audit.Filter{FromSeq: firstSeq}, func(_ uint64, line []byte) error {
+		recorded += int64(len(line))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.Stop(t) // the file's final size, committed and closed
 	after := fileSize(t, e.AuditFile)
 	growth := after - before
-	t.Logf("%d denied 4 MiB messages from one principal over %v: audit file %d → %d bytes (+%.2f MiB), %d records",
-		messages, time.Duration(messages)*200*time.Millisecond, before, after, float64(growth)/(1<<20), len(recs))
-	if limit := int64(messages) * 2 << 10; growth > limit { // 6 MiB for 3,000
-		t.Errorf("audit file grew by %d bytes, want at most %d", growth, limit)
+	t.Logf("%d denied 4 MiB messages from one principal over %v: audit file %d → %d bytes (+%.2f MiB; bbolt grows it in powers of two), records written %.2f MiB",
+		messages, time.Duration(messages)*200*time.Millisecond, before, after, float64(growth)/(1<<20), float64(recorded)/(1<<20))
+	// Per one-minute window: 256 KiB of refusal records, the one crossing it
+	// (64 KiB of rendering and its framing) and a summary; plus the other
+	// principal's calls.
+	windows := int64(messages)/300 + 1
+	if limit := windows*(256+70)<<10 + 256<<10; recorded > limit {
+		t.Errorf("records written during the flood: %d bytes, want at most %d", recorded, limit)
+	}
+	if growth > 8<<20 {
+		t.Errorf("audit file grew by %d bytes, want at most 8 MiB", growth)
 	}
 
 	// Every refusal is accounted for, and the big ones that got a record of
@@ -320,5 +336,55 @@ func TestAuditDiskWatermark(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "audit disk space back above") {
 		t.Errorf("no recovery logged:\n%s", logs.String())
+	}
+}
+
+// TestPrincipalRefusalsOfEveryKind: rate-limited messages and calls to
+// methods no upstream serves draw on the same per-principal refusal budget
+// as denials (a rate limit cannot bound refusals: a message over it is one).
+func TestPrincipalRefusalsOfEveryKind(t *testing.T) {
+	clock := testclock.New(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
+	e := proxytest.Start(t, proxytest.Options{
+		Policy: floodPolicy,
+		Extra:  "rate_limits:\n  - match: { kind: human }\n    rps: 1\n    burst: 1\n",
+		Proxy:  func(o *proxy.Options) { o.Now = clock.Now },
+	})
+	conn := e.Conn(t, proxytest.AliceID)
+	alice := testgrpc.NewTestServiceClient(conn)
+	const calls = 600
+	for i := range calls {
+		if i%2 == 0 {
+			_, err := alice.UnaryCall(proxytest.Ctx(t), &testgrpc.SimpleRequest{})
+			if status.Code(err) != codes.ResourceExhausted && status.Code(err) != codes.PermissionDenied {
+				t.Fatalf("UnaryCall %d = %v, want refused", i, err)
+			}
+		} else {
+			err := conn.Invoke(proxytest.Ctx(t), "/nope.Service/Call", &testgrpc.Empty{}, &testgrpc.Empty{})
+			proxytest.WantCode(t, "unrouted call", err, codes.Unimplemented, "no upstream serves")
+		}
+	}
+	clock.Advance(time.Minute)
+	e.Server.Pipeline().FlushRefusals(proxytest.Ctx(t), false)
+	var single, summarised int
+	kinds := map[string]int{}
+	for _, r := range e.Records(t) {
+		if r.Type != audit.TypeRequest || r.Principal == nil || r.Principal.ID != proxytest.AliceID {
+			continue
+		}
+		if r.Method == "" {
+			var n int
+			fmt.Sscanf(r.Reasons[0], "%d more refused messages", &n)
+			summarised += n
+			continue
+		}
+		single++
+		kinds[r.Decision+" "+r.Method]++
+	}
+	// About 1.2 KiB a record against 256 KiB a window: ~200 of 600.
+	if single+summarised != calls || single > 260 || summarised == 0 {
+		t.Errorf("%d refusals recorded on their own (%v), %d in summaries; want all %d accounted for, at most ~256 KiB of records", single, kinds, summarised, calls)
+	}
+	if kinds["ratelimited /grpc.testing.TestService/UnaryCall"] == 0 || kinds["deny /nope.Service/Call"] == 0 {
+		t.Errorf("recorded refusals %v, want rate-limited and unrouted ones among them", kinds)
 	}
 }

@@ -423,6 +423,9 @@ func (p *Pipeline) refuse(ctx context.Context, c *call, pr *identity.Principal, 
 	rec.Decision = policy.DecisionDeny
 	rec.Reasons = []string{reason}
 	p.metrics.Decisions.WithLabelValues("", "unknown", policy.DecisionDeny).Inc()
+	if !p.admitDecision(ctx, rec) {
+		return // counted for the principal's summary record
+	}
 	if _, err := p.append(ctx, rec); err != nil {
 		p.log.Error("audit append failed for refused call", "method", c.method, "err", err)
 	}
