@@ -12,7 +12,14 @@
 //     authenticate, route, decode, decide, audit, and the outcome record. It
 //     hooks RecvMsg of the server stream, so a message is handed to the
 //     forwarder only after its decision is durably audited;
-//   - server.go: assembles the parts from a config.Config and runs the listener.
+//   - server.go: assembles the parts from a config.Config and runs the listener;
+//   - metadata.go, auditvolume.go, refusals.go, diskspace.go: what the audit
+//     log may be made to hold. Only audit.headers are read (bounded) for the
+//     policy and the record; every decision record carries the message's size
+//     and SHA-256; refused callers, unauthenticated (per host) or not (per
+//     principal), get records of their own only within a per-window budget and
+//     are summarised past it; a free-space watermark degrades readiness before
+//     the audit disk is full.
 //
 // Nothing reaches an upstream before the pipeline passed the first client
 // message: the forwarder opens the upstream stream only after it received (and
