@@ -257,15 +257,33 @@ func Load(file string) (*Config, error) {
 	return Parse(abs, data)
 }
 
+// LoadOffline reads, parses and validates the file at path as Load does, except that the
+// files it names (certificates, keys, descriptor sets, policies) are not opened: for
+// tools that read its settings on another machine, such as ztpctl policy test in a CI job
+// that checks out the policies and ztp.yaml but holds no keys.
+func LoadOffline(file string) (*Config, error) {
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(abs)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return parse(abs, data, true)
+}
+
 // Parse parses and validates data as if read from file (used to resolve relative paths
 // and to name the file in errors).
-func Parse(file string, data []byte) (*Config, error) {
+func Parse(file string, data []byte) (*Config, error) { return parse(file, data, false) }
+
+func parse(file string, data []byte, offline bool) (*Config, error) {
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&root); err != nil {
 		return nil, &Error{File: file, Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
-	p := &parser{file: file, lines: map[string]int{}}
+	p := &parser{file: file, lines: map[string]int{}, offline: offline}
 	doc := &root
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
 		doc = doc.Content[0]
@@ -307,9 +325,10 @@ func Parse(file string, data []byte) (*Config, error) {
 // parser collects errors and remembers the line of every key path so that
 // validation errors, found after decoding, can still point into the file.
 type parser struct {
-	file  string
-	lines map[string]int
-	errs  []error
+	file    string
+	lines   map[string]int
+	errs    []error
+	offline bool // the files the config names are not opened (LoadOffline)
 }
 
 func (p *parser) errorf(key, format string, args ...any) {
@@ -486,7 +505,7 @@ func (p *parser) validate(c *Config) {
 	p.checkFile(c, "tls.cert", c.TLS.Cert, true)
 	p.checkFile(c, "tls.key", c.TLS.Key, true)
 	p.checkFile(c, "tls.client_ca", c.TLS.ClientCA, true)
-	if c.TLS.Cert != "" && c.TLS.Key != "" && len(p.errs) == 0 {
+	if c.TLS.Cert != "" && c.TLS.Key != "" && len(p.errs) == 0 && !p.offline {
 		if _, err := tls.LoadX509KeyPair(c.Resolve(c.TLS.Cert), c.Resolve(c.TLS.Key)); err != nil {
 			p.errorf("tls.cert", "cannot load key pair: %v", err)
 		}
@@ -642,7 +661,7 @@ func (p *parser) validate(c *Config) {
 
 	if c.Audit.Path == "" {
 		p.errorf("audit.path", "required: nothing is forwarded without an audit log")
-	} else if dir := filepath.Dir(c.Resolve(c.Audit.Path)); !isDir(dir) {
+	} else if dir := filepath.Dir(c.Resolve(c.Audit.Path)); !p.offline && !isDir(dir) {
 		p.errorf("audit.path", "directory %s does not exist", dir)
 	}
 
@@ -746,12 +765,18 @@ func (p *parser) checkFile(c *Config, key, name string, required bool) {
 		}
 		return
 	}
+	if p.offline {
+		return
+	}
 	if _, err := os.Stat(c.Resolve(name)); err != nil {
 		p.errorf(key, "%s: %v", name, errors.Unwrap(err))
 	}
 }
 
 func (p *parser) checkCA(c *Config, key, name string) {
+	if p.offline {
+		return
+	}
 	data, err := os.ReadFile(c.Resolve(name))
 	if err != nil {
 		return // reported by checkFile
@@ -778,4 +803,19 @@ func validHeaderName(h string) bool {
 func isDir(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && st.IsDir()
+}
+
+// PolicyData is what policies read of this file, as data.ztp_config: the change budgets'
+// limits by key prefix, so that a policy need not repeat them (and cannot drift from
+// them): {"budgets": {"delete:": {"limit": 100, "per": "1h0m0s", "per_seconds": 3600}}}.
+// Nil when there is nothing to pass.
+func (c *Config) PolicyData() map[string]any {
+	if len(c.Budgets) == 0 {
+		return nil
+	}
+	budgets := make(map[string]any, len(c.Budgets))
+	for _, b := range c.Budgets {
+		budgets[b.Prefix] = map[string]any{"limit": b.Limit, "per": b.Per.String(), "per_seconds": b.Per.Seconds()}
+	}
+	return map[string]any{"budgets": budgets}
 }

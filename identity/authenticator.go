@@ -18,7 +18,8 @@ import (
 // use.
 type Authenticator struct {
 	classifier atomic.Pointer[Classifier]
-	jwt        *JWTVerifier // nil: bearer tokens are not accepted
+	jwt        *JWTVerifier     // nil: bearer tokens are not accepted
+	now        func() time.Time // checks certificate expiry; tokens use the verifier's clock
 }
 
 // SetClassifier replaces the principal rules (config reload); calls being
@@ -41,10 +42,16 @@ func WithJWT(v *JWTVerifier) Option {
 	return func(a *Authenticator) { a.jwt = v }
 }
 
+// WithClock sets the clock certificate expiry is checked against (default
+// time.Now). Bearer tokens are checked against their verifier's clock.
+func WithClock(now func() time.Time) Option {
+	return func(a *Authenticator) { a.now = now }
+}
+
 // NewAuthenticator returns an Authenticator that classifies callers with c.
 // A nil c rejects every caller.
 func NewAuthenticator(c *Classifier, opts ...Option) *Authenticator {
-	a := &Authenticator{}
+	a := &Authenticator{now: time.Now}
 	a.classifier.Store(c)
 	for _, o := range opts {
 		o(a)
@@ -87,23 +94,26 @@ func (a *Authenticator) Authenticate(ctx context.Context) (Principal, error) {
 		return Principal{}, unauthenticated(fmt.Errorf("%w: %q", ErrUnknownPrincipal, clip(id)))
 	}
 	p.Expires = certExpiry(ctx)
+	// The handshake checked the chain once per connection; a connection
+	// outlives its certificate, and every call on it is checked again here.
+	now := time.Now
+	if a != nil && a.now != nil {
+		now = a.now
+	}
+	if err := checkExpiry(p, now()); err != nil {
+		return Principal{}, unauthenticated(err)
+	}
 	return p, nil
 }
 
-// certExpiry is when the verified client chain stops being valid: its
-// earliest NotAfter (zero when unknown).
+// certExpiry is when the verified client chain stops counting (chainExpires;
+// zero when unknown).
 func certExpiry(ctx context.Context) time.Time {
 	info, err := tlsInfo(ctx)
 	if err != nil || len(info.State.VerifiedChains) == 0 {
 		return time.Time{}
 	}
-	var exp time.Time
-	for _, c := range info.State.VerifiedChains[0] {
-		if exp.IsZero() || c.NotAfter.Before(exp) {
-			exp = c.NotAfter
-		}
-	}
-	return exp
+	return chainExpires(info.State.VerifiedChains[0])
 }
 
 func (a *Authenticator) authenticateToken(ctx context.Context, c *Classifier, tok string) (Principal, error) {

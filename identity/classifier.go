@@ -24,9 +24,11 @@ type Principal struct {
 	Kind   string   `json:"kind"`   // KindAutomation or KindHuman
 	Groups []string `json:"groups"` // never nil, so policies iterate an empty array, not null
 	Authn  string   `json:"authn"`  // how the caller proved the id, e.g. AuthnMTLS
-	// Expires is when the credential that proved the id stops being valid (the
-	// token's exp, the client certificate's NotAfter); zero when unknown. A
-	// long-lived stream outlives its handshake, so the proxy checks it per message.
+	// Expires is the first instant at which the credential that proved the id
+	// no longer counts (a token's exp plus the leeway, just after a client
+	// certificate's NotAfter); zero when unknown. Expired is the one rule that
+	// reads it: a long-lived stream outlives its handshake, so the proxy ends
+	// calls at this instant.
 	Expires time.Time `json:"-"`
 	// Person names the human or service behind the id when a principal rule
 	// says so (Rule.Person); "" means the id itself. One person may hold

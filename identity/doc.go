@@ -40,5 +40,11 @@
 // and exp/nbf within the configured leeway. Token ids may not start with
 // "spiffe://" or "cn:", so a token can never pose as a certificate identity.
 //
+// A credential counts until Principal.Expires, the one expiry rule (see
+// Expired): a token until exp plus the leeway, a certificate through its
+// chain's earliest NotAfter. Authenticate applies it on every call, also on a
+// connection opened before the certificate expired, and the proxy ends open
+// calls at that instant with the same function.
+//
 // Authenticator.Authenticate is the single entry point for gRPC servers.
 package identity

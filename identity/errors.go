@@ -39,6 +39,12 @@ var (
 	// reserved for certificates.
 	ErrInvalidToken = errors.New("identity: invalid bearer token")
 
+	// ErrExpired is returned (as an *ExpiredError naming the instant) when
+	// the credential that proved the id no longer counts: a client
+	// certificate past its NotAfter on a connection opened before, or a
+	// token past exp plus the leeway. See Expired for the one rule.
+	ErrExpired = errors.New("identity: credentials expired")
+
 	// ErrInvalidJWKS is returned when the JWKS file cannot be read or holds
 	// no usable signature key, or holds a symmetric key.
 	ErrInvalidJWKS = errors.New("identity: invalid JWKS")

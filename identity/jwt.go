@@ -190,7 +190,8 @@ func (v *JWTVerifier) Verify(token string) (string, error) {
 	return id, err
 }
 
-// VerifyExpiry is Verify that also returns the token's expiry (exp).
+// VerifyExpiry is Verify that also returns when the token stops counting:
+// its exp plus the leeway, the Principal.Expires of its caller (see Expired).
 func (v *JWTVerifier) VerifyExpiry(token string) (string, time.Time, error) {
 	id, exp, err := v.verify(token)
 	if err != nil {
@@ -252,8 +253,15 @@ func (v *JWTVerifier) verify(token string) (string, time.Time, error) {
 	if err := checkTokenPrincipal(s); err != nil {
 		return "", time.Time{}, fmt.Errorf("claim %q: %w", clip(v.cfg.PrincipalClaim), err)
 	}
+	// jwx checked exp against its clock truncated to the second, which is
+	// never stricter than the rule below; this check is the one that binds,
+	// so a token counts at connection exactly as long as on a stream.
 	exp, _ := tok.Expiration()
-	return s, exp, nil
+	expires := tokenExpires(exp, v.cfg.Leeway)
+	if Expired(expires, v.cfg.Now()) {
+		return "", time.Time{}, errors.New("token expired")
+	}
+	return s, expires, nil
 }
 
 // lookup finds the key a token names. Without a kid the token is accepted

@@ -46,6 +46,12 @@ type Options struct {
 	// sets it to hand the same parsed modules (Modules) to the OPA tester.
 	Tests bool
 
+	// Config is data from ztp.yaml (config.Config.PolicyData), placed at data.ztp_config
+	// for the policy and its tests. It counts towards the version as a file of its own
+	// (see Version), so a policy reads the same limits as the proxy enforces, and a
+	// change to them is a new policy version. Nil: no data.ztp_config.
+	Config map[string]any
+
 	// Now is the clock that time.now_ns reads during Eval. Nil means time.Now. Policies
 	// should prefer input.time, which is recorded in the audit log and can be replayed.
 	Now func() time.Time
@@ -106,6 +112,9 @@ func Load(ctx context.Context, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := src.addConfig(opts.Config); err != nil {
+		return nil, err
+	}
 	modules, files, err := src.selectModules(opts.Tests)
 	if err != nil {
 		return nil, err
@@ -153,6 +162,37 @@ func readSource(paths []string, tests bool) (*source, error) {
 		return nil, compileError(parseErrs)
 	}
 	return src, nil
+}
+
+// ConfigDataKey is where Options.Config is placed: data.ztp_config.
+const ConfigDataKey = "ztp_config"
+
+// configLogical is the path Options.Config counts under in the version: no policy file
+// can have it (logical paths are relative).
+const configLogical = "/ztp/config/ztp_config.json"
+
+// addConfig places cfg at data.ztp_config and adds it to the files the version is computed
+// over, as its canonical JSON (encoding/json sorts object keys).
+func (s *source) addConfig(cfg map[string]any) error {
+	if len(cfg) == 0 {
+		return nil
+	}
+	if _, ok := s.data[ConfigDataKey]; ok {
+		return fmt.Errorf("%w: data.%s is set from ztp.yaml; a data file may not set it", ErrData, ConfigDataKey)
+	}
+	js, err := json.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("%w: data.%s: %w", ErrData, ConfigDataKey, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.UseNumber()
+	var doc any
+	if err := dec.Decode(&doc); err != nil {
+		return fmt.Errorf("%w: data.%s: %w", ErrData, ConfigDataKey, err)
+	}
+	s.data[ConfigDataKey] = doc
+	s.files = append(s.files, policyFile{display: "ztp.yaml (data." + ConfigDataKey + ")", logical: configLogical, content: js})
+	return nil
 }
 
 func parseModule(name string, content []byte, caps *ast.Capabilities) (*ast.Module, error) {
@@ -275,7 +315,8 @@ func isTestFile(name string) bool { return strings.HasSuffix(name, "_test.rego")
 // same version wherever it sits on disk, and ztpctl can compare a local tree with the proxy.
 // Files Load skips (tests unless Options.Tests, other extensions, hidden names) do not
 // contribute. The helper library, when compiled in, counts as a file with the path
-// "/ztp/lib/ztp/lib.rego", which no policy file can have.
+// "/ztp/lib/ztp/lib.rego", and Options.Config as "/ztp/config/ztp_config.json" with its
+// JSON (sorted keys) as the content; no policy file can have these paths.
 func (e *Engine) Version() string { return e.version }
 
 // Modules returns copies of the parsed modules, keyed by file path, for tools that compile

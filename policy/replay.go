@@ -37,14 +37,16 @@ const (
 	SkipTruncated = "request_truncated"
 )
 
-// ReplayGroup counts the changed decisions of one method and principal.
+// ReplayGroup counts the changed decisions of one method and principal for one set of
+// reasons: records whose reasons differ are in different groups, so a group's reasons
+// are true of every record it counts.
 type ReplayGroup struct {
 	Method    string   `json:"method"`
 	Principal string   `json:"principal"`
 	Count     int      `json:"count"`
 	Examples  []uint64 `json:"examples"` // seqs of the first few records
-	// Reasons of the first example: the candidate's for allow→deny, the recorded ones for
-	// deny→allow.
+	// Reasons of every record in the group: the candidate's for allow→deny, the recorded
+	// ones for deny→allow.
 	Reasons []string `json:"reasons,omitempty"`
 }
 
@@ -79,7 +81,7 @@ type Replayer struct {
 	opts     ReplayOptions
 	rep      ReplayReport
 	recorded map[string]bool
-	groups   [2]map[[2]string]*ReplayGroup // allow→deny, deny→allow
+	groups   [2]map[groupKey]*ReplayGroup // allow→deny, deny→allow
 }
 
 // NewReplayer replays under e.
@@ -92,7 +94,7 @@ func NewReplayer(e *Engine, opts ReplayOptions) *Replayer {
 		opts:     opts,
 		rep:      ReplayReport{Version: e.Version(), Skipped: map[string]int{}},
 		recorded: map[string]bool{},
-		groups:   [2]map[[2]string]*ReplayGroup{{}, {}},
+		groups:   [2]map[groupKey]*ReplayGroup{{}, {}},
 	}
 }
 
@@ -163,8 +165,12 @@ func (r *Replayer) Add(ctx context.Context, rec *audit.Record) error {
 	return nil
 }
 
+// groupKey is method, principal and the reasons joined by NUL (which a reason, being
+// text, does not hold).
+type groupKey [3]string
+
 func (r *Replayer) change(dir int, rec *audit.Record, reasons []string) {
-	key := [2]string{rec.Method, rec.Principal.ID}
+	key := groupKey{rec.Method, rec.Principal.ID, strings.Join(reasons, "\x00")}
 	g := r.groups[dir][key]
 	if g == nil {
 		g = &ReplayGroup{Method: rec.Method, Principal: rec.Principal.ID, Reasons: reasons}
@@ -186,7 +192,7 @@ func (r *Replayer) Report() *ReplayReport {
 	return &rep
 }
 
-func collect(groups map[[2]string]*ReplayGroup) ReplayChange {
+func collect(groups map[groupKey]*ReplayGroup) ReplayChange {
 	ch := ReplayChange{Groups: []ReplayGroup{}}
 	for _, g := range groups {
 		ch.Count += g.Count
@@ -195,7 +201,8 @@ func collect(groups map[[2]string]*ReplayGroup) ReplayChange {
 		ch.Groups = append(ch.Groups, c)
 	}
 	slices.SortFunc(ch.Groups, func(a, b ReplayGroup) int {
-		return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Method, b.Method), strings.Compare(a.Principal, b.Principal))
+		return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Method, b.Method), strings.Compare(a.Principal, b.Principal),
+			slices.Compare(a.Reasons, b.Reasons))
 	})
 	return ch
 }

@@ -112,7 +112,8 @@ forbid contains "never after 2030" if time.parse_rfc3339_ns(input.time) >= time.
 		req(human, "/s.S/Delete", "dryrun_deny"),                 // unchanged (deny)
 		req(human, "/s.S/Get", "allow"),                          // unchanged
 		req(robot, "/s.S/Put", "deny"),                           // deny → allow
-		req(robot, "/s.S/Put", "error"),                          // deny → allow
+		req(robot, "/s.S/Put", "deny"),                           // deny → allow
+		req(robot, "/s.S/Put", "error", because("eval failed")),  // deny → allow, another reason: its own group
 		req(robot, "/s.S/Get", "deny"),                           // unchanged
 		req(human, "/s.S/Delete", "allow", grant("bg-1")),        // unchanged: the grant overrides deny
 		req(human, "/s.S/Get", "allow", at(2031), grant("bg-2")), // allow → deny: forbid beats the grant
@@ -135,15 +136,16 @@ forbid contains "never after 2030" if time.parse_rfc3339_ns(input.time) >= time.
 		Version:   e.Version(),
 		Recorded:  []string{"sha256:old"},
 		FirstSeq:  1,
-		LastSeq:   9,
-		Replayed:  9,
+		LastSeq:   10,
+		Replayed:  10,
 		Unchanged: 4,
 		AllowToDeny: ReplayChange{Count: 3, Groups: []ReplayGroup{
 			{Method: "/s.S/Delete", Principal: aliceID, Count: 2, Examples: []uint64{1}, Reasons: []string{"humans may not delete"}},
-			{Method: "/s.S/Get", Principal: aliceID, Count: 1, Examples: []uint64{9}, Reasons: []string{"never after 2030"}},
+			{Method: "/s.S/Get", Principal: aliceID, Count: 1, Examples: []uint64{10}, Reasons: []string{"never after 2030"}},
 		}},
-		DenyToAllow: ReplayChange{Count: 2, Groups: []ReplayGroup{
+		DenyToAllow: ReplayChange{Count: 3, Groups: []ReplayGroup{
 			{Method: "/s.S/Put", Principal: deployerID, Count: 2, Examples: []uint64{5}, Reasons: []string{"recorded reason"}},
+			{Method: "/s.S/Put", Principal: deployerID, Count: 1, Examples: []uint64{7}, Reasons: []string{"eval failed"}},
 		}},
 		Skipped: map[string]int{SkipRatelimited: 1, SkipControlAPI: 1, SkipBeforePolicy: 1, SkipBeforeSince: 1, SkipTruncated: 1},
 	}
@@ -156,6 +158,10 @@ forbid contains "never after 2030" if time.parse_rfc3339_ns(input.time) >= time.
 
 func grant(id string) func(*audit.Record) {
 	return func(r *audit.Record) { r.BreakglassGrant = id }
+}
+
+func because(reasons ...string) func(*audit.Record) {
+	return func(r *audit.Record) { r.Reasons = reasons }
 }
 
 func at(year int) func(*audit.Record) {

@@ -29,6 +29,8 @@ type TestOptions struct {
 	Coverage bool
 	// Timeout bounds each test (default 5s).
 	Timeout time.Duration
+	// Config is placed at data.ztp_config, as Options.Config.
+	Config map[string]any
 }
 
 // Test outcomes.
@@ -108,6 +110,9 @@ func RunTests(ctx context.Context, opts TestOptions) (*TestReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := src.addConfig(opts.Config); err != nil {
+		return nil, err
+	}
 	policy, files, err := src.selectModules(false)
 	switch {
 	case errors.Is(err, ErrNoPolicy):
@@ -135,6 +140,9 @@ func RunTests(ctx context.Context, opts TestOptions) (*TestReport, error) {
 func LoadTested(ctx context.Context, opts Options) (*Engine, *TestReport, error) {
 	src, err := readSource(opts.Paths, true)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := src.addConfig(opts.Config); err != nil {
 		return nil, nil, err
 	}
 	modules, files, err := src.selectModules(false)

@@ -75,10 +75,12 @@ func (p *Pipeline) controlUnary(ctx context.Context, req any, info *grpc.UnarySe
 	if err != nil {
 		return nil, err
 	}
+	defer c.live.close()
 	if err := p.controlDecide(ctx, c, req); err != nil {
 		return nil, err
 	}
 	resp, err := handler(ctx, req)
+	err = c.live.status(err)
 	p.controlEnd(ctx, c, err)
 	p.metrics.Calls.WithLabelValues("ztp", c.method, codeName(status.Code(err))).Inc()
 	return resp, err
@@ -91,7 +93,8 @@ func (p *Pipeline) controlStream(srv any, ss grpc.ServerStream, info *grpc.Strea
 	if err != nil {
 		return err
 	}
-	err = handler(srv, &controlServerStream{ServerStream: ss, ctx: ctx, p: p, c: c})
+	defer c.live.close()
+	err = c.live.status(handler(srv, &controlServerStream{ServerStream: ss, ctx: ctx, p: p, c: c}))
 	p.controlEnd(ctx, c, err)
 	p.metrics.Calls.WithLabelValues("ztp", c.method, codeName(status.Code(err))).Inc()
 	return err
@@ -100,7 +103,7 @@ func (p *Pipeline) controlStream(srv any, ss grpc.ServerStream, info *grpc.Strea
 func (p *Pipeline) controlStart(ctx context.Context, method string) (*call, context.Context, error) {
 	c := &call{start: p.now(), method: method, peer: peerAddr(ctx)}
 	c.service, c.rpc, _ = splitMethod(method)
-	pr, err := p.auth.Authenticate(ctx)
+	pr, gen, err := p.authenticate(ctx)
 	if err != nil {
 		p.refuseUnauthenticated(ctx, c, err.Error())
 		return nil, nil, status.Error(codes.Unauthenticated, "ztp: "+err.Error())
@@ -114,6 +117,7 @@ func (p *Pipeline) controlStart(ctx context.Context, method string) (*call, cont
 		}
 		return nil, nil, status.Error(codes.PermissionDenied, policy.DeniedMessage([]string{reason}))
 	}
+	ctx = p.watch(ctx, c, gen) // ends the call when the credential no longer counts
 	return c, identity.NewContext(ctx, pr), nil
 }
 
@@ -122,6 +126,9 @@ func (p *Pipeline) controlDecide(ctx context.Context, c *call, req any) error {
 	idx := int(c.in.Add(1) - 1)
 	rec := p.record(c, "request")
 	rec.MessageIndex = idx
+	if reason := c.credentialEnd(p.now()); reason != "" {
+		return p.refuseEnded(ctx, c, rec, reason)
+	}
 	if m, ok := req.(proto.Message); ok {
 		if b, err := protojson.Marshal(m); err == nil {
 			rec.Request = b
@@ -165,6 +172,9 @@ func (s *controlServerStream) RecvMsg(m any) error {
 }
 
 func (s *controlServerStream) SendMsg(m any) error {
+	if err := s.p.sendAllowed(s.c); err != nil {
+		return err
+	}
 	if err := s.ServerStream.SendMsg(m); err != nil {
 		return err
 	}

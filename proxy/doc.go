@@ -12,6 +12,10 @@
 //     authenticate, route, decode, decide, audit, and the outcome record. It
 //     hooks RecvMsg of the server stream, so a message is handed to the
 //     forwarder only after its decision is durably audited;
+//   - expiry.go: every call, forwarded or control API, lives only as long as
+//     the credential that opened it: a timer at the principal's expiry (the
+//     rule of identity.Expired) and a reload that no longer accepts the
+//     principal end it with UNAUTHENTICATED, cancelling the upstream call;
 //   - server.go: assembles the parts from a config.Config and runs the listener;
 //   - metadata.go, auditvolume.go, refusals.go, diskspace.go: what the audit
 //     log may be made to hold. Only audit.headers are read (bounded) for the

@@ -106,6 +106,8 @@ type Pipeline struct {
 	log              *slog.Logger
 	evals            *evalPool      // nil: evaluate on the caller's goroutine
 	refusals         *refusalBudget // nil: every unauthenticated refusal gets its own record
+	afterFunc        func(time.Duration, func()) func() bool
+	live             liveCalls // calls in progress, ended when their credential is (expiry.go)
 	// principalRefusals bounds the refusal records of each principal (nil: no
 	// bound); see admitDecision.
 	principalRefusals *refusalBudget
@@ -146,6 +148,7 @@ type call struct {
 	in, out   atomic.Int64
 	firstSeq  uint64 // audit seq of the first decision record; outcome records point here
 	forwarded bool   // the first message was admitted (the upstream saw the call)
+	live      *liveCall
 }
 
 type callKey struct{}
@@ -166,12 +169,14 @@ func (p *Pipeline) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 
 	// 1+2. Authenticate and classify. Identity comes from the verified transport
 	// credentials only, never from metadata.
-	pr, err := p.auth.Authenticate(ctx)
+	pr, gen, err := p.authenticate(ctx)
 	if err != nil {
 		p.refuseUnauthenticated(ctx, c, err.Error())
 		return status.Error(codes.Unauthenticated, "ztp: "+err.Error())
 	}
 	c.principal = pr
+	ctx = p.watch(ctx, c, gen) // ends the call when the credential no longer counts
+	defer c.live.close()
 
 	// 3. Route.
 	c.upstream = p.routes.lookup(c.method)
@@ -194,7 +199,7 @@ func (p *Pipeline) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 
 	// 4..8 run per message inside RecvMsg; the forwarder only sees admitted messages.
 	p.metrics.InflightStreams.Inc()
-	err = handler(srv, &stream{ServerStream: ss, ctx: ctx, p: p, c: c})
+	err = c.live.status(handler(srv, &stream{ServerStream: ss, ctx: ctx, p: p, c: c}))
 	p.metrics.InflightStreams.Dec()
 
 	// 9. Outcome, appended in the background: the decision record already made
@@ -261,6 +266,9 @@ func (s *stream) RecvMsg(m any) error {
 }
 
 func (s *stream) SendMsg(m any) error {
+	if err := s.p.sendAllowed(s.c); err != nil {
+		return err
+	}
 	if err := s.ServerStream.SendMsg(m); err != nil {
 		return err
 	}
@@ -279,14 +287,8 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 
 	// The credential that authenticated the call may expire while a stream stays
 	// open for days: messages after that are refused like an unauthenticated call.
-	if exp := c.principal.Expires; !exp.IsZero() && !now.Before(exp) {
-		reason := "credentials expired at " + exp.UTC().Format(time.RFC3339)
-		rec.Decision = policy.DecisionDeny
-		rec.Reasons = []string{reason}
-		if _, err := p.appendDecision(ctx, c, rec); err != nil {
-			return err
-		}
-		return status.Error(codes.Unauthenticated, "ztp: "+reason)
+	if reason := c.credentialEnd(now); reason != "" {
+		return p.refuseEnded(ctx, c, rec, reason)
 	}
 
 	// Break-glass: is an approved, unexpired grant of this principal in scope?

@@ -48,3 +48,38 @@ func TestReloadPrincipals(t *testing.T) {
 	_, err = c.EmptyCall(proxytest.Ctx(t), &testgrpc.Empty{})
 	proxytest.WantCode(t, "EmptyCall after alice's rule was removed", err, codes.Unauthenticated, "matches no rule")
 }
+
+// TestReloadConfigData: policies read the budget limits of ztp.yaml as data.ztp_config,
+// and a reload that changes them changes what the policy decides (and its version).
+func TestReloadConfigData(t *testing.T) {
+	e := proxytest.Start(t, proxytest.Options{
+		Policy: `package ztp
+
+default allow := false
+
+allow if to_number(object.get(input.request, "responseSize", 0)) <= data.ztp_config.budgets["size:"].limit
+`,
+		Extra: "budgets:\n  - prefix: \"size:\"\n    limit: 5\n    per: 1h\n",
+	})
+	c := e.Dial(t, proxytest.DeployerID)
+	call := func(size int32) error {
+		_, err := c.UnaryCall(proxytest.Ctx(t), &testgrpc.SimpleRequest{ResponseSize: size})
+		return err
+	}
+	if err := call(5); err != nil {
+		t.Fatalf("size 5 under limit 5: %v", err)
+	}
+	proxytest.WantCode(t, "size 7 under limit 5", call(7), codes.PermissionDenied, "not allowed")
+
+	e.RewriteConfig(t, func(s string) string { return strings.Replace(s, "limit: 5", "limit: 10", 1) })
+	if err := e.Server.Reload(context.Background()); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if err := call(7); err != nil {
+		t.Fatalf("size 7 under limit 10: %v", err)
+	}
+	recs := e.Requests(t, "/grpc.testing.TestService/UnaryCall")
+	if first, last := recs[0].PolicyVersion, recs[len(recs)-1].PolicyVersion; first == last {
+		t.Errorf("the policy version did not change with the limits it reads (%s)", last)
+	}
+}

@@ -47,6 +47,10 @@ type Options struct {
 	Now func() time.Time
 	// AuditTimeout bounds one audit append (default 5s); past it the call is refused.
 	AuditTimeout time.Duration
+	// AfterFunc runs f once d has passed on the clock of Now, unless stop is
+	// called first (default time.AfterFunc): it ends calls when their
+	// credential expires. Tests inject testclock.Clock.AfterFunc with its Now.
+	AfterFunc func(d time.Duration, f func()) (stop func() bool)
 	// SpanExporter, when set and the config has a tracing section, receives the
 	// spans instead of the OTLP collector, synchronously as each span ends (tests).
 	SpanExporter sdktrace.SpanExporter
@@ -114,6 +118,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.AfterFunc == nil {
+		opts.AfterFunc = afterFunc
+	}
 	if opts.AuditTimeout == 0 {
 		opts.AuditTimeout = 5 * time.Second
 	}
@@ -158,12 +165,20 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 			return nil
 		})
 	}
+	// Calls in progress are authenticated again with the rules and keys the
+	// reloaders above put in force; those no longer accepted as they were end.
+	s.reloaders = append(s.reloaders, func(ctx context.Context, _ *config.Config) error {
+		if n := s.pipeline.reauthenticate(ctx); n > 0 {
+			s.log.Info("reload ended calls whose principal is no longer accepted as it was", "calls", n)
+		}
+		return nil
+	})
 
 	paths := make([]string, len(cfg.Policy.Paths))
 	for i, p := range cfg.Policy.Paths {
 		paths[i] = cfg.Resolve(p)
 	}
-	engine, err := policy.Load(ctx, policy.Options{Paths: paths})
+	engine, err := policy.Load(ctx, policy.Options{Paths: paths, Config: cfg.PolicyData()})
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
@@ -214,6 +229,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		log:               opts.Logger,
 		evals:             newEvalPool(2 * runtime.GOMAXPROCS(0)),
 		refusals:          newRefusalBudget(refusalWindow, refusalsPerHost, refusalsGlobal, refusalHosts),
+		afterFunc:         opts.AfterFunc,
 		principalRefusals: newPrincipalRefusalBudget(refusalWindow, principalRefusalBytes, principalRefusalsGlobal, principalRefusalKeys),
 		headers:           newHeaderAllow(cfg.Audit.Headers),
 		maxRequestBytes:   cfg.Audit.MaxRequestBytes,
@@ -235,7 +251,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		grpc.StreamInterceptor(s.pipeline.intercept),
 		grpc.UnaryInterceptor(s.pipeline.controlUnary), // only the control API has unary handlers
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxMessageBytes),
-		grpc.MaxSendMsgSize(cfg.Limits.MaxMessageBytes),
+		// No send limit of the server's own: a forwarded response is already held to
+		// max_message_bytes by the upstream connection's receive limit, and a control
+		// API reply (an audit export chunk holding one record of a maximal request, whose
+		// rendering is larger than the request) must not be cut at it.
 		grpc.MaxConcurrentStreams(cfg.Limits.MaxConcurrentStreams),
 		grpc.MaxHeaderListSize(cfg.Limits.MaxHeaderBytes),
 		// Clients such as etcdctl ping every 10s, also on idle watches; the default

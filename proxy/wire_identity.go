@@ -15,7 +15,7 @@ import (
 func (s *Server) authenticator(c *identity.Classifier) (Authenticator, error) {
 	j := s.cfg.Identity.JWT
 	if j == nil {
-		return identity.NewAuthenticator(c), nil
+		return identity.NewAuthenticator(c, identity.WithClock(s.now)), nil
 	}
 	v, err := identity.NewJWTVerifier(identity.JWTConfig{
 		Issuer:         j.Issuer,
@@ -38,5 +38,5 @@ func (s *Server) authenticator(c *identity.Classifier) (Authenticator, error) {
 		}
 		return nil
 	})
-	return identity.NewAuthenticator(c, identity.WithJWT(v)), nil
+	return identity.NewAuthenticator(c, identity.WithJWT(v), identity.WithClock(s.now)), nil
 }

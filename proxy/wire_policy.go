@@ -43,8 +43,8 @@ const (
 // The policy New loaded must pass its own tests too: the proxy does not start with a
 // policy whose tests fail.
 func (s *Server) wirePolicy(ctx context.Context) error {
-	r := &policyReloader{s: s, paths: policyPaths(s.cfg), done: make(chan struct{})}
-	if err := r.reload(ctx, r.paths, triggerStart); err != nil {
+	r := &policyReloader{s: s, paths: policyPaths(s.cfg), data: s.cfg.PolicyData(), done: make(chan struct{})}
+	if err := r.reload(ctx, r.paths, r.data, triggerStart); err != nil {
 		return fmt.Errorf("policy.paths: %w", err)
 	}
 	w, err := fsnotify.NewWatcher()
@@ -77,6 +77,7 @@ type policyReloader struct {
 
 	mu    sync.Mutex // guards the fields below; never held across a reload
 	paths []string
+	data  map[string]any // data.ztp_config, from the config in force
 	// trees are the watched directories under policy.paths: any change in them counts,
 	// and so does the removal or renaming of one of them.
 	trees map[string]bool
@@ -88,34 +89,34 @@ type policyReloader struct {
 	parents map[string][]string
 }
 
-// reload loads and tests the policy at paths (nil: the current policy.paths) and, when its
-// version differs from the active one, audits the change and swaps it in. A rejected
-// candidate is logged and audited, and the active policy stays. On success paths become
-// the current policy.paths.
-func (r *policyReloader) reload(ctx context.Context, paths []string, trigger string) error {
+// reload loads and tests the policy at paths with data as data.ztp_config (paths nil: the
+// current policy.paths and data) and, when its version differs from the active one,
+// audits the change and swaps it in. A rejected candidate is logged and audited, and the
+// active policy stays. On success paths and data become the current ones.
+func (r *policyReloader) reload(ctx context.Context, paths []string, data map[string]any, trigger string) error {
 	// Held across the swap and the update of paths, so that a reload of the old paths
 	// cannot overtake a SIGHUP that changed them.
 	r.reloadMu.Lock()
 	defer r.reloadMu.Unlock()
 	if paths == nil {
 		r.mu.Lock()
-		paths = r.paths
+		paths, data = r.paths, r.data
 		r.mu.Unlock()
 	}
-	if err := r.load(ctx, paths, trigger); err != nil {
+	if err := r.load(ctx, paths, data, trigger); err != nil {
 		return err
 	}
 	r.mu.Lock()
-	r.paths = paths
+	r.paths, r.data = paths, data
 	r.mu.Unlock()
 	return nil
 }
 
-func (r *policyReloader) load(ctx context.Context, paths []string, trigger string) error {
+func (r *policyReloader) load(ctx context.Context, paths []string, data map[string]any, trigger string) error {
 	s := r.s
 	old := s.pipeline.active().eval.Version()
 
-	eng, rep, err := policy.LoadTested(ctx, policy.Options{Paths: paths})
+	eng, rep, err := policy.LoadTested(ctx, policy.Options{Paths: paths, Config: data})
 	if err != nil {
 		if trigger == triggerStart {
 			return err
@@ -142,12 +143,13 @@ func (r *policyReloader) load(ctx context.Context, paths []string, trigger strin
 }
 
 // apply is the reloader Server.Reload calls with the new config: the policy is read again
-// from the (possibly changed) policy.paths. policy.mode is fixed at start-up.
+// from the (possibly changed) policy.paths, with the config's data.ztp_config (changed
+// budgets make a new policy version). policy.mode is fixed at start-up.
 func (r *policyReloader) apply(ctx context.Context, cfg *config.Config) error {
 	if cfg.Policy.Mode != string(r.s.pipeline.mode) {
 		r.s.log.Warn("policy.mode changed in the config; it takes effect on restart", "running", r.s.pipeline.mode, "config", cfg.Policy.Mode)
 	}
-	if err := r.reload(ctx, policyPaths(cfg), triggerHUP); err != nil {
+	if err := r.reload(ctx, policyPaths(cfg), cfg.PolicyData(), triggerHUP); err != nil {
 		return err
 	}
 	r.rewatch()
@@ -180,7 +182,7 @@ func (r *policyReloader) run() {
 			// change made right after this reload is seen too.
 			r.rewatch()
 			ctx, cancel := context.WithTimeout(context.Background(), policyReloadTimeout)
-			r.reload(ctx, nil, triggerFile) // logged and audited; nothing more to do here
+			r.reload(ctx, nil, nil, triggerFile) // logged and audited; nothing more to do here
 			cancel()
 		}
 	}

@@ -33,7 +33,7 @@ func newValidateCommand() *cobra.Command {
 				paths[i] = cfg.Resolve(p)
 			}
 			// The same check as start-up: the policy compiles and passes its own tests.
-			eng, _, err := policy.LoadTested(cmd.Context(), policy.Options{Paths: paths})
+			eng, _, err := policy.LoadTested(cmd.Context(), policy.Options{Paths: paths, Config: cfg.PolicyData()})
 			if err != nil {
 				return fmt.Errorf("policy: %w", err)
 			}

@@ -474,3 +474,22 @@ func TestAuditHelpHasExamples(t *testing.T) {
 		t.Errorf("ztpctl audit has %d subcommands, want export, verify, checkpoint, keygen", len(audit.Commands()))
 	}
 }
+
+// A record larger than gRPC's default 4 MiB message (a large request, recorded whole)
+// must not make the export fail: the control API and ztpctl carry it.
+func TestAuditExportRecordOverFourMiB(t *testing.T) {
+	env := proxytest.Start(t, proxytest.Options{Audit: "  readers: [auditors]\n"})
+	body := bytes.Repeat([]byte{0xff}, 3584<<10) // 3.5 MiB; base64 in the record: 4.7 MiB
+	if _, err := env.Dial(t, proxytest.DeployerID).UnaryCall(proxytest.Ctx(t), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: body}}); err != nil {
+		t.Fatal(err)
+	}
+	env.Server.Pipeline().WaitOutcomes()
+	out, err := ztpctl(t, env, auditorID, "audit", "export", "--method", "*/UnaryCall")
+	if err != nil {
+		t.Fatalf("audit export: %v", err)
+	}
+	recs := parseLines(t, out)
+	if len(recs) == 0 || len(recs[0].Request) < 4<<20 {
+		t.Fatalf("export lacks the large record (%d records)", len(recs))
+	}
+}

@@ -95,7 +95,7 @@ func TestJWTThroughTheProxy(t *testing.T) {
 	other := testjwt.NewKeys(t) // not in the JWKS
 	env, clock := startBreakglassEnv(t, proxytest.Options{
 		ClientAuth: "verify_if_given",
-		Identity:   "  jwt:\n    issuer: " + testjwt.Issuer + "\n    audience: " + testjwt.Audience + "\n    jwks_file: " + keys.JWKS(t) + "\n    leeway: 30s\n",
+		Identity:   proxytest.JWTIdentity(keys.JWKS(t), "30s"),
 		Principals: "    - match: \"*@example.com\"\n      kind: human\n      groups: [sre]\n",
 	})
 	now := clock.Now()
@@ -204,7 +204,7 @@ func TestOnePersonCertAndToken(t *testing.T) {
 	keys := testjwt.NewKeys(t)
 	env, clock := startBreakglassEnv(t, proxytest.Options{
 		ClientAuth: "verify_if_given",
-		Identity:   "  jwt:\n    issuer: " + testjwt.Issuer + "\n    audience: " + testjwt.Audience + "\n    jwks_file: " + keys.JWKS(t) + "\n",
+		Identity:   proxytest.JWTIdentity(keys.JWKS(t), ""),
 		// carol@example.com is the person spiffe://example.org/lead/carol, whose
 		// certificate the default rules classify as a lead.
 		Principals: "    - match: \"*@example.com\"\n      kind: human\n      groups: [sre, sre-leads]\n      person: \"spiffe://example.org/lead/{*}\"\n",

@@ -15,10 +15,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 
 	ztpv1 "github.com/ztp-dev/ztp/api/ztp/v1"
 	"github.com/ztp-dev/ztp/audit"
+	"github.com/ztp-dev/ztp/config"
 	"github.com/ztp-dev/ztp/decode"
 	"github.com/ztp-dev/ztp/policy"
 )
@@ -34,6 +36,7 @@ policy version is active.`,
 	cmd.AddCommand(
 		newPolicyTestCommand(g),
 		newPolicyEvalCommand(g),
+		newPolicyInputCommand(g),
 		newPolicyReplayCommand(g),
 		newPolicyLibCommand(),
 		newPolicyVersionCommand(g),
@@ -86,6 +89,7 @@ type policyTestOptions struct {
 	verbose   bool
 	filter    string
 	timeout   time.Duration
+	config    string
 }
 
 func newPolicyTestCommand(g *globalOptions) *cobra.Command {
@@ -116,6 +120,7 @@ excluded) is below it.`,
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "list every test, not only those that did not pass, with their print() output")
 	f.StringVar(&o.filter, "run", "", "run only tests whose name matches this regular expression")
 	f.DurationVar(&o.timeout, "test-timeout", 5*time.Second, "timeout of one test")
+	configFlag(f, &o.config)
 	return cmd
 }
 
@@ -136,11 +141,16 @@ func (o *policyTestOptions) run(cmd *cobra.Command, g *globalOptions, paths []st
 	if len(paths) == 0 {
 		paths = []string{"."}
 	}
+	data, err := configData(o.config)
+	if err != nil {
+		return err
+	}
 	rep, err := policy.RunTests(policyCmdContext(cmd), policy.TestOptions{
 		Paths:    paths,
 		Run:      o.filter,
 		Coverage: o.coverage || o.threshold > 0,
 		Timeout:  o.timeout,
+		Config:   data,
 	})
 	if err != nil {
 		return err
@@ -387,6 +397,8 @@ type policyEvalOptions struct {
 	input      string
 	breakglass string
 	mode       string
+	explain    string
+	config     string
 }
 
 func newPolicyEvalCommand(g *globalOptions) *cobra.Command {
@@ -401,41 +413,61 @@ for the policy, as they would never be in the proxy. --breakglass simulates an a
 grant whose scope covers the method: it sets input.breakglass and lets the grant
 override deny (never forbid).
 
+--explain adds the value of every rule of package ztp for this input (intermediate
+rules included: which ones fired, and what they computed); --explain=notes|fails|full
+also prints OPA's evaluation trace at that level, as 'opa eval --explain' does.
+
+An audit record (a line of 'ztpctl audit export -o jsonl') given as the input is
+turned into the input the proxy evaluated for it, as 'policy replay' does, with a note
+on standard error. An input that lacks fields the proxy always sets gets a warning
+naming them: rules reading them are undefined, which usually reads as "not allowed".
+'ztpctl policy input' builds a complete input from a request.
+
 The exit status is 0 whatever the verdict; it is non-zero when the policy does not
 load or the input cannot be read.`,
 		Example: `  ztpctl policy eval --policy policies/ --input put.json
   echo '{"principal":{"id":"spiffe://example.org/user/alice","kind":"human","groups":["sre"]},
          "method":"/etcdserverpb.KV/Put","rpc":"Put","request":{"key":"Zm9v"},"request_decoded":true}' |
-    ztpctl policy eval --policy policies/ --input - --breakglass bg-42 -o json`,
+    ztpctl policy eval --policy policies/ --input - --breakglass bg-42 -o json
+  ztpctl audit export --db audit.db --seq 1234 -o jsonl | ztpctl policy eval --policy policies/ --input - --explain=fails`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd, g) },
 	}
 	f := cmd.Flags()
 	f.StringArrayVar(&o.policies, "policy", nil, "policy file or directory (repeatable)")
+	configFlag(f, &o.config)
 	f.StringVar(&o.input, "input", "", `input document (JSON), "-" for standard input`)
 	f.StringVar(&o.breakglass, "breakglass", "", "simulate an active break-glass grant with this id")
 	f.StringVar(&o.mode, "mode", "enforce", "policy mode: enforce | dryrun")
+	f.StringVar(&o.explain, "explain", "", "show every rule's value; =notes|fails|full adds OPA's trace at that level")
+	f.Lookup("explain").NoOptDefVal = explainRules
 	cmd.MarkFlagRequired("policy")
 	cmd.MarkFlagRequired("input")
 	return cmd
 }
 
 type evalJSON struct {
-	Verdict        string          `json:"verdict"`
-	Forward        bool            `json:"forward"`
-	Reasons        []string        `json:"reasons"`
-	Why            string          `json:"why"`
-	StatusMessage  string          `json:"status_message,omitempty"`
-	Allow          bool            `json:"allow"`
-	AllowUndefined bool            `json:"allow_undefined"`
-	Deny           []string        `json:"deny"`
-	Forbid         []string        `json:"forbid"`
-	Budgets        []policy.Budget `json:"budgets"`
-	Error          string          `json:"error,omitempty"`
-	Grant          string          `json:"breakglass_grant,omitempty"`
-	Mode           string          `json:"mode"`
-	Version        string          `json:"policy_version"`
+	Verdict        string             `json:"verdict"`
+	Forward        bool               `json:"forward"`
+	Reasons        []string           `json:"reasons"`
+	Why            string             `json:"why"`
+	StatusMessage  string             `json:"status_message,omitempty"`
+	Allow          bool               `json:"allow"`
+	AllowUndefined bool               `json:"allow_undefined"`
+	Deny           []string           `json:"deny"`
+	Forbid         []string           `json:"forbid"`
+	Budgets        []policy.Budget    `json:"budgets"`
+	Error          string             `json:"error,omitempty"`
+	Grant          string             `json:"breakglass_grant,omitempty"`
+	Mode           string             `json:"mode"`
+	Version        string             `json:"policy_version"`
+	Warnings       []string           `json:"warnings,omitempty"`
+	Rules          []policy.RuleValue `json:"rules,omitempty"` // --explain
+	Trace          string             `json:"trace,omitempty"` // --explain=notes|fails|full
 }
+
+// explainRules is --explain without a level: rule values, no trace.
+const explainRules = "rules"
 
 func (o *policyEvalOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	if err := g.checkOutput(); err != nil {
@@ -445,9 +477,23 @@ func (o *policyEvalOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	if err != nil {
 		return fmt.Errorf("--mode: %w", err)
 	}
+	explainLevel := o.explain
+	switch {
+	case o.explain == explainRules:
+		explainLevel = policy.ExplainNone
+	case o.explain != "" && !slices.Contains(policy.ExplainLevels, o.explain):
+		return fmt.Errorf("--explain: want one of %s, got %q", strings.Join(append([]string{explainRules}, policy.ExplainLevels...), ", "), o.explain)
+	}
 	input, err := readEvalInput(cmd, o.input)
 	if err != nil {
 		return err
+	}
+	input, warnings, err := asPolicyInput(input)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+w)
 	}
 	if o.breakglass != "" {
 		bg, _ := input["breakglass"].(map[string]any)
@@ -458,7 +504,11 @@ func (o *policyEvalOptions) run(cmd *cobra.Command, g *globalOptions) error {
 		input["breakglass"] = bg
 	}
 	ctx := policyCmdContext(cmd)
-	eng, err := policy.Load(ctx, policy.Options{Paths: o.policies})
+	data, err := configData(o.config)
+	if err != nil {
+		return err
+	}
+	eng, err := policy.Load(ctx, policy.Options{Paths: o.policies, Config: data})
 	if err != nil {
 		return err
 	}
@@ -467,7 +517,14 @@ func (o *policyEvalOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	out := evalJSON{
 		Verdict: v.Decision, Forward: v.Forward(), Reasons: emptyIfNil(v.Reasons), Why: policy.Explain(res, evalErr, mode, o.breakglass),
 		Allow: res.Allow, AllowUndefined: res.AllowUndefined, Deny: emptyIfNil(res.Deny), Forbid: emptyIfNil(res.Forbid),
-		Budgets: res.Budgets, Grant: v.Grant, Mode: string(mode), Version: eng.Version(),
+		Budgets: res.Budgets, Grant: v.Grant, Mode: string(mode), Version: eng.Version(), Warnings: warnings,
+	}
+	if o.explain != "" {
+		ex, err := eng.Explain(ctx, input, explainLevel)
+		if err != nil {
+			return err
+		}
+		out.Rules, out.Trace = ex.Rules, ex.Trace
 	}
 	if out.Budgets == nil {
 		out.Budgets = []policy.Budget{}
@@ -508,6 +565,9 @@ func (o *policyEvalOptions) run(cmd *cobra.Command, g *globalOptions) error {
 		fmt.Fprintf(w, "error:    %v\n", evalErr)
 	}
 	fmt.Fprintf(w, "policy:   %s (mode %s)\n", eng.Version(), mode)
+	if o.explain != "" {
+		writeExplain(w, out.Rules, out.Trace)
+	}
 	return nil
 }
 
@@ -565,6 +625,7 @@ type policyReplayOptions struct {
 	failOn      string
 	examples    int
 	now         func() time.Time
+	config      string
 }
 
 func newPolicyReplayCommand(g *globalOptions) *cobra.Command {
@@ -599,6 +660,7 @@ direction is found.`,
 	}
 	f := cmd.Flags()
 	f.StringArrayVar(&o.policies, "policy", nil, "candidate policy file or directory (repeatable)")
+	configFlag(f, &o.config)
 	f.StringVar(&o.db, "db", "", "audit log file (bbolt) to replay")
 	f.StringVar(&o.jsonl, "jsonl", "", `audit records as JSON lines (ztpctl audit export), "-" for standard input`)
 	f.StringVar(&o.since, "since", "", "replay records from this time on: RFC 3339, a date, or a duration back from now (24h, 7d)")
@@ -630,7 +692,11 @@ func (o *policyReplayOptions) run(cmd *cobra.Command, g *globalOptions) error {
 		return err
 	}
 	ctx := policyCmdContext(cmd)
-	eng, err := policy.Load(ctx, policy.Options{Paths: o.policies})
+	data, err := configData(o.config)
+	if err != nil {
+		return err
+	}
+	eng, err := policy.Load(ctx, policy.Options{Paths: o.policies, Config: data})
 	if err != nil {
 		return err
 	}
@@ -795,4 +861,23 @@ own package ztp.lib uses that instead, e.g. a copy saved with this command to pi
 			return err
 		},
 	}
+}
+
+// configFlag adds --config: the proxy's ztp.yaml, whose settings policies read as
+// data.ztp_config (the change budgets' limits).
+func configFlag(f *pflag.FlagSet, to *string) {
+	f.StringVar(to, "config", "", "the proxy's ztp.yaml: give the policy data.ztp_config as the proxy does (budget limits)")
+}
+
+// configData reads data.ztp_config from the config file at path ("": none). The files
+// the config names are not opened: a CI job has the policies and ztp.yaml, not the keys.
+func configData(path string) (map[string]any, error) {
+	if path == "" {
+		return nil, nil
+	}
+	cfg, err := config.LoadOffline(path)
+	if err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	return cfg.PolicyData(), nil
 }

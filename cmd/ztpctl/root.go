@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"strings"
@@ -107,7 +108,10 @@ func (g *globalOptions) dial() (*grpc.ClientConn, error) {
 	default:
 		return nil, errors.New("no credentials: give --cert and --key (or ZTP_CERT/ZTP_KEY), or --token-file")
 	}
-	opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+		// An audit export chunk carries whole records, and one record of a maximal
+		// request is larger than gRPC's default 4 MiB receive limit.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
 	return grpc.NewClient(g.server, opts...)
 }
 

@@ -34,6 +34,7 @@ import (
 
 	"github.com/ztp-dev/ztp/audit"
 	"github.com/ztp-dev/ztp/config"
+	"github.com/ztp-dev/ztp/internal/testjwt"
 	"github.com/ztp-dev/ztp/pki"
 	"github.com/ztp-dev/ztp/proxy"
 )
@@ -79,6 +80,12 @@ type Backend struct {
 	cancelOnce sync.Once
 	Addr       string
 	srv        *grpc.Server
+
+	// Events feeds StreamingOutputCalls whose payload is "watch": each value
+	// sent is one response, as a watch delivers changes, until the call ends;
+	// WatchEnded then receives its context's error.
+	Events     chan []byte
+	WatchEnded chan error
 }
 
 // Stop stops the backend (for tests of an upstream that went away).
@@ -127,6 +134,19 @@ func (b *Backend) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*
 func (b *Backend) StreamingOutputCall(req *testgrpc.StreamingOutputCallRequest, ss grpc.ServerStreamingServer[testgrpc.StreamingOutputCallResponse]) error {
 	b.seen(ss.Context())
 	b.Messages.Add(1)
+	if string(req.GetPayload().GetBody()) == "watch" {
+		for {
+			select {
+			case ev := <-b.Events:
+				if err := ss.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: ev}}); err != nil {
+					return err
+				}
+			case <-ss.Context().Done():
+				b.WatchEnded <- ss.Context().Err()
+				return ss.Context().Err()
+			}
+		}
+	}
 	for _, p := range req.GetResponseParameters() {
 		body := make([]byte, p.GetSize())
 		if err := ss.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: body}}); err != nil {
@@ -178,7 +198,7 @@ func StartBackend(t testing.TB) *Backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &Backend{Addr: lis.Addr().String(), Canceled: make(chan struct{})}
+	b := &Backend{Addr: lis.Addr().String(), Canceled: make(chan struct{}), Events: make(chan []byte), WatchEnded: make(chan error, 16)}
 	s := grpc.NewServer()
 	b.srv = s
 	testgrpc.RegisterTestServiceServer(s, b)
@@ -595,4 +615,16 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// JWTIdentity is Options.Identity accepting bearer tokens of testjwt's issuer
+// and audience signed by a key of jwksFile, with leeway (config syntax, e.g.
+// "30s"; "" leaves the default). Token-only clients also need ClientAuth
+// verify_if_given.
+func JWTIdentity(jwksFile, leeway string) string {
+	y := "  jwt:\n    issuer: " + testjwt.Issuer + "\n    audience: " + testjwt.Audience + "\n    jwks_file: " + jwksFile + "\n"
+	if leeway != "" {
+		y += "    leeway: " + leeway + "\n"
+	}
+	return y
 }
