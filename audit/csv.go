@@ -16,7 +16,8 @@ import (
 //	justification, ticket                  why (x-ztp-justification, x-ztp-ticket)
 //	decision, reasons, grant, policy_version  the decision (reasons joined by "; ")
 //	ref, code, duration_ms, messages_in, messages_out  outcome records
-//	detail                                 system, policy and breakglass records
+//	detail                                 system, policy and breakglass records; outcome status
+//	                                       message; why a request was not decoded
 //	metadata                               client metadata as a JSON object
 //	prev_hash, hash                        the chain
 //	request_bytes, request_sha256, request_truncated  the message's size and

@@ -90,7 +90,10 @@ type Record struct {
 	MessagesIn  uint64  `json:"messages_in,omitempty"`
 	MessagesOut uint64  `json:"messages_out,omitempty"`
 
-	Detail string `json:"detail,omitempty"` // free text for system and policy records
+	// Detail is free text for system and policy records, the status message
+	// on outcome records, and on a request record whose request was not
+	// decoded, the reason's name (decode.Reason: "too_complex", …).
+	Detail string `json:"detail,omitempty"`
 
 	PrevHash string `json:"prev_hash"`
 	Hash     string `json:"hash"`

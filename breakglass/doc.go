@@ -23,6 +23,10 @@
 //     the approver groups other than the requester, each counted once.
 //     Expired, revoked and denied grants cannot be approved. The requester
 //     or any approver may revoke.
+//   - One person, under any of their ids, has at most Options.MaxPending
+//     requests waiting for approval (breakglass.max_pending_per_person); the
+//     next is refused with [ErrTooManyPending] naming them, and costs neither
+//     an audit record nor a notification.
 //   - Expiry is exact: [Store.Active] compares the caller's clock with the
 //     expiry on every message, so a grant stops working at its expiry
 //     instant whether or not the sweeper has recorded the "expired" state.

@@ -31,6 +31,10 @@ var (
 	// that already ended.
 	ErrWrongState = errors.New("breakglass: wrong grant state")
 
+	// ErrTooManyPending is returned when the requester's person already has
+	// Options.MaxPending requests waiting for approval; the message names them.
+	ErrTooManyPending = errors.New("breakglass: too many pending requests")
+
 	// ErrUnavailable is returned when a state change could not be audited or
 	// persisted; the change did not take effect.
 	ErrUnavailable = errors.New("breakglass: state change not recorded")

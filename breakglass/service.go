@@ -139,6 +139,8 @@ func toStatus(err error) error {
 		code = codes.PermissionDenied
 	case errors.Is(err, ErrAlreadyApproved), errors.Is(err, ErrWrongState):
 		code = codes.FailedPrecondition
+	case errors.Is(err, ErrTooManyPending):
+		code = codes.ResourceExhausted
 	case errors.Is(err, ErrUnavailable):
 		code = codes.Unavailable
 	}

@@ -30,6 +30,10 @@ var bucketGrants = []byte("breakglass_grants")
 const (
 	DefaultAuditTimeout  = 5 * time.Second
 	DefaultSweepInterval = time.Second
+	// DefaultMaxPending is Options.MaxPending's default: enough for an incident
+	// that needs a few scopes at once, few enough that one person cannot flood
+	// the approvers (each request is an audit record and a notification).
+	DefaultMaxPending = 3
 )
 
 // Auditor durably appends audit records; a nil error means committed.
@@ -60,6 +64,10 @@ type Options struct {
 	MaxDuration       time.Duration // breakglass.max_duration (required)
 	ApprovalsRequired int           // 0: a grant is active as soon as it is requested
 	ApproverGroups    []string      // groups whose humans may approve, deny and revoke
+	// MaxPending bounds the requests one person (see PersonOf) may have
+	// waiting for approval at once (default DefaultMaxPending); the next one
+	// is refused with ErrTooManyPending naming them.
+	MaxPending int
 
 	Audit    Auditor          // required: every state change is recorded here first
 	Notifier Notifier         // optional
@@ -137,6 +145,9 @@ func Open(ctx context.Context, db *bolt.DB, opts Options) (*Store, error) {
 	}
 	if opts.SweepInterval <= 0 {
 		opts.SweepInterval = DefaultSweepInterval
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = DefaultMaxPending
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -273,11 +284,15 @@ func (s *Store) Request(ctx context.Context, p identity.Principal, r GrantReques
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	now := s.opts.Now()
+	if ids := s.pendingOf(p, now); len(ids) >= s.opts.MaxPending {
+		return Grant{}, fmt.Errorf("%w: you have %d request(s) waiting for approval (%s) and breakglass.max_pending_per_person is %d; have one approved or denied, or revoke one you no longer need (ztpctl breakglass revoke ID), then ask again",
+			ErrTooManyPending, len(ids), strings.Join(ids, ", "), s.opts.MaxPending)
+	}
 	id, err := s.newID()
 	if err != nil {
 		return Grant{}, err
 	}
-	now := s.opts.Now()
 	g := &Grant{
 		ID: id, Requester: p.ID, RequesterPerson: p.Person, Reason: r.Reason, Ticket: r.Ticket,
 		Scope: r.Scope, Duration: r.Duration, State: StatePending,
@@ -299,6 +314,23 @@ func (s *Store) Request(ctx context.Context, p identity.Principal, r GrantReques
 		return Grant{}, err
 	}
 	return g.view(now), nil
+}
+
+// pendingOf lists, oldest first, the grants p's person (under any of its ids,
+// see Grant.requestedBy) requested that are pending at now. Caller holds mu.
+func (s *Store) pendingOf(p identity.Principal, now time.Time) []string {
+	var gs []*Grant
+	for _, g := range s.grants {
+		if st, _ := g.at(now); st == StatePending && g.requestedBy(p, s.opts.PersonOf) {
+			gs = append(gs, g)
+		}
+	}
+	slices.SortFunc(gs, func(a, b *Grant) int { return cmp.Or(a.Created.Compare(b.Created), strings.Compare(a.ID, b.ID)) })
+	ids := make([]string, len(gs))
+	for i, g := range gs {
+		ids[i] = g.ID
+	}
+	return ids
 }
 
 func activate(g *Grant, now time.Time) {

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/ztp-dev/ztp/decode"
 )
 
 // Config is the parsed ztp.yaml. Field names mirror the YAML keys.
@@ -96,6 +98,10 @@ type Breakglass struct {
 	ApprovalsRequired int           `yaml:"approvals_required"` // 0 = self-service
 	ApproverGroups    []string      `yaml:"approver_groups"`
 	NotifyWebhook     string        `yaml:"notify_webhook"`
+	// MaxPendingPerPerson bounds the requests one person may have waiting for
+	// approval (0: breakglass.DefaultMaxPending): each is an audit record and
+	// a notification to the approvers.
+	MaxPendingPerPerson int `yaml:"max_pending_per_person"`
 }
 
 // Metrics configures the operational HTTP endpoint.
@@ -139,6 +145,11 @@ type Upstream struct {
 	Descriptors string      `yaml:"descriptors"`
 	Reflection  bool        `yaml:"reflection"`
 	TLS         UpstreamTLS `yaml:"tls"`
+	// AllowDuplicateFields admits messages in which a non-repeated field
+	// occurs more than once. They are decided as protobuf-go reads them,
+	// which may not be how the upstream reads them (etcd keeps the last
+	// occurrence of a message field where protobuf-go merges them).
+	AllowDuplicateFields bool `yaml:"allow_duplicate_fields"`
 }
 
 // UpstreamTLS is how the proxy connects to an upstream.
@@ -210,6 +221,17 @@ type Limits struct {
 	MaxUnaryDeadline     time.Duration `yaml:"max_unary_deadline"`
 	MaxHeaderBytes       uint32        `yaml:"max_header_bytes"` // request metadata per call
 	MaxConnections       int           `yaml:"max_connections"`  // 0 = unlimited
+	// FirstMessageTimeout ends a call whose client sent no request message
+	// within it (default DefaultFirstMessageTimeout).
+	FirstMessageTimeout time.Duration `yaml:"first_message_timeout"`
+	// MaxStreamsPerPrincipal bounds the calls one principal has open at once,
+	// across all its connections (default DefaultMaxStreamsPerPrincipal).
+	MaxStreamsPerPrincipal int `yaml:"max_streams_per_principal"`
+	// MaxDecodedNodes and MaxDecodeDepth bound the work of decoding one
+	// request message (field occurrences; nested messages): a message over
+	// either is decided undecoded, as too_complex.
+	MaxDecodedNodes int `yaml:"max_decoded_nodes"`
+	MaxDecodeDepth  int `yaml:"max_decode_depth"`
 }
 
 // Defaults applied to keys the file leaves out.
@@ -218,6 +240,14 @@ const (
 	DefaultMaxConcurrentStreams = 1000
 	DefaultMaxHeaderBytes       = 64 << 10
 	maxMessageBytesCeiling      = 256 << 20
+
+	// Every gRPC client sends the request of a unary or server-streaming call
+	// with the call itself, and etcd's clients send a watch's or keep-alive's
+	// first request as they open the stream: 10s is far beyond any of them.
+	DefaultFirstMessageTimeout = 10 * time.Second
+	// One client on one connection can never reach it (max_concurrent_streams
+	// is 1000 per connection too); it bounds a principal that opens many.
+	DefaultMaxStreamsPerPrincipal = 1000
 )
 
 // Error is one problem with the file, located by line and key path.
@@ -479,6 +509,18 @@ func (c *Config) applyDefaults() {
 	if c.Limits.MaxHeaderBytes == 0 {
 		c.Limits.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	if c.Limits.FirstMessageTimeout == 0 {
+		c.Limits.FirstMessageTimeout = DefaultFirstMessageTimeout
+	}
+	if c.Limits.MaxStreamsPerPrincipal == 0 {
+		c.Limits.MaxStreamsPerPrincipal = DefaultMaxStreamsPerPrincipal
+	}
+	if c.Limits.MaxDecodedNodes == 0 {
+		c.Limits.MaxDecodedNodes = decode.DefaultMaxNodes
+	}
+	if c.Limits.MaxDecodeDepth == 0 {
+		c.Limits.MaxDecodeDepth = decode.DefaultMaxDepth
+	}
 	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
@@ -650,6 +692,9 @@ func (p *parser) validate(c *Config) {
 	if bg.ApprovalsRequired > 0 && len(bg.ApproverGroups) == 0 {
 		p.errorf("breakglass.approver_groups", "required when approvals_required > 0")
 	}
+	if _, set := p.lines["breakglass.max_pending_per_person"]; set && (bg.MaxPendingPerPerson < 1 || bg.MaxPendingPerPerson > 100) {
+		p.errorf("breakglass.max_pending_per_person", "must be between 1 and 100")
+	}
 	if bg.NotifyWebhook != "" {
 		if u, err := url.Parse(bg.NotifyWebhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			p.errorf("breakglass.notify_webhook", "must be an http(s) URL")
@@ -696,6 +741,21 @@ func (p *parser) validate(c *Config) {
 	}
 	if c.Limits.MaxConnections < 0 {
 		p.errorf("limits.max_connections", "must not be negative")
+	}
+	// No way to switch these off: a stream that never sends a message, or a
+	// principal holding streams without bound, costs the proxy memory and a
+	// goroutine each, for as long as the client likes.
+	if c.Limits.FirstMessageTimeout < time.Second || c.Limits.FirstMessageTimeout > 5*time.Minute {
+		p.errorf("limits.first_message_timeout", "must be between 1s and 5m")
+	}
+	if c.Limits.MaxStreamsPerPrincipal < 1 {
+		p.errorf("limits.max_streams_per_principal", "must be at least 1")
+	}
+	if c.Limits.MaxDecodedNodes < 1 {
+		p.errorf("limits.max_decoded_nodes", "must be at least 1")
+	}
+	if c.Limits.MaxDecodeDepth < 1 || c.Limits.MaxDecodeDepth > decode.MaxDepthCeiling {
+		p.errorf("limits.max_decode_depth", "must be between 1 and %d", decode.MaxDepthCeiling)
 	}
 	if c.Limits.MaxHeaderBytes < 1024 {
 		p.errorf("limits.max_header_bytes", "must be at least 1024")

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ztp-dev/ztp/decode"
 	"github.com/ztp-dev/ztp/pki"
 )
 
@@ -85,6 +86,9 @@ func TestParseValid(t *testing.T) {
 	if c.Limits.MaxMessageBytes != DefaultMaxMessageBytes || c.Limits.MaxConcurrentStreams != DefaultMaxConcurrentStreams {
 		t.Errorf("limit defaults = %+v", c.Limits)
 	}
+	if c.Limits.MaxDecodedNodes != decode.DefaultMaxNodes || c.Limits.MaxDecodeDepth != decode.DefaultMaxDepth || c.Upstreams[0].AllowDuplicateFields {
+		t.Errorf("decode defaults: nodes %d depth %d allow_duplicate_fields %v", c.Limits.MaxDecodedNodes, c.Limits.MaxDecodeDepth, c.Upstreams[0].AllowDuplicateFields)
+	}
 	if c.Limits.MaxUnaryDeadline != 30*time.Second {
 		t.Errorf("max_unary_deadline = %v, want 30s", c.Limits.MaxUnaryDeadline)
 	}
@@ -112,6 +116,9 @@ func TestParseErrors(t *testing.T) {
 		{"missing protoset", repl("etcd.protoset", "gone.protoset"), []string{"upstreams[0].descriptors: gone.protoset: no such file"}},
 		{"bad mode", add("  mode: yolo\n", "  paths: [policies/]\n"), []string{"policy.mode: must be enforce or dryrun"}},
 		{"wrong type", repl("max_unary_deadline: 30s", "max_unary_deadline: soon"), []string{"ztp.yaml:26:", "limits.max_unary_deadline"}},
+		{"negative decode nodes", add("  max_decoded_nodes: -1\n"), []string{"ztp.yaml:27: limits.max_decoded_nodes: must be at least 1"}},
+		{"decode depth above protobuf's", add("  max_decode_depth: 10001\n"), []string{"ztp.yaml:27: limits.max_decode_depth: must be between 1 and 10000"}},
+		{"allow_duplicate_fields not a bool", repl("    tls: { insecure: true }\n", "    tls: { insecure: true }\n    allow_duplicate_fields: sometimes\n"), []string{"ztp.yaml:20:", "upstreams[0].allow_duplicate_fields"}},
 		{"duplicate upstream", add("  - name: etcd\n    address: a:1\n    services: [x]\n", "    tls: { insecure: true }\n"), []string{"upstreams[1].name: duplicate upstream name"}},
 		{"no audit path", repl("  path: data/audit.db\n", ""), []string{"audit.path: required"}},
 		{"audit dir missing", repl("data/audit.db", "nodir/audit.db"), []string{"audit.path: directory"}},
@@ -268,5 +275,36 @@ func TestSecureDefaults(t *testing.T) {
 	c, err := Parse(filepath.Join(dir, "ztp.yaml"), []byte(ok))
 	if err != nil || !c.Breakglass.Enabled {
 		t.Errorf("explicit self-service breakglass: %v, enabled=%v; want accepted and enabled", err, c != nil && c.Breakglass.Enabled)
+	}
+}
+
+// TestStreamBoundsAndPendingBound: the stream bounds cannot be switched off,
+// and their defaults (and the pending bound's) apply when the keys are absent.
+func TestStreamBoundsAndPendingBound(t *testing.T) {
+	dir := fixture(t)
+	c, err := Parse(filepath.Join(dir, "ztp.yaml"), []byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Limits.FirstMessageTimeout != DefaultFirstMessageTimeout || c.Limits.MaxStreamsPerPrincipal != DefaultMaxStreamsPerPrincipal || c.Breakglass.MaxPendingPerPerson != 0 {
+		t.Errorf("defaults: first_message_timeout %v, max_streams_per_principal %d, max_pending_per_person %d; want %v, %d and 0 (the store's default)",
+			c.Limits.FirstMessageTimeout, c.Limits.MaxStreamsPerPrincipal, c.Breakglass.MaxPendingPerPerson, DefaultFirstMessageTimeout, DefaultMaxStreamsPerPrincipal)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"  first_message_timeout: 500ms\n", "limits.first_message_timeout: must be between 1s and 5m"},
+		{"  first_message_timeout: 1h\n", "limits.first_message_timeout: must be between 1s and 5m"},
+		{"  first_message_timeout: -1s\n", "limits.first_message_timeout: must be between 1s and 5m"},
+		{"  max_streams_per_principal: -1\n", "limits.max_streams_per_principal: must be at least 1"},
+	} {
+		_, err := Parse(filepath.Join(dir, "ztp.yaml"), []byte(add(tc.yaml, "limits:\n")(valid)))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("limits %q: Parse() = %v, want error containing %q", tc.yaml, err, tc.want)
+		}
+	}
+	for _, v := range []string{"0", "101"} {
+		_, err := Parse(filepath.Join(dir, "ztp.yaml"), []byte(add("breakglass:\n  approvals_required: 0\n  max_pending_per_person: "+v+"\n")(valid)))
+		if err == nil || !strings.Contains(err.Error(), "breakglass.max_pending_per_person: must be between 1 and 100") {
+			t.Errorf("max_pending_per_person %s: Parse() = %v, want it refused naming the key", v, err)
+		}
 	}
 }

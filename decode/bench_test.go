@@ -47,7 +47,8 @@ func BenchmarkDecode(b *testing.B) {
 				for b.Loop() {
 					ok := false
 					if unknown {
-						_, _, _, ok = d.DecodeUnknown(ctx, bc.method, in)
+						_, _, _, err := d.DecodeUnknown(ctx, bc.method, in)
+						ok = err == nil
 					} else {
 						_, _, ok = d.Decode(ctx, bc.method, in)
 					}
@@ -87,6 +88,30 @@ func BenchmarkDecodeProtojson(b *testing.B) {
 				dec.UseNumber()
 				var v map[string]any
 				if err := dec.Decode(&v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkScan is the wire pre-scan alone, the part of BenchmarkDecode that
+// bounds and checks a message before it is unmarshalled.
+func BenchmarkScan(b *testing.B) {
+	p := testProtoset(b)
+	ctx := context.Background()
+	d := NewDecoder(p)
+	for _, bc := range benchCases {
+		in := benchInput(b, p, bc.msg, bc.json)
+		m, err := d.method(ctx, bc.method)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				s := scanner{types: m.types, plans: m.plans, maxNodes: DefaultMaxNodes, maxDepth: DefaultMaxDepth}
+				if err := s.scan(m.md.Input(), in); err != nil {
 					b.Fatal(err)
 				}
 			}

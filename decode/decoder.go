@@ -2,6 +2,7 @@ package decode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -33,6 +34,9 @@ type MethodInfo struct {
 // use; build one per descriptor source and keep it.
 type Decoder struct {
 	r Resolver
+	// Bounds and rules of the wire pre-scan (see scanner).
+	maxNodes, maxDepth int
+	allowDup           bool
 
 	mu sync.RWMutex
 	// methods holds, per full method name, what decoding needs beyond the
@@ -45,22 +49,60 @@ type method struct {
 	md    protoreflect.MethodDescriptor
 	info  MethodInfo
 	types typeResolver
+	// plans are the pre-scan's plans of the input and every message it can
+	// hold (immutable once built).
+	plans map[protoreflect.MessageDescriptor]*plan
 	// partialOK is true when no message reachable from the input has proto2
 	// required fields, so the unmarshal-time initialisation check, which
 	// allocates on dynamic messages, can be skipped without changing results.
 	partialOK bool
 }
 
+// Option configures a Decoder.
+type Option func(*Decoder)
+
+// WithLimits bounds the work of decoding one message: at most maxNodes field
+// occurrences (each element of a packed repeated field and each map entry
+// counts as one, as does every field of a message packed in an Any) and at
+// most maxDepth nested messages. A message over either is not decoded: the
+// error wraps [ErrTooComplex]. Zero or negative values keep the defaults,
+// [DefaultMaxNodes] and [DefaultMaxDepth]; maxDepth is capped at
+// [MaxDepthCeiling].
+func WithLimits(maxNodes, maxDepth int) Option {
+	return func(d *Decoder) {
+		if maxNodes > 0 {
+			d.maxNodes = maxNodes
+		}
+		if maxDepth > 0 {
+			d.maxDepth = min(maxDepth, MaxDepthCeiling)
+		}
+	}
+}
+
+// AllowDuplicateFields makes the Decoder accept messages in which a
+// non-repeated field, or two members of one oneof, occur more than once.
+// They are then decoded as protobuf-go reads them (the last scalar wins,
+// message occurrences are merged), which is not how every upstream reads
+// them: the policy may judge a different request than the upstream runs.
+func AllowDuplicateFields() Option {
+	return func(d *Decoder) { d.allowDup = true }
+}
+
 // NewDecoder returns a Decoder that looks methods up in r.
-func NewDecoder(r Resolver) *Decoder {
-	return &Decoder{r: r, methods: make(map[string]*method)}
+func NewDecoder(r Resolver, opts ...Option) *Decoder {
+	d := &Decoder{r: r, methods: make(map[string]*method), maxNodes: DefaultMaxNodes, maxDepth: DefaultMaxDepth}
+	for _, o := range opts {
+		o(d)
+	}
+	return d
 }
 
 // Decode unmarshals b as the method's input message and renders it as
 // [ToMap] does. ok is false when the method is unknown, the bytes do not
-// parse, or the message has no protojson form; info is still filled in when
-// the method is known. Numbers in req are json.Number, never float64, and
-// encoding req with encoding/json gives the protojson form.
+// parse, the message has no protojson form, is over the Decoder's limits or
+// has a non-repeated field twice ([Decoder.DecodeErr] says which); info is still
+// filled in when the method is known. Numbers in req are json.Number, never
+// float64, and encoding req with encoding/json gives the form [ToMap] documents.
 //
 // Decode never panics and never fails the call: what an undecodable request
 // means is the policy's decision.
@@ -76,14 +118,13 @@ func (d *Decoder) DecodeErr(ctx context.Context, fullMethod string, b []byte) (r
 	return req, info, err
 }
 
-// DecodeUnknown is [Decoder.Decode] that also reports where the message
+// DecodeUnknown is [Decoder.DecodeErr] that also reports where the message
 // carries fields its descriptors do not know: protojson leaves them out of
 // req, so a policy would not see them. Each is a path of JSON names ending in
 // the field number, lists transparent and map keys "*": "15",
 // "success.requestPut.15", "labels.*.3"; sorted, without duplicates.
-func (d *Decoder) DecodeUnknown(ctx context.Context, fullMethod string, b []byte) (req map[string]any, unknown []string, info MethodInfo, ok bool) {
-	req, unknown, info, err := d.decode(ctx, fullMethod, b, true)
-	return req, unknown, info, err == nil
+func (d *Decoder) DecodeUnknown(ctx context.Context, fullMethod string, b []byte) (req map[string]any, unknown []string, info MethodInfo, err error) {
+	return d.decode(ctx, fullMethod, b, true)
 }
 
 func (d *Decoder) decode(ctx context.Context, fullMethod string, b []byte, findUnknown bool) (req map[string]any, unknown []string, info MethodInfo, err error) {
@@ -100,6 +141,17 @@ func (d *Decoder) decode(ctx context.Context, fullMethod string, b []byte, findU
 			req, unknown, info, err = nil, nil, m.info, fmt.Errorf("%w: %s: panic while decoding: %v", ErrUndecodable, fullMethod, p)
 		}
 	}()
+	// Before anything is allocated per field: a message too costly to decode,
+	// or one that different runtimes read differently, is never unmarshalled.
+	// The scan counts every unknown field too, which bounds the walk below.
+	sc := scanner{types: m.types, plans: m.plans, maxNodes: d.maxNodes, maxDepth: d.maxDepth, allowDup: d.allowDup}
+	if err := sc.scan(m.md.Input(), b); err != nil {
+		var dup *DuplicateFieldError
+		if errors.As(err, &dup) {
+			dup.finish()
+		}
+		return nil, nil, m.info, fmt.Errorf("%s: %w", fullMethod, err)
+	}
 	msg := dynamicpb.NewMessage(m.md.Input())
 	// Unknown fields are kept so that a newer client's fields never make a
 	// request undecodable (DecodeUnknown reports where they are); AllowPartial
@@ -202,7 +254,9 @@ func (d *Decoder) method(ctx context.Context, fullMethod string) (*method, error
 		},
 		types:     typesFor(d.r, md),
 		partialOK: !mayHaveRequired(md.Input(), make(map[protoreflect.FullName]bool)),
+		plans:     make(map[protoreflect.MessageDescriptor]*plan),
 	}
+	buildPlan(md.Input(), m.plans)
 	d.mu.Lock()
 	d.methods[fullMethod] = m
 	d.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -69,34 +70,35 @@ func TestDecode(t *testing.T) {
 		wantOK   bool
 		wantInfo MethodInfo
 		want     string // encoding/json of the result, when ok
+		wantKey  string // if set, want is the encoding of this key of the result only
 		wantErr  error
 	}{
 		{name: "unary grpc_testing", method: "/grpc.testing.TestService/UnaryCall",
 			in:     wire(t, &grpc_testing.SimpleRequest{ResponseSize: 10, Payload: &grpc_testing.Payload{Body: []byte("hi")}, FillUsername: true}),
-			wantOK: true, wantInfo: unary, want: `{"fillUsername":true,"payload":{"body":"aGk="},"responseSize":10}`},
+			wantOK: true, wantInfo: unary, want: `{"fillGrpclbRouteType":false,"fillOauthScope":false,"fillServerId":false,"fillUsername":true,"payload":{"body":"aGk=","type":"COMPRESSABLE"},"responseSize":10,"responseType":"COMPRESSABLE"}`},
 		{name: "bidi streaming", method: "/grpc.testing.TestService/FullDuplexCall",
 			in:     wire(t, &grpc_testing.StreamingOutputCallRequest{ResponseParameters: []*grpc_testing.ResponseParameters{{Size: 5}}}),
-			wantOK: true, wantInfo: bidi, want: `{"responseParameters":[{"size":5}]}`},
+			wantOK: true, wantInfo: bidi, want: `{"responseParameters":[{"intervalUs":0,"size":5}],"responseType":"COMPRESSABLE"}`},
 		{name: "client streaming", method: "/grpc.testing.TestService/StreamingInputCall",
 			in:     wire(t, &grpc_testing.StreamingInputCallRequest{}),
 			wantOK: true, wantInfo: MethodInfo{Known: true, ClientStreaming: true}, want: `{}`},
 		{name: "server streaming", method: "/grpc.testing.TestService/StreamingOutputCall",
 			in:     nil,
-			wantOK: true, wantInfo: MethodInfo{Known: true, ServerStreaming: true}, want: `{}`},
+			wantOK: true, wantInfo: MethodInfo{Known: true, ServerStreaming: true}, want: `{"responseParameters":[],"responseType":"COMPRESSABLE"}`},
 		{name: "etcd-like put", method: "/ztpetcd.KV/Put",
 			in:     wireJSON(t, p, "ztpetcd.PutRequest", `{"key":"Zm9v","value":"YmFy","lease":"7587869813298837514","prevKv":true}`),
-			wantOK: true, wantInfo: unary, want: `{"key":"Zm9v","lease":"7587869813298837514","prevKv":true,"value":"YmFy"}`},
+			wantOK: true, wantInfo: unary, want: `{"ignoreLease":false,"ignoreValue":false,"key":"Zm9v","lease":"7587869813298837514","prevKv":true,"value":"YmFy"}`},
 		{name: "etcd-like delete-all txn", method: "/ztpetcd.KV/Txn",
 			in:     wireJSON(t, p, "ztpetcd.TxnRequest", `{"success":[{"requestDeleteRange":{"key":"AA==","rangeEnd":"AA=="}}]}`),
-			wantOK: true, wantInfo: unary, want: `{"success":[{"requestDeleteRange":{"key":"AA==","rangeEnd":"AA=="}}]}`},
+			wantOK: true, wantInfo: unary, want: `{"compare":[],"failure":[],"success":[{"requestDeleteRange":{"key":"AA==","prevKv":false,"rangeEnd":"AA=="}}]}`},
 		{name: "proto2 extension resolved from the protoset", method: "/ztptest.Admin/Old",
 			in:     wireJSON(t, p, "ztptest.Legacy", `{"id":1,"[ztptest.ext_name]":"x"}`),
-			wantOK: true, wantInfo: unary, want: `{"[ztptest.ext_name]":"x","id":1}`},
+			wantOK: true, wantInfo: unary, want: `{"[ztptest.ext_name]":"x","id":1,"labels":{},"moods":[],"unpacked":[]}`},
 		{name: "Any of a protoset type", method: "/ztptest.Admin/Do",
 			in:     wireJSON(t, p, "ztptest.All", `{"any":{"@type":"type.googleapis.com/ztptest.Legacy","id":2}}`),
-			wantOK: true, wantInfo: unary, want: `{"any":{"@type":"type.googleapis.com/ztptest.Legacy","id":2}}`},
+			wantOK: true, wantInfo: unary, wantKey: "any", want: `{"@type":"type.googleapis.com/ztptest.Legacy","id":2,"labels":{},"moods":[],"unpacked":[]}`},
 		{name: "unknown fields ignored", method: "/grpc.testing.TestService/UnaryCall",
-			in: withUnknownField, wantOK: true, wantInfo: unary, want: `{"responseSize":3}`},
+			in: withUnknownField, wantOK: true, wantInfo: unary, want: `{"fillGrpclbRouteType":false,"fillOauthScope":false,"fillServerId":false,"fillUsername":false,"responseSize":3,"responseType":"COMPRESSABLE"}`},
 		{name: "Empty input", method: "/ztptest.Admin/Nothing", in: wire(t, &emptypb.Empty{}),
 			wantOK: true, wantInfo: unary, want: `{}`},
 		{name: "bytes that do not parse", method: "/grpc.testing.TestService/UnaryCall",
@@ -106,7 +108,7 @@ func TestDecode(t *testing.T) {
 		// The upstream's parser sees a known field with the wrong wire type
 		// as an unknown field too, so the policy sees what the upstream sees.
 		{name: "wrong wire type is an unknown field", method: "/grpc.testing.TestService/UnaryCall",
-			in: protowire.AppendVarint(protowire.AppendTag(nil, 3, protowire.VarintType), 1), wantOK: true, wantInfo: unary, want: `{}`},
+			in: protowire.AppendVarint(protowire.AppendTag(nil, 3, protowire.VarintType), 1), wantOK: true, wantInfo: unary, wantKey: "payload", want: `null`},
 		{name: "invalid UTF-8 in a proto3 string", method: "/ztptest.Admin/Do",
 			in: protowire.AppendString(protowire.AppendTag(nil, 9, protowire.BytesType), "\xff"), wantInfo: unary, wantErr: ErrUndecodable},
 		{name: "invalid UTF-8 in a proto2 string", method: "/ztptest.Admin/Old",
@@ -114,9 +116,11 @@ func TestDecode(t *testing.T) {
 			wantInfo: unary, wantErr: ErrUnrenderable},
 		// Found by FuzzDecode: proto.Unmarshal of google.golang.org/protobuf
 		// v1.36.12 panics on a dynamic message whose map entry repeats its key
-		// with a wrong wire type. Decode must survive it.
+		// with a wrong wire type. The pre-scan refuses the repeated key before
+		// the runtime sees it (TestDecodeAllowDuplicates: Decode survives the
+		// panic when duplicates are allowed).
 		{name: "map entry that panics the protobuf runtime", method: "/ztptest.Admin/Do",
-			in: []byte{0xb2, 0x04, 0x04, 0x08, 0x01, 0x0a, 0x00}, wantInfo: unary, wantErr: ErrUndecodable},
+			in: panickingMapEntry, wantInfo: unary, wantErr: ErrAmbiguous},
 		{name: "missing required field", method: "/ztptest.Admin/Old", in: nil, wantInfo: unary, wantErr: ErrUndecodable},
 		{name: "input whose protojson form is not an object", method: "/ztptest.Admin/When",
 			in: wire(t, timestamppb.New(time.Unix(0, 0))), wantInfo: unary, wantErr: ErrNotObject},
@@ -146,7 +150,12 @@ func TestDecode(t *testing.T) {
 			if err != nil {
 				t.Errorf("DecodeErr(%s) error = %v after Decode succeeded", tc.method, err)
 			}
-			b, err := json.Marshal(req)
+			var b []byte
+			if tc.wantKey != "" {
+				b, err = json.Marshal(req[tc.wantKey])
+			} else {
+				b, err = json.Marshal(req)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -235,12 +244,23 @@ func TestDecodeConcurrent(t *testing.T) {
 	}
 }
 
+// panickingMapEntry is map_int32 (field 70) with an entry whose key occurs
+// twice, the second time with the wrong wire type.
+var panickingMapEntry = []byte{0xb2, 0x04, 0x04, 0x08, 0x01, 0x0a, 0x00}
+
 // FuzzDecode feeds arbitrary bytes to every test method. It must never
 // panic, and whenever the bytes parse, Decode must agree with protojson on
-// both the rendering and whether there is one.
+// both the rendering and whether there is one. The pre-scan must refuse a
+// message as ambiguous exactly when an independent check (refDuplicate)
+// finds a repeated non-repeated field, and must otherwise decide as the
+// decoder that allows duplicates does; with small limits it may only refuse
+// as too complex.
 func FuzzDecode(f *testing.F) {
 	p := testProtoset(f)
-	d := NewDecoder(p)
+	unlimited := WithLimits(1<<30, MaxDepthCeiling)
+	d := NewDecoder(p, unlimited, AllowDuplicateFields())
+	strict := NewDecoder(p, unlimited)
+	small := NewDecoder(p, WithLimits(16, 3))
 	types := withGlobalMessages{p.types()}
 	methods := []string{
 		"/ztptest.Admin/Do",
@@ -267,6 +287,9 @@ func FuzzDecode(f *testing.F) {
 		f.Add(uint8(i), []byte{})
 		f.Add(uint8(i), []byte{0x0a, 0x02, 0x08, 0x01})
 	}
+	for _, tc := range ambiguousCases(f, p) {
+		f.Add(uint8(slices.Index(methods, tc.method)), tc.in)
+	}
 	f.Fuzz(func(t *testing.T, sel uint8, b []byte) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -276,6 +299,25 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("DecodeErr(%s) info = %+v, want Known", method, info)
 		}
 		md, _ := p.FindMethod(ctx, method)
+		if errors.Is(err, ErrAmbiguous) || errors.Is(err, ErrTooComplex) {
+			t.Fatalf("DecodeErr(%s, %x) with duplicates allowed and no limits: %v", method, b, err)
+		}
+		sreq, _, serr := strict.DecodeErr(ctx, method, b)
+		dup := refDuplicate(md.Input(), b, types)
+		switch {
+		case errors.Is(serr, ErrAmbiguous):
+			if !dup {
+				t.Fatalf("DecodeErr(%s, %x) = %v, but refDuplicate finds no duplicate", method, b, serr)
+			}
+		case serr == nil && dup:
+			t.Fatalf("DecodeErr(%s, %x) accepted a message with a duplicate field", method, b)
+		case Reason(serr) != Reason(err) || !reflect.DeepEqual(sreq, req):
+			t.Fatalf("DecodeErr(%s, %x) = %v, %v; with duplicates allowed %v, %v", method, b, sreq, serr, req, err)
+		}
+		if mreq, _, merr := small.DecodeErr(ctx, method, b); !errors.Is(merr, ErrTooComplex) &&
+			(Reason(merr) != Reason(serr) || !reflect.DeepEqual(mreq, sreq)) {
+			t.Fatalf("DecodeErr(%s, %x) with small limits = %v, %v; without %v, %v", method, b, mreq, merr, sreq, serr)
+		}
 		ref := dynamicpb.NewMessage(md.Input())
 		if uerr := unmarshalNoPanic(b, ref, types); uerr != nil {
 			if !errors.Is(err, ErrUndecodable) {
@@ -283,7 +325,15 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		want, werr := protojson.MarshalOptions{Resolver: types}.Marshal(ref)
+		// What the scan accepts, every runtime reads alike: protobuf-go's
+		// merging parse equals one where each non-repeated field's last
+		// occurrence replaces the earlier ones (as gogo's does).
+		if serr == nil {
+			if lw, lerr := lastWins(md.Input(), b, types); lerr != nil || !proto.Equal(ref.Interface(), lw.Interface()) {
+				t.Fatalf("DecodeErr(%s, %x) accepted it, but a last-one-wins parse differs (%v):\n merged %v\n last   %v", method, b, lerr, ref, lw)
+			}
+		}
+		want, werr := oracle(ref, types)
 		if werr != nil {
 			if !errors.Is(err, ErrUnrenderable) {
 				t.Fatalf("DecodeErr(%s, %x) = %v, %v; protojson failed (%v), want ErrUnrenderable", method, b, req, err, werr)
@@ -314,8 +364,8 @@ func FuzzDecode(f *testing.F) {
 		// DecodeUnknown reports unknown fields whenever parsing without them
 		// gives a different message. (It may report more: DiscardUnknown does
 		// not look inside the bytes an Any packs, DecodeUnknown does.)
-		_, unknown, _, ok := d.DecodeUnknown(ctx, method, b)
-		if !ok {
+		_, unknown, _, uerr := d.DecodeUnknown(ctx, method, b)
+		if uerr != nil {
 			t.Fatalf("DecodeUnknown(%s, %x) failed where DecodeErr succeeded", method, b)
 		}
 		known := dynamicpb.NewMessage(md.Input())
@@ -326,6 +376,146 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("DecodeUnknown(%s, %x) reports no unknown fields, but parsing without them changes the message", method, b)
 		}
 	})
+}
+
+// refDuplicate is the rule the pre-scan enforces, stated independently:
+// count each message's field numbers and oneofs in maps and report whether
+// a non-repeated field or a oneof occurs twice, in the message, in those it
+// contains (groups and map entries too) or in what an Any packs. It bounds
+// nothing and stops at the first bytes that do not parse.
+func refDuplicate(md protoreflect.MessageDescriptor, b []byte, types typeResolver) bool {
+	fields := map[protowire.Number]int{}
+	oneofs := map[protoreflect.FullName]int{}
+	var url, value []byte
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeField(b)
+		if n < 0 {
+			return false
+		}
+		_, _, tagLen := protowire.ConsumeTag(b)
+		val := b[tagLen:n]
+		b = b[n:]
+		fd := md.Fields().ByNumber(num)
+		if fd == nil && md.ExtensionRanges().Has(num) {
+			if xt, err := types.FindExtensionByNumber(md.FullName(), num); err == nil {
+				fd = xt.TypeDescriptor()
+			}
+		}
+		if fd == nil {
+			continue
+		}
+		if fd.Cardinality() != protoreflect.Repeated {
+			fields[num]++
+			if od := fd.ContainingOneof(); od != nil {
+				oneofs[od.FullName()]++
+				if oneofs[od.FullName()] > 1 {
+					return true
+				}
+			}
+			if fields[num] > 1 {
+				return true
+			}
+		}
+		var sub []byte
+		switch {
+		case typ == protowire.BytesType && fd.Kind() == protoreflect.MessageKind:
+			sub, _ = protowire.ConsumeBytes(val)
+		case typ == protowire.StartGroupType && fd.Kind() == protoreflect.GroupKind:
+			sub, _ = protowire.ConsumeGroup(num, val)
+		default:
+			if md.FullName() == "google.protobuf.Any" && typ == protowire.BytesType {
+				v, _ := protowire.ConsumeBytes(val)
+				if num == 1 {
+					url = v
+				} else {
+					value = v
+				}
+			}
+			continue
+		}
+		if refDuplicate(fd.Message(), sub, types) {
+			return true
+		}
+	}
+	if len(url) > 0 {
+		if mt, err := types.FindMessageByURL(string(url)); err == nil {
+			return refDuplicate(mt.Descriptor(), value, types)
+		}
+	}
+	return false
+}
+
+// lastWins parses b as md the way gogo-generated code does: a later
+// occurrence of a non-repeated field, or of another member of its oneof,
+// replaces the earlier one, message fields included (protobuf-go merges
+// those), in list elements and map entries too. Other lists, extensions and
+// unknown fields are merged by protobuf-go itself, one field at a time.
+func lastWins(md protoreflect.MessageDescriptor, b []byte, types typeResolver) (protoreflect.Message, error) {
+	m := dynamicpb.NewMessage(md)
+	merge := proto.UnmarshalOptions{Merge: true, AllowPartial: true, Resolver: types}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeField(b)
+		if n < 0 {
+			return nil, protowire.ParseError(n)
+		}
+		raw := b[:n]
+		_, _, tagLen := protowire.ConsumeTag(b)
+		b = b[n:]
+		fd := md.Fields().ByNumber(num)
+		v, _ := protowire.ConsumeBytes(raw[tagLen:]) // the body, when typ is BytesType
+		switch {
+		case fd == nil:
+		case fd.IsMap() && typ == protowire.BytesType:
+			entry, err := lastWins(fd.Message(), v, types)
+			if err != nil {
+				return nil, err
+			}
+			mp := m.Mutable(fd).Map()
+			val := mp.NewValue()
+			if entry.Has(fd.MapValue()) {
+				val = entry.Get(fd.MapValue())
+			}
+			mp.Set(entry.Get(fd.MapKey()).MapKey(), val)
+			continue
+		case fd.IsList() && fd.Kind() == protoreflect.MessageKind && typ == protowire.BytesType:
+			elem, err := lastWins(fd.Message(), v, types)
+			if err != nil {
+				return nil, err
+			}
+			m.Mutable(fd).List().Append(protoreflect.ValueOfMessage(elem))
+			continue
+		}
+		if fd == nil || fd.IsList() || fd.IsMap() {
+			if err := merge.Unmarshal(raw, m.Interface()); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if od := fd.ContainingOneof(); od != nil {
+			if w := m.WhichOneof(od); w != nil {
+				m.Clear(w)
+			}
+		}
+		m.Clear(fd)
+		var sub protoreflect.Message
+		var err error
+		switch {
+		case fd.Kind() == protoreflect.MessageKind && typ == protowire.BytesType:
+			sub, err = lastWins(fd.Message(), v, types)
+		case fd.Kind() == protoreflect.GroupKind && typ == protowire.StartGroupType:
+			v, _ := protowire.ConsumeGroup(num, raw[tagLen:])
+			sub, err = lastWins(fd.Message(), v, types)
+		default:
+			err = merge.Unmarshal(raw, m.Interface())
+		}
+		if err != nil {
+			return nil, err
+		}
+		if sub != nil {
+			m.Set(fd, protoreflect.ValueOfMessage(sub))
+		}
+	}
+	return m, nil
 }
 
 // unmarshalNoPanic is the fuzz reference parse; the protobuf runtime itself
@@ -357,11 +547,11 @@ func TestDecodeUnknown(t *testing.T) {
 	in = protowire.AppendBytes(in, payload)
 	in = unknown(unknown(unknown(in, 999), 77), 77)
 
-	req, got, info, ok := d.DecodeUnknown(ctx, "/grpc.testing.TestService/UnaryCall", in)
-	if !ok || !info.Known {
-		t.Fatalf("DecodeUnknown: ok %v, info %+v", ok, info)
+	req, got, info, err := d.DecodeUnknown(ctx, "/grpc.testing.TestService/UnaryCall", in)
+	if err != nil || !info.Known {
+		t.Fatalf("DecodeUnknown: %v, info %+v", err, info)
 	}
-	if b, _ := json.Marshal(req); string(b) != `{"payload":{"body":"aGk="},"responseSize":3}` {
+	if b, _ := json.Marshal(req); string(b) != `{"fillGrpclbRouteType":false,"fillOauthScope":false,"fillServerId":false,"fillUsername":false,"payload":{"body":"aGk=","type":"COMPRESSABLE"},"responseSize":3,"responseType":"COMPRESSABLE"}` {
 		t.Errorf("request = %s, want the known fields only", b)
 	}
 	if want := []string{"77", "999", "payload.9"}; !reflect.DeepEqual(got, want) {
@@ -375,14 +565,14 @@ func TestDecodeUnknown(t *testing.T) {
 		list = protowire.AppendTag(list, 2, protowire.BytesType)
 		list = protowire.AppendBytes(list, param)
 	}
-	_, got, _, ok = d.DecodeUnknown(ctx, "/grpc.testing.TestService/FullDuplexCall", list)
-	if want := []string{"responseParameters.12"}; !ok || !reflect.DeepEqual(got, want) {
-		t.Errorf("unknown in a list = %q (ok %v), want %q", got, ok, want)
+	_, got, _, err = d.DecodeUnknown(ctx, "/grpc.testing.TestService/FullDuplexCall", list)
+	if want := []string{"responseParameters.12"}; err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("unknown in a list = %q (%v), want %q", got, err, want)
 	}
 
-	_, got, _, ok = d.DecodeUnknown(ctx, "/grpc.testing.TestService/UnaryCall", wire(t, &grpc_testing.SimpleRequest{ResponseSize: 3}))
-	if !ok || got != nil {
-		t.Errorf("unknown without unknown fields = %q (ok %v), want none", got, ok)
+	_, got, _, err = d.DecodeUnknown(ctx, "/grpc.testing.TestService/UnaryCall", wire(t, &grpc_testing.SimpleRequest{ResponseSize: 3}))
+	if err != nil || got != nil {
+		t.Errorf("unknown without unknown fields = %q (%v), want none", got, err)
 	}
 }
 
@@ -411,18 +601,18 @@ func TestDecodeUnknownInAny(t *testing.T) {
 	payload = protowire.AppendTag(payload, 9, protowire.VarintType)
 	payload = protowire.AppendVarint(payload, 1)
 
-	req, unknown, _, ok := d.DecodeUnknown(ctx, "/ztptest.Admin/Do", pack("type.googleapis.com/grpc.testing.Payload", payload))
-	if !ok {
-		t.Fatal("DecodeUnknown failed")
+	req, unknown, _, err := d.DecodeUnknown(ctx, "/ztptest.Admin/Do", pack("type.googleapis.com/grpc.testing.Payload", payload))
+	if err != nil {
+		t.Fatalf("DecodeUnknown: %v", err)
 	}
-	if b, _ := json.Marshal(req); string(b) != `{"any":{"@type":"type.googleapis.com/grpc.testing.Payload","body":"aGk="}}` {
+	if b, _ := json.Marshal(req["any"]); string(b) != `{"@type":"type.googleapis.com/grpc.testing.Payload","body":"aGk=","type":"COMPRESSABLE"}` {
 		t.Errorf("request = %s", b)
 	}
 	if want := []string{"any.9"}; !reflect.DeepEqual(unknown, want) {
 		t.Errorf("unknown = %q, want %q", unknown, want)
 	}
-	_, unknown, _, ok = d.DecodeUnknown(ctx, "/ztptest.Admin/Do", pack("type.googleapis.com/grpc.testing.Payload", wire(t, &grpc_testing.Payload{Body: []byte("hi")})))
-	if !ok || unknown != nil {
-		t.Errorf("Any without unknown fields: unknown = %q (ok %v), want none", unknown, ok)
+	_, unknown, _, err = d.DecodeUnknown(ctx, "/ztptest.Admin/Do", pack("type.googleapis.com/grpc.testing.Payload", wire(t, &grpc_testing.Payload{Body: []byte("hi")})))
+	if err != nil || unknown != nil {
+		t.Errorf("Any without unknown fields: unknown = %q (%v), want none", unknown, err)
 	}
 }

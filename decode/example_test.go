@@ -30,9 +30,11 @@ func ExampleToMap() {
 	fmt.Printf("%T\n", m["responseSize"])
 	out, _ := json.Marshal(m)
 	fmt.Println(string(out))
+	// Fields the request left at their zero value are there too, as the
+	// server will read them.
 	// Output:
 	// json.Number
-	// {"payload":{"body":"Zm9v"},"responseSize":42}
+	// {"fillGrpclbRouteType":false,"fillOauthScope":false,"fillServerId":false,"fillUsername":false,"payload":{"body":"Zm9v","type":"COMPRESSABLE"},"responseSize":42,"responseType":"COMPRESSABLE"}
 }
 
 func ExampleDecoder_Decode() {
@@ -75,6 +77,6 @@ func ExampleDecoder_Decode() {
 	_, info, ok = d.Decode(ctx, "/grpc.testing.TestService/NoSuchMethod", wire)
 	fmt.Println(ok, info.Known)
 	// Output:
-	// true true true {"responseParameters":[{"size":10}]}
+	// true true true {"responseParameters":[{"intervalUs":0,"size":10}],"responseType":"COMPRESSABLE"}
 	// false false
 }

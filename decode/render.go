@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -22,11 +23,16 @@ type typeResolver interface {
 	protoregistry.MessageTypeResolver
 }
 
-// ToMap renders m as protojson.Marshal with default options would print it,
-// but as a Go value instead of bytes: objects are map[string]any, arrays []any,
-// numbers json.Number (never float64), and NaN/Infinity the strings protojson
-// uses. Encoding the result with encoding/json gives the same JSON value as
-// protojson.Marshal(m).
+// ToMap renders m as [Decoder.Decode] renders requests, but as a Go value
+// instead of bytes: objects are map[string]any, arrays []any, numbers
+// json.Number (never float64), and NaN/Infinity the strings protojson uses.
+//
+// The shape is protojson's with two changes that make a policy see what the
+// upstream will execute (see the package documentation): fields without
+// presence are present at their default value, as with
+// protojson.MarshalOptions{EmitDefaultValues: true}, and the "@type" of every
+// google.protobuf.Any is the canonical URL of the type the upstream will
+// decode, "type.googleapis.com/<full name>", whatever URL the caller wrote.
 //
 // Types inside google.protobuf.Any are resolved from protoregistry.GlobalTypes,
 // as protojson does by default. ToMap returns an error wrapping
@@ -67,6 +73,22 @@ func render(m protoreflect.Message, types typeResolver, checkRequired bool) (map
 	return obj, r.mayHideFields, nil
 }
 
+// maxDepth bounds how deeply messages may nest, counted across the messages
+// packed in google.protobuf.Any, which proto.Unmarshal parses one level at a
+// time with a fresh limit each: without it, an Any inside an Any inside an Any
+// a few hundred thousand times over (25 bytes a level) would grow the
+// rendering goroutine's stack without bound. It is protobuf-go's own default
+// recursion limit, which no real request comes near.
+const maxDepth = protowire.DefaultRecursionLimit
+
+// maxAnyBytes bounds the bytes unpacked from google.protobuf.Any values in one
+// rendering. Each Any's value is parsed into a copy, and the copies of an Any
+// inside an Any are alive together, so without a bound a few megabytes of
+// nested Anys would cost the square of their size in copying and memory.
+// Every byte of a request is unpacked once per Any around it: a 4 MiB request
+// may nest its content 16 Anys deep.
+const maxAnyBytes = 64 << 20
+
 // renderer walks a message directly into Go values. It mirrors
 // protojson's encoder (encoding/protojson/encode.go) case by case, because
 // going through protojson bytes and back costs roughly three times as much
@@ -74,10 +96,15 @@ func render(m protoreflect.Message, types typeResolver, checkRequired bool) (map
 type renderer struct {
 	types typeResolver
 	// mayHideFields is set when the walk met unknown fields, which protojson
-	// leaves out, or a well-known type, whose subtree protojson renders and this
-	// walk does not enter: only then is the path-collecting walk of
-	// DecodeUnknown worth running.
+	// leaves out, or a well-known type other than Any, whose subtree protojson
+	// renders and this walk does not enter: only then is the path-collecting
+	// walk of DecodeUnknown worth running.
 	mayHideFields bool
+	// depth is the nesting depth of the message being rendered, the outermost
+	// being 1.
+	depth int
+	// unpacked counts the bytes of Any values parsed so far.
+	unpacked int
 }
 
 func (r *renderer) message(m protoreflect.Message) (any, error) {
@@ -85,29 +112,60 @@ func (r *renderer) message(m protoreflect.Message) (any, error) {
 	if isMessageSet(md) {
 		return nil, fmt.Errorf("%w: %s is a proto1 MessageSet", ErrUnrenderable, md.FullName())
 	}
+	if r.depth >= maxDepth {
+		return nil, fmt.Errorf("%w: %s: messages nested more than %d deep", ErrUnrenderable, md.FullName(), maxDepth)
+	}
+	r.depth++
+	defer func() { r.depth-- }()
 	if len(m.GetUnknown()) > 0 {
 		r.mayHideFields = true
 	}
 	if hasSpecialJSON(md.FullName()) {
-		// protojson renders the whole subtree (an Any's packed message, a
-		// Struct's values), so this walk does not see inside it.
+		if md.FullName() == anyName {
+			return r.any(m)
+		}
+		// protojson renders the whole subtree (a Struct's values), so this
+		// walk does not see inside it.
 		r.mayHideFields = true
 		return r.wellKnown(m)
 	}
-	obj := make(map[string]any)
-	var err error
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		var x any
-		if x, err = r.value(fd, v); err != nil {
-			return false
+	fields := md.Fields()
+	obj := make(map[string]any, fields.Len())
+	// A field without presence (a proto3 scalar, enum, bytes or string that is
+	// not optional, a list, a map) is rendered at its default value when
+	// unset: the upstream cannot tell that value from "not sent", so neither
+	// may the policy. A field with presence (a message, a proto3 optional or
+	// proto2 field, a oneof member) is rendered only when set: the upstream
+	// can tell, and so can the policy, by its absence.
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		if fd.HasPresence() && !m.Has(fd) {
+			continue
 		}
-		// JSONName is the lowerCamelCase (or json_name) name, and
-		// "[full.name]" for extensions, exactly as protojson writes them.
+		x, err := r.value(fd, m.Get(fd))
+		if err != nil {
+			return nil, err
+		}
+		// JSONName is the lowerCamelCase (or json_name) name, exactly as
+		// protojson writes it.
 		obj[fd.JSONName()] = x
-		return true
-	})
-	if err != nil {
-		return nil, err
+	}
+	if md.ExtensionRanges().Len() > 0 {
+		var err error
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			if !fd.IsExtension() {
+				return true
+			}
+			var x any
+			if x, err = r.value(fd, v); err != nil {
+				return false
+			}
+			obj[fd.JSONName()] = x // "[full.name]", as protojson writes extensions
+			return true
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	return obj, nil
 }
@@ -185,13 +243,28 @@ func (r *renderer) singular(fd protoreflect.FieldDescriptor, v protoreflect.Valu
 			return nil, fmt.Errorf("%w: invalid UTF-8 in %s", ErrUnrenderable, fd.FullName())
 		}
 		return s, nil
+	// Zeros, the most common numbers now that defaults are rendered, are
+	// constants: converting a constant to any does not allocate, converting
+	// strconv's result does.
 	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+		if v.Int() == 0 {
+			return json.Number("0"), nil
+		}
 		return json.Number(strconv.FormatInt(v.Int(), 10)), nil
 	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+		if v.Uint() == 0 {
+			return json.Number("0"), nil
+		}
 		return json.Number(strconv.FormatUint(v.Uint(), 10)), nil
 	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		if v.Int() == 0 {
+			return "0", nil
+		}
 		return strconv.FormatInt(v.Int(), 10), nil
 	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		if v.Uint() == 0 {
+			return "0", nil
+		}
 		return strconv.FormatUint(v.Uint(), 10), nil
 	case protoreflect.FloatKind:
 		return formatFloat(v.Float(), 32), nil
@@ -221,6 +294,8 @@ func (r *renderer) singular(fd protoreflect.FieldDescriptor, v protoreflect.Valu
 // strings "NaN", "Infinity", "-Infinity" for values JSON cannot express.
 func formatFloat(f float64, bitSize int) any {
 	switch {
+	case f == 0 && !math.Signbit(f):
+		return json.Number("0")
 	case math.IsNaN(f):
 		return "NaN"
 	case math.IsInf(f, 1):
@@ -263,10 +338,11 @@ func hasSpecialJSON(name protoreflect.FullName) bool {
 	return false
 }
 
-// wellKnown renders a well-known type through protojson itself. These types
-// carry validation rules (timestamp range, duration sign, field-mask naming,
-// Any resolution) that are easy to get subtly wrong and are rare in admin
-// requests, so exactness is worth more here than speed.
+// wellKnown renders a well-known type other than Any through protojson
+// itself. These types carry validation rules (timestamp range, duration sign,
+// field-mask naming) that are easy to get subtly wrong and are rare in admin
+// requests, so exactness is worth more here than speed. None of them has a
+// field that EmitDefaultValues would change, nor can one hold an Any.
 func (r *renderer) wellKnown(m protoreflect.Message) (any, error) {
 	b, err := protojson.MarshalOptions{AllowPartial: true, Resolver: r.types}.Marshal(m.Interface())
 	if err != nil {
@@ -279,6 +355,68 @@ func (r *renderer) wellKnown(m protoreflect.Message) (any, error) {
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnrenderable, m.Descriptor().FullName(), err)
 	}
 	return v, nil
+}
+
+const (
+	anyName = protoreflect.FullName("google.protobuf.Any")
+	// typeURLPrefix is the prefix of the canonical type URL, which
+	// anypb.New, protoc and every official runtime write.
+	typeURLPrefix = "type.googleapis.com/"
+)
+
+// any renders a google.protobuf.Any as protojson does, with its packed
+// message walked by this renderer (so defaults, unknown fields and nested
+// Anys are treated as everywhere else), except for "@type".
+//
+// The type URL is the caller's choice, while upstreams (protobuf-go's
+// resolvers, hence gobgpd; the C++, Java and Python runtimes alike) decode
+// the type named after its last '/', whatever comes before. A policy
+// comparing "@type" with the canonical URL would let
+// "evil.example/apipb.IPAddressPrefix" through, so "@type" is rendered as
+// typeURLPrefix + the full name of the type that was resolved the same way.
+// A URL that names no type this decoder knows (including one ending in '/')
+// is not rendered at all, as protojson refuses it.
+func (r *renderer) any(m protoreflect.Message) (any, error) {
+	fields := m.Descriptor().Fields()
+	urlField, valueField := fields.ByNumber(1), fields.ByNumber(2)
+	if urlField == nil || valueField == nil || urlField.Kind() != protoreflect.StringKind || valueField.Kind() != protoreflect.BytesKind {
+		return nil, fmt.Errorf("%w: %s does not have the fields of google.protobuf.Any", ErrUnrenderable, anyName)
+	}
+	if !m.Has(urlField) {
+		if !m.Has(valueField) {
+			return map[string]any{}, nil // an empty Any: protojson prints {}
+		}
+		return nil, fmt.Errorf("%w: %s: type_url is not set", ErrUnrenderable, anyName)
+	}
+	url := m.Get(urlField).String()
+	mt, err := r.types.FindMessageByURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: unable to resolve %q: %w", ErrUnrenderable, anyName, url, err)
+	}
+	value := m.Get(valueField).Bytes()
+	if r.unpacked += len(value); r.unpacked > maxAnyBytes {
+		return nil, fmt.Errorf("%w: %s: more than %d bytes unpacked from Anys inside Anys", ErrUnrenderable, anyName, maxAnyBytes)
+	}
+	inner := mt.New()
+	// AllowPartial as protojson: required fields inside an Any are never
+	// checked. The recursion limit carries the depth already reached (at
+	// least 1: zero would mean the default).
+	opts := proto.UnmarshalOptions{AllowPartial: true, Resolver: r.types, RecursionLimit: max(maxDepth-r.depth, 1)}
+	if err := opts.Unmarshal(value, inner.Interface()); err != nil {
+		return nil, fmt.Errorf("%w: %s: unable to unmarshal %q: %w", ErrUnrenderable, anyName, url, err)
+	}
+	typeURL := typeURLPrefix + string(mt.Descriptor().FullName())
+	v, err := r.message(inner)
+	if err != nil {
+		return nil, err
+	}
+	if hasSpecialJSON(mt.Descriptor().FullName()) {
+		// A well-known type (an Any too) goes under "value" in its own form.
+		return map[string]any{"@type": typeURL, "value": v}, nil
+	}
+	obj := v.(map[string]any) // an ordinary message renders as an object
+	obj["@type"] = typeURL
+	return obj, nil
 }
 
 // isMessageSet reports whether md uses the proto1 MessageSet wire format,

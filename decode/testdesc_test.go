@@ -31,6 +31,7 @@ import (
 //	ztptest/all.proto     (proto3) message All, enum Color, service Admin
 //	ztptest/legacy.proto  (proto2) message Legacy, enum Mood, extensions
 //	ztptest/etcd.proto    (proto3) etcd-like PutRequest/TxnRequest for benchmarks
+//	ztptest/gobgp.proto   (proto3) GoBGP-like AddPath, with Any-packed NLRI
 
 type fdp = descriptorpb.FieldDescriptorProto
 
@@ -358,6 +359,64 @@ func etcdProto() *descriptorpb.FileDescriptorProto {
 	}
 }
 
+// gobgpProto mirrors the part of GoBGP's API (package apipb, gobgp 3.x) that
+// `gobgp global rib add` uses: a Path whose NLRI and attributes are packed in
+// google.protobuf.Any, proto3 scalars whose zero values (prefix_len 0, table
+// type GLOBAL, origin IGP) mean something.
+func gobgpProto() *descriptorpb.FileDescriptorProto {
+	str := descriptorpb.FieldDescriptorProto_TYPE_STRING
+	u32 := descriptorpb.FieldDescriptorProto_TYPE_UINT32
+	en := descriptorpb.FieldDescriptorProto_TYPE_ENUM
+	bo := descriptorpb.FieldDescriptorProto_TYPE_BOOL
+	values := func(names ...string) []*descriptorpb.EnumValueDescriptorProto {
+		var vs []*descriptorpb.EnumValueDescriptorProto
+		for i, n := range names {
+			vs = append(vs, &descriptorpb.EnumValueDescriptorProto{Name: proto.String(n), Number: proto.Int32(int32(i))})
+		}
+		return vs
+	}
+	return &descriptorpb.FileDescriptorProto{
+		Name:       proto.String("ztptest/gobgp.proto"),
+		Package:    proto.String("apipb"),
+		Syntax:     proto.String("proto3"),
+		Dependency: []string{"google/protobuf/any.proto"},
+		EnumType: []*descriptorpb.EnumDescriptorProto{
+			{Name: proto.String("TableType"), Value: values("GLOBAL", "LOCAL", "ADJ_IN", "ADJ_OUT", "VRF")},
+		},
+		MessageType: []*descriptorpb.DescriptorProto{
+			{Name: proto.String("Family"), Field: []*fdp{
+				field("afi", 1, optional, en, ".apipb.Family.Afi"), field("safi", 2, optional, en, ".apipb.Family.Safi"),
+			}, EnumType: []*descriptorpb.EnumDescriptorProto{
+				{Name: proto.String("Afi"), Value: values("AFI_UNKNOWN", "AFI_IP", "AFI_IP6")},
+				{Name: proto.String("Safi"), Value: values("SAFI_UNKNOWN", "SAFI_UNICAST", "SAFI_MULTICAST")},
+			}},
+			{Name: proto.String("IPAddressPrefix"), Field: []*fdp{
+				field("prefix_len", 1, optional, u32, ""), field("prefix", 2, optional, str, ""),
+			}},
+			{Name: proto.String("OriginAttribute"), Field: []*fdp{field("origin", 1, optional, u32, "")}},
+			{Name: proto.String("NextHopAttribute"), Field: []*fdp{field("next_hop", 1, optional, str, "")}},
+			{Name: proto.String("Path"), Field: []*fdp{
+				field("nlri", 1, optional, msgT, ".google.protobuf.Any"),
+				field("pattrs", 2, repeated, msgT, ".google.protobuf.Any"),
+				field("is_withdraw", 5, optional, bo, ""),
+				field("family", 9, optional, msgT, ".apipb.Family"),
+			}},
+			{Name: proto.String("AddPathRequest"), Field: []*fdp{
+				field("table_type", 1, optional, en, ".apipb.TableType"),
+				field("vrf_id", 2, optional, str, ""),
+				field("path", 3, optional, msgT, ".apipb.Path"),
+			}},
+			{Name: proto.String("AddPathResponse"), Field: []*fdp{field("uuid", 1, optional, descriptorpb.FieldDescriptorProto_TYPE_BYTES, "")}},
+		},
+		Service: []*descriptorpb.ServiceDescriptorProto{{
+			Name: proto.String("GobgpApi"),
+			Method: []*descriptorpb.MethodDescriptorProto{
+				{Name: proto.String("AddPath"), InputType: proto.String(".apipb.AddPathRequest"), OutputType: proto.String(".apipb.AddPathResponse")},
+			},
+		}},
+	}
+}
+
 // testFiles links the test schema against the compiled-in well-known types.
 func testFiles(t testing.TB) *protoregistry.Files {
 	t.Helper()
@@ -371,7 +430,7 @@ func testFiles(t testing.TB) *protoregistry.Files {
 			t.Fatalf("RegisterFile(%s): %v", p, err)
 		}
 	}
-	for _, p := range []*descriptorpb.FileDescriptorProto{legacyProto(), allProto(), etcdProto()} {
+	for _, p := range []*descriptorpb.FileDescriptorProto{legacyProto(), allProto(), etcdProto(), gobgpProto()} {
 		fd, err := protodesc.NewFile(p, files)
 		if err != nil {
 			t.Fatalf("protodesc.NewFile(%s): %v", p.GetName(), err)
@@ -732,17 +791,25 @@ func (p *populator) any(bad bool) *anypb.Any {
 		return &anypb.Any{TypeUrl: "type.googleapis.com/no.such.Type", Value: []byte{8, 1}}
 	}
 	var inner proto.Message
-	switch p.rng.IntN(3) {
+	switch p.rng.IntN(4) {
 	case 0:
 		inner = durationpb.New(1500_000_000)
 	case 1:
 		inner = &grpc_testing.Payload{Type: grpc_testing.PayloadType_COMPRESSABLE, Body: []byte(p.text(false))}
+	case 2:
+		inner = p.any(false) // an Any in an Any
 	default:
 		inner = &grpc_testing.SimpleRequest{ResponseSize: int32(p.int64()), FillUsername: true}
 	}
 	a, err := anypb.New(inner)
 	if err != nil {
 		panic(err)
+	}
+	// Type URLs as callers may spell them: the runtimes resolve the name
+	// after the last '/', whatever comes before.
+	if p.chance(0.4) {
+		name := strings.TrimPrefix(a.TypeUrl, "type.googleapis.com/")
+		a.TypeUrl = []string{"", "/", "evil.example/", "a/b/", "type.googleapis.com/x/"}[p.rng.IntN(5)] + name
 	}
 	return a
 }

@@ -10,9 +10,12 @@
 package metrics
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"time"
+
+	"github.com/ztp-dev/ztp/internal/version"
 )
 
 // Metrics are the proxy's collectors.
@@ -54,6 +57,25 @@ type Metrics struct {
 	PolicyInfo *prometheus.GaugeVec
 	// InflightStreams is the number of calls in progress.
 	InflightStreams prometheus.Gauge
+	// BuildInfo is 1, labelled with the running build.
+	BuildInfo *prometheus.GaugeVec
+	// HandshakeFailures counts failed TLS handshakes by reason (one of
+	// HandshakeReasons).
+	HandshakeFailures *prometheus.CounterVec
+	// StreamsEndedEarly counts calls that ended before their first request
+	// message, by reason: first_message_timeout (the proxy ended it),
+	// client_cancelled (the client did), max_streams_per_principal (refused).
+	StreamsEndedEarly *prometheus.CounterVec
+	// StreamsUnrecorded counts those of them past the refusal budget: counted
+	// into a summary record instead of a record each.
+	StreamsUnrecorded prometheus.Counter
+}
+
+// HandshakeReasons are the values of ztp_tls_handshake_failures_total's
+// reason label.
+var HandshakeReasons = []string{
+	"no_client_certificate", "unknown_authority", "expired", "not_yet_valid", "bad_certificate",
+	"protocol_error", "client_alert", "client_closed", "timeout", "other",
 }
 
 // New creates the collectors in a fresh registry, with Go runtime and process
@@ -114,11 +136,29 @@ func New() *Metrics {
 		InflightStreams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "ztp_inflight_calls", Help: "Calls (unary and streaming) in progress.",
 		}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ztp_build_info", Help: "1, labelled with the running build's version, VCS revision and Go toolchain.",
+		}, []string{"version", "revision", "go"}),
+		HandshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztp_tls_handshake_failures_total", Help: "Failed TLS handshakes on the gRPC listener by reason.",
+		}, []string{"reason"}),
+		StreamsEndedEarly: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztp_streams_ended_early_total", Help: "Calls that ended before their first request message, by reason (first_message_timeout, client_cancelled, max_streams_per_principal).",
+		}, []string{"reason"}),
+		StreamsUnrecorded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ztp_streams_unrecorded_total", Help: "Calls ended before their first request message past the refusal budget (audited in summary records).",
+		}),
+	}
+	build := version.Get()
+	m.BuildInfo.WithLabelValues(build.Version, build.Revision, build.Go).Set(1)
+	for _, r := range HandshakeReasons {
+		m.HandshakeFailures.WithLabelValues(r) // every reason shows, at 0, from the start
 	}
 	r.MustRegister(m.Decisions, m.Calls, m.PolicySeconds, m.AuditAppendSeconds, m.AuditRecords, m.AuditErrors,
 		m.AuditCommitSeconds, m.AuditCommitRecords, m.RefusalsUnrecorded,
+		m.ForwardSeconds, m.RateLimited, m.PolicyReloads, m.PolicyInfo, m.InflightStreams, m.HandshakeFailures, m.BuildInfo,
+		m.StreamsEndedEarly, m.StreamsUnrecorded,
 		m.PrincipalRefusalsUnrecorded, m.AuditDiskFreeBytes, m.AuditDiskLow,
-		m.ForwardSeconds, m.RateLimited, m.PolicyReloads, m.PolicyInfo, m.InflightStreams,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

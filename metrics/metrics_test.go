@@ -3,12 +3,15 @@ package metrics
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ztp-dev/ztp/internal/version"
 )
 
 func TestReadiness(t *testing.T) {
@@ -102,4 +105,32 @@ func TestMetricsIsolated(t *testing.T) {
 	if body := rec.Body.String(); !strings.Contains(body, "ztp_audit_records_total 0") || strings.Contains(body, "ztp_policy_info{") {
 		t.Errorf("metrics of b saw a's counts; want 0 records and no policy:\n%s", body)
 	}
+}
+
+func TestBuildInfo(t *testing.T) {
+	m := New()
+	build := version.Get()
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "ztp_build_info" {
+			continue
+		}
+		if len(mf.GetMetric()) != 1 {
+			t.Fatalf("ztp_build_info has %d series, want 1", len(mf.GetMetric()))
+		}
+		s := mf.GetMetric()[0]
+		labels := map[string]string{}
+		for _, l := range s.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		want := map[string]string{"version": build.Version, "revision": build.Revision, "go": build.Go}
+		if fmt.Sprint(labels) != fmt.Sprint(want) || s.GetGauge().GetValue() != 1 {
+			t.Errorf("ztp_build_info = %v %v, want %v 1", labels, s.GetGauge().GetValue(), want)
+		}
+		return
+	}
+	t.Error("no ztp_build_info metric")
 }

@@ -10,7 +10,13 @@ import (
 // input shape the proxy builds (numbers as json.Number; principal and metadata converted
 // once per call, as the proxy does).
 func BenchmarkEval(b *testing.B) {
-	put := map[string]any{"key": "Zm9v", "value": "YmFy"}
+	// Requests as the proxy renders them from etcdctl's messages: every field without
+	// presence there, at its zero value when the client left it out.
+	put := map[string]any{"key": "Zm9v", "value": "YmFy", "lease": "0", "prevKv": false, "ignoreValue": false, "ignoreLease": false}
+	rng := map[string]any{"key": "Zm9v", "rangeEnd": "", "limit": "0", "revision": "0", "sortOrder": "NONE", "sortTarget": "KEY",
+		"serializable": false, "keysOnly": false, "countOnly": false, "minModRevision": "0", "maxModRevision": "0",
+		"minCreateRevision": "0", "maxCreateRevision": "0"}
+	del := map[string]any{"key": "Zm9v", "rangeEnd": "Zm9w", "prevKv": false}
 	cases := []struct {
 		name  string
 		load  func(testing.TB) *Engine
@@ -32,7 +38,7 @@ func BenchmarkEval(b *testing.B) {
 		{
 			name:  "etcd/human-range",
 			load:  loadEtcd,
-			input: etcdInput(b, aliceID, "human", []string{"sre"}, "/etcdserverpb.KV/Range", map[string]any{"key": "Zm9v"}),
+			input: etcdInput(b, aliceID, "human", []string{"sre"}, "/etcdserverpb.KV/Range", rng),
 			want:  DecisionAllow,
 		},
 		// The example policies as shipped (examples/etcd/policies: etcd.rego and budgets.rego).
@@ -45,13 +51,13 @@ func BenchmarkEval(b *testing.B) {
 		{
 			name:  "examples-etcd/human-range",
 			load:  loadDir("../examples/etcd/policies"),
-			input: etcdInput(b, aliceID, "human", []string{"sre"}, "/etcdserverpb.KV/Range", map[string]any{"key": "Zm9v"}),
+			input: etcdInput(b, aliceID, "human", []string{"sre"}, "/etcdserverpb.KV/Range", rng),
 			want:  DecisionAllow,
 		},
 		{
 			name:  "examples-etcd/deployer-delete",
 			load:  loadDir("../examples/etcd/policies"),
-			input: etcdInput(b, deployerID, "automation", []string{"deployers"}, "/etcdserverpb.KV/DeleteRange", map[string]any{"key": "Zm9v", "rangeEnd": "Zm9w"}),
+			input: etcdInput(b, deployerID, "automation", []string{"deployers"}, "/etcdserverpb.KV/DeleteRange", del),
 			want:  DecisionAllow,
 		},
 		{

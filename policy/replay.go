@@ -24,6 +24,11 @@ type ReplayOptions struct {
 	Streaming func(method string) (client, server bool)
 	// Examples is how many example seqs each group keeps (default 3).
 	Examples int
+	// Reshape, when set, brings a recorded request to the shape the proxy renders today
+	// and says how many values it added or rewrote: records written before the proxy
+	// rendered zero values lack them. ztpctl takes it from a protoset
+	// (decode.Protoset.Reshape). An error leaves the request as recorded.
+	Reshape func(method string, request map[string]any) (int, error)
 }
 
 // Reasons a request record is not replayed, as counted in ReplayReport.Skipped.
@@ -69,8 +74,11 @@ type ReplayReport struct {
 	DenyToAllow ReplayChange `json:"deny_to_allow"`
 	// EvalErrors counts records on which the candidate failed to evaluate (each is a deny,
 	// counted as allow→deny or unchanged).
-	EvalErrors int            `json:"eval_errors"`
-	Skipped    map[string]int `json:"skipped"`
+	EvalErrors int `json:"eval_errors"`
+	// Reshaped counts replayed records whose request ReplayOptions.Reshape changed:
+	// written before the proxy rendered zero values, and filled in from the descriptors.
+	Reshaped int            `json:"reshaped"`
+	Skipped  map[string]int `json:"skipped"`
 }
 
 // Replayer re-evaluates recorded request records under a candidate policy. Feed it records
@@ -138,6 +146,11 @@ func (r *Replayer) Add(ctx context.Context, rec *audit.Record) error {
 	input, err := RecordInput(rec, client, server)
 	if err != nil {
 		return err
+	}
+	if req, ok := input["request"].(map[string]any); ok && r.opts.Reshape != nil {
+		if n, err := r.opts.Reshape(rec.Method, req); err == nil && n > 0 {
+			r.rep.Reshaped++
+		}
 	}
 	res, evalErr := r.e.evalAt(ctx, input, rec.Time)
 	if err := ctx.Err(); err != nil {
@@ -211,13 +224,17 @@ func collect(groups map[groupKey]*ReplayGroup) ReplayChange {
 // shape of DESIGN.md's policy contract. What the record does not keep comes out as
 // follows:
 //
-//   - request: as recorded, so fields matched by audit.redact read "[redacted]";
+//   - request: as recorded, so fields matched by audit.redact read "[redacted]", and
+//     records written before the proxy rendered zero values lack them (a Replayer
+//     fills them in with ReplayOptions.Reshape);
 //   - stream.client_streaming, stream.server_streaming: the arguments (the record has
 //     only message_index);
 //   - breakglass: {"active": true, "grant": id, "reason", "ticket"} from the record's
 //     breakglass_grant, justification and ticket when the message was allowed by a grant
 //     (no "expires"); {"active": false} otherwise, also when a grant was active but forbid
 //     or an error denied the message;
+//   - request_undecoded_reason: "" when the request was decoded, else the reason the
+//     record keeps in its detail ("" in records written before reasons were recorded);
 //   - time: the record's time, to the second, as the proxy formats it.
 func RecordInput(rec *audit.Record, clientStreaming, serverStreaming bool) (map[string]any, error) {
 	var req any
@@ -230,6 +247,10 @@ func RecordInput(rec *audit.Record, clientStreaming, serverStreaming bool) (map[
 		if err := dec.Decode(&req); err != nil {
 			return nil, fmt.Errorf("seq %d: request: %w", rec.Seq, err)
 		}
+	}
+	undecoded := ""
+	if !rec.RequestDecoded {
+		undecoded = rec.Detail
 	}
 	var pr audit.Principal
 	if rec.Principal != nil {
@@ -259,12 +280,13 @@ func RecordInput(rec *audit.Record, clientStreaming, serverStreaming bool) (map[
 			"groups": groups,
 			"authn":  pr.Authn,
 		},
-		"method":          rec.Method,
-		"service":         service,
-		"rpc":             rpc,
-		"upstream":        rec.Upstream,
-		"request":         req,
-		"request_decoded": rec.RequestDecoded,
+		"method":                   rec.Method,
+		"service":                  service,
+		"rpc":                      rpc,
+		"upstream":                 rec.Upstream,
+		"request":                  req,
+		"request_decoded":          rec.RequestDecoded,
+		"request_undecoded_reason": undecoded,
 		// Audit records do not keep where unknown fields were.
 		"request_unknown_fields": []any{},
 		"stream": map[string]any{

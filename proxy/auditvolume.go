@@ -34,8 +34,8 @@ func messageDigest(msg *frame) (uint64, string) {
 	if msg == nil {
 		return 0, ""
 	}
-	sum := sha256.Sum256(msg.data)
-	return uint64(len(msg.data)), hex.EncodeToString(sum[:])
+	sum := sha256.Sum256(msg.Data)
+	return uint64(len(msg.Data)), hex.EncodeToString(sum[:])
 }
 
 // admitDecision reports whether a decision record gets written. Allowed
@@ -77,10 +77,15 @@ func (p *Pipeline) recordCost(rec *audit.Record) int64 {
 }
 
 // FlushRefusals audits the summaries of the refusals that got no record of
-// their own, unauthenticated and by principal: those of a window that has
-// ended, or with force all counted so far (at shutdown).
+// their own — unauthenticated, by principal, and of calls that ended before
+// their first message: those of a window that has ended, or with force all
+// counted so far (at shutdown).
 func (p *Pipeline) FlushRefusals(ctx context.Context, force bool) {
-	for _, b := range []*refusalBudget{p.refusals, p.principalRefusals} {
+	var streams *refusalBudget
+	if p.streams != nil {
+		streams = p.streams.budget
+	}
+	for _, b := range []*refusalBudget{p.refusals, p.principalRefusals, streams} {
 		if b != nil {
 			p.auditRefusalSummaries(ctx, b.flush(p.now(), force))
 		}

@@ -34,5 +34,3 @@ func codeName(c codes.Code) string {
 	}
 	return "CODE_" + strconv.Itoa(int(c))
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }

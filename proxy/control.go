@@ -14,6 +14,7 @@ import (
 
 	ztpv1 "github.com/ztp-dev/ztp/api/ztp/v1"
 	"github.com/ztp-dev/ztp/identity"
+	"github.com/ztp-dev/ztp/internal/version"
 	"github.com/ztp-dev/ztp/policy"
 )
 
@@ -94,6 +95,9 @@ func (p *Pipeline) controlStream(srv any, ss grpc.ServerStream, info *grpc.Strea
 		return err
 	}
 	defer c.live.close()
+	if err := p.admitStream(ctx, c); err != nil {
+		return err
+	}
 	err = c.live.status(handler(srv, &controlServerStream{ServerStream: ss, ctx: ctx, p: p, c: c}))
 	p.controlEnd(ctx, c, err)
 	p.metrics.Calls.WithLabelValues("ztp", c.method, codeName(status.Code(err))).Inc()
@@ -116,6 +120,9 @@ func (p *Pipeline) controlStart(ctx context.Context, method string) (*call, cont
 			return nil, nil, status.Errorf(codes.Unimplemented, "ztp: unknown control method %s", method)
 		}
 		return nil, nil, status.Error(codes.PermissionDenied, policy.DeniedMessage([]string{reason}))
+	}
+	if err := p.controlRateLimit(ctx, c); err != nil {
+		return nil, nil, err
 	}
 	ctx = p.watch(ctx, c, gen) // ends the call when the credential no longer counts
 	return c, identity.NewContext(ctx, pr), nil
@@ -190,10 +197,13 @@ type policyService struct {
 
 func (s *policyService) Version(context.Context, *ztpv1.PolicyVersionRequest) (*ztpv1.PolicyVersionResponse, error) {
 	a := s.p.active()
+	build := version.Get()
 	return &ztpv1.PolicyVersionResponse{
-		Version: a.eval.Version(),
-		Mode:    string(s.p.mode),
-		Loaded:  timestamppb.New(a.loaded),
+		Version:        a.eval.Version(),
+		Mode:           string(s.p.mode),
+		Loaded:         timestamppb.New(a.loaded),
+		ServerVersion:  build.Version,
+		ServerRevision: build.Revision,
 	}, nil
 }
 

@@ -16,6 +16,9 @@
 //     the credential that opened it: a timer at the principal's expiry (the
 //     rule of identity.Expired) and a reload that no longer accepts the
 //     principal end it with UNAUTHENTICATED, cancelling the upstream call;
+//   - streams.go: the bounds on calls that have not sent a request message yet
+//     (limits.first_message_timeout, limits.max_streams_per_principal) and the
+//     trace such calls leave; controllimits.go: rate limits on the control API;
 //   - server.go: assembles the parts from a config.Config and runs the listener;
 //   - metadata.go, auditvolume.go, refusals.go, diskspace.go: what the audit
 //     log may be made to hold. Only audit.headers are read (bounded) for the
@@ -28,4 +31,10 @@
 // Nothing reaches an upstream before the pipeline passed the first client
 // message: the forwarder opens the upstream stream only after it received (and
 // the pipeline admitted) that message.
+//
+// A message the policy could misread is never admitted on its reading: one in
+// which a non-repeated field occurs twice (runtimes disagree on its meaning) is
+// refused with INVALID_ARGUMENT before the policy runs, unless its upstream
+// sets allow_duplicate_fields, and one over the decode limits reaches the
+// policy undecoded, with request_undecoded_reason saying why.
 package proxy

@@ -365,7 +365,8 @@ func TestReloadRevokesTokenKey(t *testing.T) {
 // expiry whose first message comes after it is refused at that message, with
 // a deny record; nothing reaches the backend.
 func TestStreamWithoutFirstMessageRefusedAfterExpiry(t *testing.T) {
-	e, clk := expiryEnv(t, proxytest.Options{})
+	// A first-message timeout longer than the wait, so that the expiry decides.
+	e, clk := expiryEnv(t, proxytest.Options{Limits: "  first_message_timeout: 5m\n"})
 	notAfter := clk.Now().Add(time.Minute)
 	s, err := testgrpc.NewTestServiceClient(shortLived(t, e, proxytest.DeployerID, notAfter)).FullDuplexCall(proxytest.Ctx(t))
 	if err != nil {
@@ -373,8 +374,8 @@ func TestStreamWithoutFirstMessageRefusedAfterExpiry(t *testing.T) {
 	}
 	// The call is open at the proxy before the clock moves: a header-only
 	// round trip is not available to the client, so wait for the proxy to
-	// register it by its timer.
-	waitPending(t, clk, 1)
+	// register it by its timers (the expiry's and the first message's).
+	waitPending(t, clk, 2)
 	clk.Advance(2 * time.Minute)
 	if err := s.Send(&testgrpc.StreamingOutputCallRequest{}); err != nil && !errors.Is(err, io.EOF) {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ var (
 	keyRequest         = ast.StringTerm("request")
 	keyRequestDecoded  = ast.StringTerm("request_decoded")
 	keyRequestUnknown  = ast.StringTerm("request_unknown_fields")
+	keyRequestReason   = ast.StringTerm("request_undecoded_reason")
 	keyStream          = ast.StringTerm("stream")
 	keyClientStreaming = ast.StringTerm("client_streaming")
 	keyServerStreaming = ast.StringTerm("server_streaming")
@@ -73,9 +74,10 @@ func (c *call) terms() *callTerms {
 }
 
 // input builds the policy input of one message. req is the decoded request, or
-// nil when the message was not decoded (input.request is then null); unknown
+// nil when the message was not decoded (input.request is then null) and
+// undecoded says why (one of decode's Reason names; "" when decoded); unknown
 // lists where it has fields the descriptors do not know.
-func (p *Pipeline) input(c *call, req ast.Value, unknown []string, idx int, g GrantInfo, hasGrant bool, now time.Time) ast.Value {
+func (p *Pipeline) input(c *call, req ast.Value, undecoded string, unknown []string, idx int, g GrantInfo, hasGrant bool, now time.Time) ast.Value {
 	t := c.terms()
 	unknownIn := t.noUnknown
 	if len(unknown) > 0 {
@@ -118,6 +120,7 @@ func (p *Pipeline) input(c *call, req ast.Value, unknown []string, idx int, g Gr
 		[2]*ast.Term{keyUpstream, t.upstream},
 		[2]*ast.Term{keyRequest, request},
 		[2]*ast.Term{keyRequestDecoded, decoded},
+		[2]*ast.Term{keyRequestReason, ast.InternedTerm(undecoded)},
 		[2]*ast.Term{keyRequestUnknown, unknownIn},
 		[2]*ast.Term{keyStream, stream},
 		[2]*ast.Term{keyMetadata, t.metadata},

@@ -47,7 +47,7 @@ func FuzzBoundValues(f *testing.F) {
 // costs per message: a typical etcd request and the largest message.
 func BenchmarkMessageDigest(b *testing.B) {
 	for _, size := range []int{100, 4 << 20} {
-		f := &frame{data: make([]byte, size)}
+		f := &frame{Data: make([]byte, size)}
 		b.Run(strconv.Itoa(size), func(b *testing.B) {
 			b.SetBytes(int64(size))
 			for b.Loop() {

@@ -56,8 +56,9 @@ type Auditor interface {
 // Decoder renders a method's request bytes for the policy (read-only).
 type Decoder interface {
 	// DecodeUnknown also lists where the message has fields the descriptors
-	// do not know (see decode.Decoder.DecodeUnknown).
-	DecodeUnknown(ctx context.Context, fullMethod string, b []byte) (map[string]any, []string, decode.MethodInfo, bool)
+	// do not know (see decode.Decoder.DecodeUnknown). The error says why the
+	// message was not decoded; decode.Reason names it.
+	DecodeUnknown(ctx context.Context, fullMethod string, b []byte) (map[string]any, []string, decode.MethodInfo, error)
 	Info(ctx context.Context, fullMethod string) decode.MethodInfo
 }
 
@@ -108,6 +109,7 @@ type Pipeline struct {
 	refusals         *refusalBudget // nil: every unauthenticated refusal gets its own record
 	afterFunc        func(time.Duration, func()) func() bool
 	live             liveCalls // calls in progress, ended when their credential is (expiry.go)
+	streams          *streams  // first-message timeout and streams per principal (streams.go)
 	// principalRefusals bounds the refusal records of each principal (nil: no
 	// bound); see admitDecision.
 	principalRefusals *refusalBudget
@@ -195,6 +197,9 @@ func (p *Pipeline) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 		defer cancel()
 	}
 	c.readMetadata(ctx, p.headers)
+	if err := p.admitStream(ctx, c); err != nil {
+		return err
+	}
 	ctx = context.WithValue(ctx, callKey{}, c)
 
 	// 4..8 run per message inside RecvMsg; the forwarder only sees admitted messages.
@@ -311,14 +316,31 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	var reqIn ast.Value // the request for the policy; nil: not decoded
 	var unknown []string
 	var inErr error
-	decoded := false
-	if msg != nil && c.upstream.decoder != nil {
-		req, unknown, _, decoded = c.upstream.decoder.DecodeUnknown(ctx, c.method, msg.data)
+	decoded, undecoded := false, ""
+	switch {
+	case msg == nil:
+		undecoded = decode.ReasonNoMessage
+	case c.upstream.decoder == nil:
+		undecoded = decode.ReasonNoDescriptors
+	default:
+		var derr error
+		req, unknown, _, derr = c.upstream.decoder.DecodeUnknown(ctx, c.method, msg.Data)
+		if dup, ok := errors.AsType[*decode.DuplicateFieldError](derr); ok {
+			// Refused before policy: there is no single request to decide.
+			return p.ambiguous(ctx, c, rec, dup)
+		}
+		decoded, undecoded = derr == nil, decode.Reason(derr)
 		if decoded {
 			reqIn, inErr = requestValue(req)
+		} else {
+			p.log.LogAttrs(ctx, slog.LevelDebug, "request not decoded", slog.String("method", c.method),
+				slog.String("principal", c.principal.ID), slog.String("reason", undecoded), slog.String("err", derr.Error()))
 		}
 	}
 	rec.RequestDecoded = decoded
+	if !decoded {
+		rec.Detail = undecoded
+	}
 	if decoded {
 		if req == nil {
 			req = map[string]any{} // an all-default message is {}, as protojson prints it
@@ -333,7 +355,7 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	t0 := time.Now()
 	res, evalErr := policy.Result{}, inErr
 	if inErr == nil {
-		res, evalErr = p.evals.eval(ctx, eng, p.input(c, reqIn, unknown, idx, grant, hasGrant, now))
+		res, evalErr = p.evals.eval(ctx, eng, p.input(c, reqIn, undecoded, unknown, idx, grant, hasGrant, now))
 	}
 	p.metrics.PolicySeconds.Observe(time.Since(t0).Seconds())
 	v := policy.Decide(res, evalErr, p.mode, grant.ID)
@@ -369,12 +391,40 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	// One log line per decision, joinable with the audit log by seq.
 	// LogAttrs with typed attributes: no boxing, and nothing at all when info is off.
 	p.log.LogAttrs(ctx, slog.LevelInfo, "decision", slog.Uint64("seq", seq), slog.String("method", c.method),
-		slog.String("principal", c.principal.ID), slog.String("decision", v.Decision), slog.Any("reasons", v.Reasons), slog.String("grant", v.Grant))
+		slog.String("principal", c.principal.ID), slog.String("decision", v.Decision), slog.Any("reasons", v.Reasons), slog.String("grant", v.Grant),
+		slog.String("request_undecoded_reason", undecoded))
 
 	if v.Forward() {
 		return nil
 	}
 	return status.Error(codes.PermissionDenied, policy.DeniedMessage(v.Reasons))
+}
+
+// ambiguous audits and refuses a message that runtimes read differently (a
+// non-repeated field occurs twice), before any policy work: the policy and
+// the audit record would judge a request the upstream may not run.
+func (p *Pipeline) ambiguous(ctx context.Context, c *call, rec *audit.Record, dup *decode.DuplicateFieldError) error {
+	reason := "ambiguous encoding: " + dup.Path
+	if dup.Oneof != "" {
+		reason += " is a second member of oneof " + dup.Oneof
+	} else {
+		reason += " occurs more than once"
+	}
+	rec.Decision = policy.DecisionDeny
+	rec.Reasons = []string{reason}
+	rec.Detail = decode.ReasonAmbiguous
+	p.metrics.Decisions.WithLabelValues(c.upstream.name, c.methodLabel(), policy.DecisionDeny).Inc()
+	seq, err := p.appendDecision(ctx, c, rec)
+	if err != nil {
+		return err
+	}
+	if rec.MessageIndex == 0 {
+		c.firstSeq = seq
+	}
+	p.log.LogAttrs(ctx, slog.LevelInfo, "decision", slog.Uint64("seq", seq), slog.String("method", c.method),
+		slog.String("principal", c.principal.ID), slog.String("decision", policy.DecisionDeny), slog.Any("reasons", rec.Reasons),
+		slog.String("request_undecoded_reason", decode.ReasonAmbiguous))
+	return status.Error(codes.InvalidArgument, "ztp: "+reason+"; the upstream may read this message differently (allow_duplicate_fields)")
 }
 
 // ratelimited audits and refuses a message over a rate limit or change budget,
@@ -387,7 +437,8 @@ func (p *Pipeline) ratelimited(ctx context.Context, c *call, rec *audit.Record, 
 		kind = "budget"
 	}
 	p.metrics.RateLimited.WithLabelValues(kind).Inc()
-	p.metrics.Decisions.WithLabelValues(c.upstream.name, c.methodLabel(), audit.DecisionRatelimited).Inc()
+	up, method := c.labels()
+	p.metrics.Decisions.WithLabelValues(up, method, audit.DecisionRatelimited).Inc()
 	seq, err := p.appendDecision(ctx, c, rec)
 	if err != nil {
 		return err

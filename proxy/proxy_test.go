@@ -281,18 +281,21 @@ deny contains json.marshal(input)
 	}
 	delete(unary, "time")
 	want := map[string]any{
-		"principal":              map[string]any{"id": proxytest.DeployerID, "kind": "automation", "groups": []any{"deployers"}, "authn": "mtls"},
-		"method":                 "/grpc.testing.TestService/UnaryCall",
-		"service":                "grpc.testing.TestService",
-		"rpc":                    "UnaryCall",
-		"upstream":               "test",
-		"request":                map[string]any{"responseSize": float64(7), "payload": map[string]any{"body": "aGk="}},
-		"request_decoded":        true,
-		"request_unknown_fields": []any{},
-		"stream":                 map[string]any{"client_streaming": false, "server_streaming": false, "message_index": float64(0)},
-		"justification":          "rotate key",
-		"ticket":                 "INC-1",
-		"breakglass":             map[string]any{"active": false},
+		"principal": map[string]any{"id": proxytest.DeployerID, "kind": "automation", "groups": []any{"deployers"}, "authn": "mtls"},
+		"method":    "/grpc.testing.TestService/UnaryCall",
+		"service":   "grpc.testing.TestService",
+		"rpc":       "UnaryCall",
+		"upstream":  "test",
+		// Fields left at their zero value are there, as the upstream reads them.
+		"request": map[string]any{"responseSize": float64(7), "payload": map[string]any{"body": "aGk=", "type": "COMPRESSABLE"},
+			"responseType": "COMPRESSABLE", "fillUsername": false, "fillOauthScope": false, "fillServerId": false, "fillGrpclbRouteType": false},
+		"request_decoded":          true,
+		"request_undecoded_reason": "",
+		"request_unknown_fields":   []any{},
+		"stream":                   map[string]any{"client_streaming": false, "server_streaming": false, "message_index": float64(0)},
+		"justification":            "rotate key",
+		"ticket":                   "INC-1",
+		"breakglass":               map[string]any{"active": false},
 	}
 	md, _ := unary["metadata"].(map[string]any)
 	delete(unary, "metadata")

@@ -38,6 +38,9 @@ type refusalBudget struct {
 	global     int64
 	maxKeys    int  // keys tracked per window
 	principals bool // keys are principal ids (see above)
+	// what the budget counts and what happened to them, for the summaries
+	// of hosts: "unauthenticated calls" "refused" when empty.
+	what, verb string
 
 	mu     sync.Mutex
 	start  time.Time
@@ -60,6 +63,7 @@ type refusalSummary struct {
 	suppressed int
 	last       string
 	from, to   time.Time
+	what, verb string // see refusalBudget
 }
 
 // who names the summary's key for logs.
@@ -80,7 +84,11 @@ func (s refusalSummary) reason() string {
 	if s.host == "" {
 		who = "from other hosts"
 	}
-	return fmt.Sprintf("%d more unauthenticated calls %s refused %s", s.suppressed, who, between)
+	what, verb := s.what, s.verb
+	if what == "" {
+		what, verb = "unauthenticated calls", "refused"
+	}
+	return fmt.Sprintf("%d more %s %s %s %s", s.suppressed, what, who, verb, between)
 }
 
 // record is the summary's audit record.
@@ -178,7 +186,7 @@ func (b *refusalBudget) close(now time.Time) []refusalSummary {
 	var out []refusalSummary
 	for key, k := range b.keys {
 		if k.suppressed > 0 {
-			s := refusalSummary{suppressed: k.suppressed, last: k.last, from: b.start, to: now}
+			s := refusalSummary{suppressed: k.suppressed, last: k.last, from: b.start, to: now, what: b.what, verb: b.verb}
 			if k.principal != nil {
 				s.principal = k.principal
 			} else {
@@ -189,7 +197,7 @@ func (b *refusalBudget) close(now time.Time) []refusalSummary {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].who() < out[j].who() })
 	if b.other.suppressed > 0 {
-		out = append(out, refusalSummary{suppressed: b.other.suppressed, last: b.other.last, from: b.start, to: now})
+		out = append(out, refusalSummary{suppressed: b.other.suppressed, last: b.other.last, from: b.start, to: now, what: b.what, verb: b.verb})
 	}
 	b.start, b.logged, b.other = now, 0, keyRefusals{}
 	clear(b.keys)

@@ -49,7 +49,8 @@ type Options struct {
 	AuditTimeout time.Duration
 	// AfterFunc runs f once d has passed on the clock of Now, unless stop is
 	// called first (default time.AfterFunc): it ends calls when their
-	// credential expires. Tests inject testclock.Clock.AfterFunc with its Now.
+	// credential expires and calls that send no first message in time. Tests
+	// inject testclock.Clock.AfterFunc with its Now.
 	AfterFunc func(d time.Duration, f func()) (stop func() bool)
 	// SpanExporter, when set and the config has a tracing section, receives the
 	// spans instead of the OTLP collector, synchronously as each span ends (tests).
@@ -211,6 +212,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	}
 
 	s.metrics = metrics.New()
+	handshakes := newHandshakeLog(s.log, s.metrics, opts.Now)
+	handshakes.run(handshakeWindow / 4)
+	s.stops = append(s.stops, func(context.Context) { handshakes.stop() })
+	creds = handshakeCreds{TransportCredentials: creds, log: handshakes}
 	s.store, err = audit.Open(cfg.Resolve(cfg.Audit.Path), audit.Options{Redact: cfg.Audit.Redact, MaxRequestBytes: cfg.Audit.MaxRequestBytes, Now: opts.Now, OnCommit: s.metrics.ObserveCommit})
 	if err != nil {
 		return nil, fmt.Errorf("audit.path: %w", err)
@@ -230,11 +235,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		evals:             newEvalPool(2 * runtime.GOMAXPROCS(0)),
 		refusals:          newRefusalBudget(refusalWindow, refusalsPerHost, refusalsGlobal, refusalHosts),
 		afterFunc:         opts.AfterFunc,
+		streams:           newStreams(cfg.Limits.FirstMessageTimeout, cfg.Limits.MaxStreamsPerPrincipal, opts.AfterFunc),
 		principalRefusals: newPrincipalRefusalBudget(refusalWindow, principalRefusalBytes, principalRefusalsGlobal, principalRefusalKeys),
 		headers:           newHeaderAllow(cfg.Audit.Headers),
 		maxRequestBytes:   cfg.Audit.MaxRequestBytes,
 	}
 	s.pipeline.SetPolicy(engine)
+	s.drains = append(s.drains, func() { s.pipeline.streams.stopping.Store(true) })
 	s.stops = append(s.stops, func(context.Context) { s.pipeline.evals.Close() })
 	s.startRefusalFlusher()
 	tr.annotate(s.pipeline)
@@ -248,8 +255,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		// call, which a CPU profile showed as a large share of the proxy's time.
 		grpc.NumStreamWorkers(streamWorkers),
 		grpc.UnknownServiceHandler(fwd.handle),
-		grpc.StreamInterceptor(s.pipeline.intercept),
-		grpc.UnaryInterceptor(s.pipeline.controlUnary), // only the control API has unary handlers
+		// The tap arms every call's first-message timer as its headers arrive;
+		// the guards outside the pipeline's interceptors see how it ends.
+		grpc.InTapHandle(s.pipeline.tap),
+		grpc.ChainStreamInterceptor(s.pipeline.guardStream, s.pipeline.intercept),
+		grpc.ChainUnaryInterceptor(s.pipeline.guardUnary, s.pipeline.controlUnary), // only the control API has unary handlers
 		grpc.MaxRecvMsgSize(cfg.Limits.MaxMessageBytes),
 		// No send limit of the server's own: a forwarded response is already held to
 		// max_message_bytes by the upstream connection's receive limit, and a control
@@ -468,6 +478,10 @@ func dialUpstream(cfg *config.Config, uc config.Upstream, maxMsg int, trace grpc
 		return nil, err
 	}
 	up := &upstream{name: uc.Name, conn: conn}
+	opts := []decode.Option{decode.WithLimits(cfg.Limits.MaxDecodedNodes, cfg.Limits.MaxDecodeDepth)}
+	if uc.AllowDuplicateFields {
+		opts = append(opts, decode.AllowDuplicateFields())
+	}
 	switch {
 	case uc.Descriptors != "":
 		ps, err := decode.LoadProtoset(cfg.Resolve(uc.Descriptors))
@@ -475,9 +489,9 @@ func dialUpstream(cfg *config.Config, uc config.Upstream, maxMsg int, trace grpc
 			conn.Close()
 			return nil, fmt.Errorf("descriptors: %w", err)
 		}
-		up.decoder, up.protoset = decode.NewDecoder(ps), ps
+		up.decoder, up.protoset = decode.NewDecoder(ps, opts...), ps
 	case uc.Reflection:
-		up.decoder = decode.NewDecoder(decode.NewReflection(conn, decode.ReflectionOptions{}))
+		up.decoder = decode.NewDecoder(decode.NewReflection(conn, decode.ReflectionOptions{}), opts...)
 	}
 	return up, nil
 }

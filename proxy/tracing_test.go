@@ -187,7 +187,7 @@ func TestTracingPropagatesCallersTrace(t *testing.T) {
 		{"ztp.policy.version", attribute.StringValue(reqs[0].PolicyVersion)},
 	} {
 		if v, ok := attr(srv, c.key); !ok || v != c.want {
-			t.Errorf("server span %s = %v (present %v), want %v", c.key, v.Emit(), ok, c.want.Emit())
+			t.Errorf("server span %s = %v (present %v), want %v", c.key, v.String(), ok, c.want.String())
 		}
 	}
 }

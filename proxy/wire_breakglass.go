@@ -29,6 +29,7 @@ func (s *Server) wireBreakglass(ctx context.Context) error {
 		MaxDuration:       bc.MaxDuration,
 		ApprovalsRequired: bc.ApprovalsRequired,
 		ApproverGroups:    bc.ApproverGroups,
+		MaxPending:        bc.MaxPendingPerPerson,
 		Audit:             s.store,
 		Now:               s.now,
 		AuditTimeout:      s.opts.AuditTimeout,

@@ -18,7 +18,7 @@ import (
 // be refused (fail closed), not waved through. With no rules Allow admits every
 // call after one failed match over an empty list.
 func (s *Server) wireRateLimits(ctx context.Context) error {
-	l, err := ratelimit.New(s.cfg.RateLimits, s.cfg.Budgets, s.now(), ratelimit.Options{})
+	l, err := ratelimit.New(s.cfg.RateLimits, s.cfg.Budgets, s.now(), ratelimit.Options{Separate: unstarvable})
 	if err != nil {
 		return fmt.Errorf("rate_limits: %w", err)
 	}

@@ -16,7 +16,10 @@
 // pair has its own bucket of burst tokens refilling at rps per second: limits are
 // per principal, never per connection or address, so opening more connections
 // gains nothing. A principal holding a break-glass grant is limited like anyone
-// else unless its rule says breakglass_bypass.
+// else unless its rule says breakglass_bypass. A method named by
+// Options.Separate draws on a bucket of its own per principal under its rule,
+// so the principal's other calls cannot exhaust it (the proxy's control calls
+// that must never be starved: revoking a grant, health checks).
 //
 // # Change budgets
 //

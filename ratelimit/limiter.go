@@ -42,6 +42,13 @@ type Options struct {
 	// (default DefaultIdleTimeout). Forgetting a full bucket changes nothing but
 	// memory: it would be re-created full.
 	IdleTimeout time.Duration
+	// Separate names the methods that draw on buckets of their own: a call
+	// of such a method takes from a bucket of its principal and method under
+	// the rule it matches, with that rule's rps and burst, so the principal's
+	// other calls under the rule can never exhaust it, and it cannot exhaust
+	// theirs. The proxy uses it for the control calls that must never be
+	// starved (revoking a grant, health checks). Nil: none.
+	Separate func(method string) bool
 }
 
 // Limiter enforces the rate_limits rules per principal and the change budgets
@@ -54,6 +61,7 @@ type Limiter struct {
 	// are only changed with both held (Update).
 	rateMu   sync.Mutex
 	rate     *table
+	separate func(method string) bool
 	budgetMu sync.Mutex
 	budgets  *table
 }
@@ -75,7 +83,7 @@ func New(rateRules []config.RateLimitRule, budgets []config.Budget, now time.Tim
 	for c, p := range set {
 		c.rule = p.rule
 	}
-	l := &Limiter{rate: newTable(o.MaxBuckets, o.IdleTimeout), budgets: newTable(o.MaxBuckets, o.IdleTimeout)}
+	l := &Limiter{rate: newTable(o.MaxBuckets, o.IdleTimeout), budgets: newTable(o.MaxBuckets, o.IdleTimeout), separate: o.Separate}
 	l.rules.Store(rs)
 	return l, nil
 }
@@ -95,7 +103,11 @@ func (l *Limiter) Allow(p identity.Principal, method string, breakglass bool, no
 	if r == nil || (breakglass && r.bypass) {
 		return true, 0, ""
 	}
-	e, shared := l.rate.get(bucketKey{c: r.c, name: p.ID}, now)
+	k := bucketKey{c: r.c, name: p.ID}
+	if l.separate != nil && l.separate(method) {
+		k.method = method
+	}
+	e, shared := l.rate.get(k, now)
 	ok = e.take(1, now)
 	l.rate.sweep(now)
 	if ok {
@@ -104,7 +116,16 @@ func (l *Limiter) Allow(p identity.Principal, method string, breakglass bool, no
 	if shared {
 		return false, e.wait(1, now), r.c.rule + " (shared by principals beyond " + strconv.Itoa(l.rate.max) + " tracked buckets)"
 	}
-	return false, e.wait(1, now), r.c.rule + " for " + p.ID
+	return false, e.wait(1, now), r.c.rule + " for " + keyName(k)
+}
+
+// keyName names a rate bucket in reasons and Status: the principal id, and
+// the method of a separate bucket in parentheses.
+func keyName(k bucketKey) string {
+	if k.method == "" {
+		return k.name
+	}
+	return k.name + " (" + k.method + ")"
 }
 
 // need is the cost one Take draws from one bucket.
@@ -258,7 +279,7 @@ func (l *Limiter) Status(principal string, now time.Time) []Bucket {
 	l.rateMu.Lock()
 	for k, e := range l.rate.m {
 		if principal == "" || k.name == principal {
-			add("rate", e, k.name)
+			add("rate", e, keyName(k))
 		}
 	}
 	for _, r := range l.rules.Load().rate {

@@ -26,19 +26,19 @@ func withClock(clk *testclock.Clock) func(*proxy.Options) {
 	return func(o *proxy.Options) { o.Now = clk.Now }
 }
 
-// call makes one EmptyCall and returns its error and its trailer.
-func call(t *testing.T, c testgrpc.TestServiceClient) (error, metadata.MD) {
+// call makes one EmptyCall and returns its trailer and its error.
+func call(t *testing.T, c testgrpc.TestServiceClient) (metadata.MD, error) {
 	t.Helper()
 	var tr metadata.MD
 	_, err := c.EmptyCall(proxytest.Ctx(t), &testgrpc.Empty{}, grpc.Trailer(&tr))
-	return err, tr
+	return tr, err
 }
 
-func unary(t *testing.T, c testgrpc.TestServiceClient, body string) (error, metadata.MD) {
+func unary(t *testing.T, c testgrpc.TestServiceClient, body string) (metadata.MD, error) {
 	t.Helper()
 	var tr metadata.MD
 	_, err := c.UnaryCall(proxytest.Ctx(t), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte(body)}}, grpc.Trailer(&tr))
-	return err, tr
+	return tr, err
 }
 
 func pushback(md metadata.MD) string {
@@ -74,36 +74,36 @@ func TestProxyRateLimit(t *testing.T) {
 	})
 	deployer := env.Dial(t, proxytest.DeployerID)
 	for i := range 2 {
-		if err, _ := call(t, deployer); err != nil {
+		if _, err := call(t, deployer); err != nil {
 			t.Fatalf("call %d within the burst: %v", i+1, err)
 		}
 	}
-	err, tr := call(t, deployer)
+	tr, err := call(t, deployer)
 	proxytest.WantCode(t, "third EmptyCall", err, codes.ResourceExhausted, "ztp: rate limit rate_limits[0] for "+proxytest.DeployerID+"; retry in 2s")
 	if got := pushback(tr); got != "2000" {
 		t.Errorf("grpc-retry-pushback-ms = %q, want \"2000\" (one token at 0.5/s)", got)
 	}
 
 	// Another connection of the same principal draws on the same bucket.
-	err, _ = call(t, env.Dial(t, proxytest.DeployerID))
+	_, err = call(t, env.Dial(t, proxytest.DeployerID))
 	proxytest.WantCode(t, "EmptyCall on a second connection", err, codes.ResourceExhausted, "rate limit rate_limits[0]")
 
 	// A principal no rule matches is not limited.
 	alice := env.Dial(t, proxytest.AliceID)
 	for i := range 5 {
-		if err, _ := call(t, alice); err != nil {
+		if _, err := call(t, alice); err != nil {
 			t.Fatalf("alice's call %d: %v (no rule matches her)", i+1, err)
 		}
 	}
 
 	clk.Advance(1999 * time.Millisecond)
-	err, tr = call(t, deployer)
+	tr, err = call(t, deployer)
 	proxytest.WantCode(t, "EmptyCall 1ms early", err, codes.ResourceExhausted, "retry in 1ms")
 	if got := pushback(tr); got != "1" {
 		t.Errorf("grpc-retry-pushback-ms 1ms early = %q, want \"1\"", got)
 	}
 	clk.Advance(time.Millisecond)
-	if err, _ := call(t, deployer); err != nil {
+	if _, err := call(t, deployer); err != nil {
 		t.Errorf("EmptyCall after the refill: %v", err)
 	}
 
@@ -171,14 +171,14 @@ func TestProxyBudgetsFromPolicy(t *testing.T) {
 	}
 	for _, s := range steps {
 		clk.Advance(s.advance)
-		err, tr := unary(t, c, s.body)
+		tr, err := unary(t, c, s.body)
 		proxytest.WantCode(t, s.name, err, s.code, s.msg)
 		if got := pushback(tr); s.pushback != "" && got != s.pushback {
 			t.Errorf("%s: grpc-retry-pushback-ms = %q, want %q", s.name, got, s.pushback)
 		}
 	}
 	// EmptyCall names no budget: not affected.
-	if err, _ := call(t, c); err != nil {
+	if _, err := call(t, c); err != nil {
 		t.Errorf("EmptyCall with the budget exhausted: %v", err)
 	}
 	recs := ratelimited(t, env, "/grpc.testing.TestService/UnaryCall")
@@ -234,7 +234,7 @@ func TestProxyReloadKeepsBuckets(t *testing.T) {
 		call(t, alice)
 	}
 	call(t, deployer)
-	if err, _ := call(t, alice); err == nil {
+	if _, err := call(t, alice); err == nil {
 		t.Fatal("alice allowed past her burst")
 	}
 
@@ -248,10 +248,10 @@ func TestProxyReloadKeepsBuckets(t *testing.T) {
 	if err := env.Server.Reload(proxytest.Ctx(t)); err != nil {
 		t.Fatalf("Reload: %v", err)
 	}
-	err, _ := call(t, alice)
+	_, err := call(t, alice)
 	proxytest.WantCode(t, "alice after the reload", err, codes.ResourceExhausted, "rate limit rate_limits[1] for "+proxytest.AliceID)
 	for i := range 3 {
-		if err, _ := call(t, deployer); err != nil {
+		if _, err := call(t, deployer); err != nil {
 			t.Errorf("deployer call %d under the new rule (burst 3): %v", i+1, err)
 		}
 	}

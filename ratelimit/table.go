@@ -71,10 +71,12 @@ func (c *class) tokens(units float64) float64 {
 	return math.Ceil(x - x*relTol)
 }
 
-// bucketKey names a bucket: the rule it belongs to and the principal id or budget key.
+// bucketKey names a bucket: the rule it belongs to and the principal id or budget key,
+// and for a method with a bucket of its own (Options.Separate) that method.
 type bucketKey struct {
-	c    *class
-	name string
+	c      *class
+	name   string
+	method string
 }
 
 // entry is one token bucket: a rate.Limiter driven with the caller's time, never

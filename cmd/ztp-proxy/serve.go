@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ztp-dev/ztp/config"
+	"github.com/ztp-dev/ztp/internal/version"
 	"github.com/ztp-dev/ztp/proxy"
 )
 
@@ -80,7 +81,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 	defer signal.Stop(hups)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
-	log.Info("serving", "listen", lis.Addr().String(), "config", cfg.File)
+	log.Info("serving", "listen", lis.Addr().String(), "config", cfg.File, "version", version.Get().String())
 
 	for stop := false; !stop; {
 		select {

@@ -647,7 +647,9 @@ deny. A record allowed under break-glass is replayed under the same grant. Not
 replayed: ratelimited records, control-API calls (ztp.v1.*) and calls refused before
 the policy ran (unauthenticated, no route). The input is what the record keeps:
 fields hidden by audit.redact read "[redacted]", and the streaming flags come from
---descriptors (else false).
+--descriptors (else false). Records written before ztp rendered zero values lack
+them; --descriptors fills them in (and makes Any type URLs canonical), so that a
+rule like "prefixLen == 0" decides old records as the proxy decides today.
 
 --fail-on makes it a CI gate: the exit status is non-zero when a change of that
 direction is found.`,
@@ -664,7 +666,7 @@ direction is found.`,
 	f.StringVar(&o.db, "db", "", "audit log file (bbolt) to replay")
 	f.StringVar(&o.jsonl, "jsonl", "", `audit records as JSON lines (ztpctl audit export), "-" for standard input`)
 	f.StringVar(&o.since, "since", "", "replay records from this time on: RFC 3339, a date, or a duration back from now (24h, 7d)")
-	f.StringArrayVar(&o.descriptors, "descriptors", nil, "protoset giving the methods' streaming flags (repeatable)")
+	f.StringArrayVar(&o.descriptors, "descriptors", nil, "protoset giving the methods' streaming flags and filling in zero values old records lack (repeatable)")
 	f.StringVar(&o.failOn, "fail-on", "", "exit non-zero on changes: allow-to-deny | deny-to-allow | any")
 	f.IntVar(&o.examples, "examples", 3, "example seqs listed per method and principal")
 	cmd.MarkFlagRequired("policy")
@@ -687,7 +689,7 @@ func (o *policyReplayOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	if err != nil {
 		return fmt.Errorf("--since: %w", err)
 	}
-	streaming, err := streamingFlags(o.descriptors)
+	sets, err := loadProtosets(o.descriptors)
 	if err != nil {
 		return err
 	}
@@ -700,7 +702,11 @@ func (o *policyReplayOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	if err != nil {
 		return err
 	}
-	rp := policy.NewReplayer(eng, policy.ReplayOptions{Since: since, Streaming: streaming, Examples: o.examples})
+	opts := policy.ReplayOptions{Since: since, Examples: o.examples}
+	if len(sets) > 0 {
+		opts.Streaming, opts.Reshape = streamingFlags(sets), reshape(sets)
+	}
+	rp := policy.NewReplayer(eng, opts)
 	add := func(rec *audit.Record) error { return rp.Add(ctx, rec) }
 	if o.db != "" {
 		err = replayDB(ctx, o.db, add)
@@ -718,7 +724,7 @@ func (o *policyReplayOptions) run(cmd *cobra.Command, g *globalOptions) error {
 			return err
 		}
 	} else {
-		writeReplayText(w, rep)
+		writeReplayText(w, rep, len(sets) > 0)
 	}
 	a2d, d2a := rep.AllowToDeny.Count, rep.DenyToAllow.Count
 	switch {
@@ -776,12 +782,7 @@ func replayJSONL(cmd *cobra.Command, name string, add func(*audit.Record) error)
 	return nil
 }
 
-// streamingFlags looks methods up in the protosets; methods they do not know are neither
-// client- nor server-streaming, as for the proxy without descriptors.
-func streamingFlags(protosets []string) (func(string) (bool, bool), error) {
-	if len(protosets) == 0 {
-		return nil, nil
-	}
+func loadProtosets(protosets []string) ([]*decode.Protoset, error) {
 	var sets []*decode.Protoset
 	for _, p := range protosets {
 		ps, err := decode.LoadProtoset(p)
@@ -790,6 +791,12 @@ func streamingFlags(protosets []string) (func(string) (bool, bool), error) {
 		}
 		sets = append(sets, ps)
 	}
+	return sets, nil
+}
+
+// streamingFlags looks methods up in the protosets; methods they do not know are neither
+// client- nor server-streaming, as for the proxy without descriptors.
+func streamingFlags(sets []*decode.Protoset) func(string) (bool, bool) {
 	return func(method string) (bool, bool) {
 		for _, ps := range sets {
 			if md, err := ps.FindMethod(context.Background(), method); err == nil {
@@ -797,10 +804,25 @@ func streamingFlags(protosets []string) (func(string) (bool, bool), error) {
 			}
 		}
 		return false, false
-	}, nil
+	}
 }
 
-func writeReplayText(w io.Writer, rep *policy.ReplayReport) {
+// reshape fills in what records written before the proxy rendered zero values lack, from
+// the first protoset that knows the method.
+func reshape(sets []*decode.Protoset) func(string, map[string]any) (int, error) {
+	return func(method string, req map[string]any) (int, error) {
+		var err error
+		for _, ps := range sets {
+			var n int
+			if n, err = ps.Reshape(method, req); err == nil {
+				return n, nil
+			}
+		}
+		return 0, err
+	}
+}
+
+func writeReplayText(w io.Writer, rep *policy.ReplayReport, reshaped bool) {
 	fmt.Fprintf(w, "candidate %s replayed %d request records", rep.Version, rep.Replayed)
 	if rep.Replayed > 0 {
 		fmt.Fprintf(w, " (seq %d-%d)", rep.FirstSeq, rep.LastSeq)
@@ -811,6 +833,12 @@ func writeReplayText(w io.Writer, rep *policy.ReplayReport) {
 	}
 	fmt.Fprintf(w, "unchanged: %d  allow→deny: %d  deny→allow: %d  candidate errors: %d\n",
 		rep.Unchanged, rep.AllowToDeny.Count, rep.DenyToAllow.Count, rep.EvalErrors)
+	switch {
+	case rep.Reshaped > 0:
+		fmt.Fprintf(w, "reshaped: %d records written before zero values were rendered, filled in from --descriptors\n", rep.Reshaped)
+	case !reshaped && rep.Replayed > 0:
+		fmt.Fprintln(w, "note: without --descriptors, requests are replayed as recorded; records written before ztp rendered zero values lack them")
+	}
 	var skipped []string
 	for _, k := range []string{policy.SkipRatelimited, policy.SkipControlAPI, policy.SkipBeforePolicy, policy.SkipBeforeSince, policy.SkipTruncated} {
 		if n := rep.Skipped[k]; n > 0 {

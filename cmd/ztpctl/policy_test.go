@@ -643,15 +643,7 @@ deny contains "odd payload" if input.request.payload.body == "b2Rk"
 		{"without descriptors", nil, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args := append([]string{"policy", "replay", "-o", "json", "--policy", filepath.Join(env.Dir, "policies"), "--db", db}, tc.args...)
-			out, _, err := runCtl(t, "", args...)
-			if err != nil {
-				t.Fatalf("ztpctl %v: %v", args, err)
-			}
-			var rep policy.ReplayReport
-			if err := json.Unmarshal([]byte(out), &rep); err != nil {
-				t.Fatal(err)
-			}
+			rep, out := replayReport(t, append([]string{"--policy", filepath.Join(env.Dir, "policies"), "--db", db}, tc.args...)...)
 			if rep.Replayed != 7 || rep.AllowToDeny.Count != tc.a2d || rep.DenyToAllow.Count != 0 || rep.EvalErrors != 0 {
 				t.Errorf("replayed %d (want 7), allow→deny %d (want %d), deny→allow %d, errors %d (want 0)\n%s",
 					rep.Replayed, rep.AllowToDeny.Count, tc.a2d, rep.DenyToAllow.Count, rep.EvalErrors, out)
@@ -680,6 +672,69 @@ func TestPolicyReplayRedacted(t *testing.T) {
 	// base64.decode("[redacted]") fails: the unchanged policy denies on replay.
 	if rep.EvalErrors != 1 || rep.AllowToDeny.Count != 1 {
 		t.Errorf("eval errors %d, allow→deny %d; want 1 and 1\n%s", rep.EvalErrors, rep.AllowToDeny.Count, out)
+	}
+}
+
+// replayReport runs ztpctl policy replay -o json with args and returns the report and its
+// JSON.
+func replayReport(t *testing.T, args ...string) (policy.ReplayReport, string) {
+	t.Helper()
+	args = append([]string{"policy", "replay", "-o", "json"}, args...)
+	out, _, err := runCtl(t, "", args...)
+	if err != nil {
+		t.Fatalf("ztpctl %v: %v", args, err)
+	}
+	var rep policy.ReplayReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	return rep, out
+}
+
+// TestPolicyReplayOldRecords: a record written before the proxy rendered zero values lacks
+// them; with --descriptors replay fills them in, so a rule comparing with zero decides it as
+// the proxy decides today, and without them the report says what is missing.
+func TestPolicyReplayOldRecords(t *testing.T) {
+	env := proxytest.Start(t, proxytest.Options{})
+	candidate := writePolicyFiles(t, map[string]string{"p.rego": `package ztp
+
+default allow := false
+
+allow if {
+	input.request.responseSize == 0
+	input.request.payload.type == "COMPRESSABLE"
+}
+`})
+	old := `{"seq":7,"time":"2026-11-26T10:00:00Z","type":"request","principal":{"id":"spiffe://example.org/ns/prod/sa/deployer","kind":"automation","groups":["deployers"],"authn":"mtls"},` +
+		`"method":"/grpc.testing.TestService/UnaryCall","upstream":"test","message_index":0,"request":{"payload":{"body":"b2s="}},"request_decoded":true,` +
+		`"decision":"allow","policy_version":"sha256:old","prev_hash":"","hash":""}` + "\n"
+	jsonl := filepath.Join(t.TempDir(), "old.jsonl")
+	if err := os.WriteFile(jsonl, []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	protoset := filepath.Join(env.Dir, "test.protoset")
+	for _, tc := range []struct {
+		name          string
+		args          []string
+		a2d, reshaped int
+		textNote      string
+	}{
+		{"with descriptors", []string{"--descriptors", protoset}, 0, 1, "reshaped: 1 records written before zero values were rendered"},
+		{"without descriptors", nil, 1, 0, "note: without --descriptors, requests are replayed as recorded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep, out := replayReport(t, append([]string{"--policy", candidate, "--jsonl", jsonl}, tc.args...)...)
+			if rep.Replayed != 1 || rep.AllowToDeny.Count != tc.a2d || rep.Reshaped != tc.reshaped {
+				t.Errorf("replayed %d, allow→deny %d, reshaped %d; want 1, %d, %d\n%s", rep.Replayed, rep.AllowToDeny.Count, rep.Reshaped, tc.a2d, tc.reshaped, out)
+			}
+			text, _, err := runCtl(t, "", append([]string{"policy", "replay", "--policy", candidate, "--jsonl", jsonl}, tc.args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(text, tc.textNote) {
+				t.Errorf("text report lacks %q:\n%s", tc.textNote, text)
+			}
+		})
 	}
 }
 

@@ -124,8 +124,9 @@ func (o *policyInputOptions) run(cmd *cobra.Command, g *globalOptions) error {
 				k, strings.Join(config.DefaultAuditHeaders, ", "))
 		}
 	}
-	req, unknown, _, ok := decode.NewDecoder(ps).DecodeUnknown(ctx, o.method, msg)
-	if ok {
+	req, unknown, _, derr := decode.NewDecoder(ps).DecodeUnknown(ctx, o.method, msg)
+	switch {
+	case derr == nil:
 		if req == nil {
 			req = map[string]any{}
 		}
@@ -133,9 +134,12 @@ func (o *policyInputOptions) run(cmd *cobra.Command, g *globalOptions) error {
 			return fmt.Errorf("request: %w", err)
 		}
 		rec.RequestDecoded = true
-	} else {
-		_, _, derr := decode.NewDecoder(ps).DecodeErr(ctx, o.method, msg)
+	case errors.Is(derr, decode.ErrAmbiguous):
+		fmt.Fprintf(cmd.ErrOrStderr(), "note: the proxy refuses this request with INVALID_ARGUMENT before any policy runs, unless the upstream sets allow_duplicate_fields (%v)\n", derr)
+		rec.Detail = decode.Reason(derr)
+	default:
 		fmt.Fprintf(cmd.ErrOrStderr(), "note: the proxy could not decode this request (%v): input.request is null\n", derr)
+		rec.Detail = decode.Reason(derr)
 	}
 	// The proxy and replay build the input from the same fields; this is replay's
 	// builder fed with what the proxy would have recorded.
@@ -197,7 +201,7 @@ func parseMetadata(kvs []string) (map[string][]string, error) {
 // inputKeys are the top-level keys the proxy sets in every policy input.
 var inputKeys = []string{
 	"breakglass", "justification", "metadata", "method", "principal", "request", "request_decoded",
-	"request_unknown_fields", "rpc", "service", "stream", "ticket", "time", "upstream",
+	"request_undecoded_reason", "request_unknown_fields", "rpc", "service", "stream", "ticket", "time", "upstream",
 }
 
 // asPolicyInput returns doc as a policy input: an audit request record is turned into

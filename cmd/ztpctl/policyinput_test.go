@@ -146,7 +146,7 @@ func TestPolicyEvalExplain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"deployer = true", "mutating = true", "read: undefined", `deletes = [{"key":"Lw=="}]`} {
+	for _, s := range []string{"deployer = true", "mutating = true", "read: undefined", `deletes = [{"key":"Lw==","prevKv":false,"rangeEnd":""}]`} {
 		if !strings.Contains(out, s) {
 			t.Errorf("--explain output lacks %q:\n%s", s, out)
 		}

@@ -11,13 +11,14 @@ import (
 	"math"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+
+	"github.com/ztp-dev/ztp/internal/version"
 )
 
 // globalOptions are the connection flags shared by every command that talks to a
@@ -31,6 +32,14 @@ type globalOptions struct {
 	tokenFile  string
 	output     string
 	timeout    time.Duration
+	now        func() time.Time // judges the validity of the user's certificate; nil: time.Now
+}
+
+func (g *globalOptions) clock() func() time.Time {
+	if g.now != nil {
+		return g.now
+	}
+	return time.Now
 }
 
 func newRootCommand() *cobra.Command {
@@ -45,7 +54,9 @@ Connection defaults come from ZTP_SERVER, ZTP_CACERT, ZTP_CERT, ZTP_KEY and
 ZTP_TOKEN_FILE.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.Get().String(), // --version; "ztpctl version" also asks the proxy
 	}
+	root.SetVersionTemplate("ztpctl {{.Version}}\n")
 	f := root.PersistentFlags()
 	f.StringVar(&g.server, "server", envOr("ZTP_SERVER", "127.0.0.1:7443"), "proxy address (host:port)")
 	f.StringVar(&g.serverName, "server-name", "", "name to verify in the proxy's certificate (default: the host of --server)")
@@ -55,7 +66,7 @@ ZTP_TOKEN_FILE.`,
 	f.StringVar(&g.tokenFile, "token-file", os.Getenv("ZTP_TOKEN_FILE"), "file holding a JWT bearer token (instead of --cert/--key)")
 	f.StringVarP(&g.output, "output", "o", "text", "output format: text | json")
 	f.DurationVar(&g.timeout, "timeout", 30*time.Second, "timeout of one control-API call")
-	root.AddCommand(newPolicyCommand(g), newAuditCommand(g), newBreakglassCommand(g), newRateLimitCommand(g), newCertsCommand(g))
+	root.AddCommand(newPolicyCommand(g), newAuditCommand(g), newBreakglassCommand(g), newRateLimitCommand(g), newCertsCommand(g), newTunnelCommand(g), newVersionCommand(g))
 	return root
 }
 
@@ -68,6 +79,25 @@ func envOr(k, def string) string {
 
 // dial connects to the proxy's control API with the configured credentials.
 func (g *globalOptions) dial() (*grpc.ClientConn, error) {
+	opts, err := g.dialOptions(nil)
+	if err != nil {
+		return nil, err
+	}
+	// An audit export chunk carries whole records, and one record of a maximal
+	// request is larger than gRPC's default 4 MiB receive limit.
+	opts = append(opts, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
+	return grpc.NewClient(g.server, opts...)
+}
+
+// dialOptions are the transport and call credentials of every connection to
+// the proxy: its CA (--cacert), and the user's certificate (--cert/--key) or
+// bearer token (--token-file). The credential files are checked here, so that
+// a command fails at once with a message naming the file, and read again for
+// every TLS handshake (certificate) or call (token): a long-running command
+// (tunnel, audit export --follow) picks up a credential refreshed on disk.
+//
+// presented, when not nil, is told of every certificate handed to the proxy.
+func (g *globalOptions) dialOptions(presented func(*tls.Certificate)) ([]grpc.DialOption, error) {
 	if (g.cert == "") != (g.key == "") {
 		return nil, errors.New("--cert and --key must be given together")
 	}
@@ -94,25 +124,27 @@ func (g *globalOptions) dial() (*grpc.ClientConn, error) {
 	opts := []grpc.DialOption{}
 	switch {
 	case g.tokenFile != "":
-		tok, err := os.ReadFile(g.tokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("--token-file: %w", err)
+		tf := tokenFile{path: g.tokenFile}
+		if _, err := tf.read(); err != nil {
+			return nil, err
 		}
-		opts = append(opts, grpc.WithPerRPCCredentials(bearer(strings.TrimSpace(string(tok)))))
+		opts = append(opts, grpc.WithPerRPCCredentials(tf))
 	case g.cert != "":
-		c, err := tls.LoadX509KeyPair(g.cert, g.key)
-		if err != nil {
-			return nil, fmt.Errorf("--cert/--key: %w", err)
+		kp := keyPair{cert: g.cert, key: g.key, now: g.clock()}
+		if _, err := kp.load(); err != nil {
+			return nil, err
 		}
-		tc.Certificates = []tls.Certificate{c}
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c, err := kp.load()
+			if err == nil && presented != nil {
+				presented(c)
+			}
+			return c, err
+		}
 	default:
 		return nil, errors.New("no credentials: give --cert and --key (or ZTP_CERT/ZTP_KEY), or --token-file")
 	}
-	opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
-		// An audit export chunk carries whole records, and one record of a maximal
-		// request is larger than gRPC's default 4 MiB receive limit.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
-	return grpc.NewClient(g.server, opts...)
+	return append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tc))), nil
 }
 
 func (g *globalOptions) context(parent context.Context) (context.Context, context.CancelFunc) {
@@ -140,15 +172,6 @@ func callProxy[T any](cmd *cobra.Command, g *globalOptions, what string, call fu
 	}
 	return resp, nil
 }
-
-// bearer sends a JWT as "authorization: Bearer …" (over TLS only).
-type bearer string
-
-func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
-}
-
-func (bearer) RequireTransportSecurity() bool { return true }
 
 // printJSON writes v as indented JSON.
 func printJSON(w io.Writer, v any) error {

@@ -666,6 +666,16 @@ func checkAudit(ctx context.Context, t *testing.T, path string, wants []auditWan
 		t.Errorf("audit log does not start with a system \"started\" record and end with \"stopped\" (%d records)", len(recs))
 	}
 
+	// The stream bounds' defaults (first_message_timeout, max_streams_per_principal)
+	// never end or refuse a call of etcdctl's: its watch and lease keep-alive send
+	// their first message at once.
+	for _, r := range recs {
+		if r.Type == audit.TypeRequest && len(r.Reasons) == 1 &&
+			(strings.HasPrefix(r.Reasons[0], "no request message within") || strings.HasPrefix(r.Reasons[0], "limits.max_streams_per_principal")) {
+			t.Errorf("record %d: %s's %s was ended or refused by a stream bound: %q", r.Seq, principalID(r), r.Method, r.Reasons[0])
+		}
+	}
+
 	requests := map[uint64]*audit.Record{}
 	outcomes := map[uint64]*audit.Record{} // by ref
 	for _, r := range recs {

@@ -872,12 +872,14 @@ func (*PolicyVersionRequest) Descriptor() ([]byte, []int) {
 }
 
 type PolicyVersionResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"` // sha256:…
-	Mode          string                 `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`       // enforce | dryrun
-	Loaded        *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=loaded,proto3" json:"loaded,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Version        string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"` // sha256:…
+	Mode           string                 `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`       // enforce | dryrun
+	Loaded         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=loaded,proto3" json:"loaded,omitempty"`
+	ServerVersion  string                 `protobuf:"bytes,4,opt,name=server_version,json=serverVersion,proto3" json:"server_version,omitempty"`    // the proxy's build: release version or "devel"
+	ServerRevision string                 `protobuf:"bytes,5,opt,name=server_revision,json=serverRevision,proto3" json:"server_revision,omitempty"` // the proxy's VCS revision or "unknown"
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PolicyVersionResponse) Reset() {
@@ -929,6 +931,20 @@ func (x *PolicyVersionResponse) GetLoaded() *timestamppb.Timestamp {
 		return x.Loaded
 	}
 	return nil
+}
+
+func (x *PolicyVersionResponse) GetServerVersion() string {
+	if x != nil {
+		return x.ServerVersion
+	}
+	return ""
+}
+
+func (x *PolicyVersionResponse) GetServerRevision() string {
+	if x != nil {
+		return x.ServerRevision
+	}
+	return ""
 }
 
 type RateLimitStatusRequest struct {
@@ -1187,11 +1203,13 @@ const file_ztp_v1_ztp_proto_rawDesc = "" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x12\n" +
 	"\x04hash\x18\x03 \x01(\tR\x04hash\x12.\n" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x16\n" +
-	"\x14PolicyVersionRequest\"y\n" +
+	"\x14PolicyVersionRequest\"\xc9\x01\n" +
 	"\x15PolicyVersionResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x122\n" +
-	"\x06loaded\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06loaded\"L\n" +
+	"\x06loaded\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06loaded\x12%\n" +
+	"\x0eserver_version\x18\x04 \x01(\tR\rserverVersion\x12'\n" +
+	"\x0fserver_revision\x18\x05 \x01(\tR\x0eserverRevision\"L\n" +
 	"\x16RateLimitStatusRequest\x12\x1c\n" +
 	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"\x8f\x01\n" +

@@ -8,7 +8,9 @@
 # etcd adds is refused until someone reviews it and lists it here.
 #
 # Requests arrive as protojson: bytes are base64 ("Zm9v" is "foo", "AA==" is "\x00"),
-# 64-bit integers are strings, fields left at their zero value are absent.
+# 64-bit integers are strings, fields left at their zero value are present with it ("",
+# "0", false, the enum's first value). The object.get defaults below also cover records
+# written before the proxy rendered zero values, replayed without descriptors.
 package ztp
 
 default allow := false
@@ -40,8 +42,8 @@ writer_groups := {"deployers"}
 
 read if input.method in reads
 
-# `etcdctl alarm list` sends Alarm with action GET, the enum's zero value, which protojson
-# leaves out; ACTIVATE and DEACTIVATE change the cluster. Only a decoded request can tell.
+# `etcdctl alarm list` sends Alarm with action GET, the enum's zero value; ACTIVATE and
+# DEACTIVATE change the cluster. Only a decoded request can tell.
 read if {
 	input.method == "/etcdserverpb.Maintenance/Alarm"
 	input.request_decoded
@@ -90,6 +92,13 @@ deny contains "request not decoded: mutating methods need a readable request" if
 	not input.request_decoded
 }
 
+# A message over the proxy's decode limits (limits.max_decoded_nodes, max_decode_depth) is
+# not decoded at all. No etcd request of a real client comes near them, and a read padded
+# past them (with unknown fields, which etcd ignores) would hide what it reads.
+deny contains "request too complex to decode (limits.max_decoded_nodes, limits.max_decode_depth)" if {
+	object.get(input, "request_undecoded_reason", "") == "too_complex"
+}
+
 # A field the descriptor set does not describe is left out of input.request (protojson
 # drops it) but still reaches etcd, so a change carrying one cannot be judged; the proxy
 # lists where such fields are in input.request_unknown_fields. Reads are let through.
@@ -116,7 +125,7 @@ deletes contains del if {
 }
 
 # rangeEnd "\x00" means "every key >= key". With key "\x00" (what `etcdctl del ""
-# --from-key` sends) or the empty key (absent in protojson; `etcdctl del "" --prefix`)
+# --from-key` sends) or the empty key ("", `etcdctl del "" --prefix`)
 # that is the whole keyspace.
 whole_keyspace(del) if {
 	object.get(del, "rangeEnd", "") == "AA=="

@@ -105,6 +105,15 @@ test_whole_keyspace if {
 	lib.touches_prefix("/anything") with input as kv("DeleteRange", {"key": "AA==", "rangeEnd": "AA=="})
 }
 
+# etcdctl del "" --prefix sends the empty key, which the proxy renders as "" (zero values
+# are present): the range is every key.
+test_empty_key_is_the_whole_keyspace if {
+	inp := kv("DeleteRange", {"key": "", "rangeEnd": "AA==", "prevKv": false})
+	lib.whole_keyspace with input as inp
+	lib.touches_prefix("/anything") with input as inp
+	lib.touches_key("") with input as inp
+}
+
 test_binary_keys_compare_by_byte if {
 	# 0xff sorts after every ASCII key.
 	inp := kv("Range", {"key": "/w==", "rangeEnd": "AA=="})

@@ -6,8 +6,14 @@ deployer := {"id": "spiffe://example.org/ns/prod/sa/deployer", "kind": "automati
 
 alice := {"id": "spiffe://example.org/user/alice", "kind": "human", "groups": ["sre"], "authn": "mtls"}
 
-# What the benchmark sends: protojson of a SimpleRequest with a small payload.
-bench_call := {"principal": deployer, "rpc": "UnaryCall", "request": {"payload": {"body": "YmVuY2htYXJr"}}, "request_decoded": true}
+# What the benchmark sends: a SimpleRequest with a small payload, as the proxy renders it
+# (every field without presence there, at its zero value when the client left it out).
+simple_request := {
+	"responseType": "COMPRESSABLE", "responseSize": 0, "fillUsername": false, "fillOauthScope": false,
+	"fillServerId": false, "fillGrpclbRouteType": false,
+}
+
+bench_call := {"principal": deployer, "rpc": "UnaryCall", "request": object.union(simple_request, {"payload": {"type": "COMPRESSABLE", "body": "YmVuY2htYXJr"}}), "request_decoded": true}
 
 test_benchmark_call_is_allowed if {
 	ztp.allow with input as bench_call
@@ -31,13 +37,13 @@ test_undecoded_change_denied if {
 }
 
 test_large_response_denied if {
-	"responses larger than 1 MiB are not served through ztp" in ztp.deny with input as object.union(bench_call, {"request": {"responseSize": 2097152}})
+	"responses larger than 1 MiB are not served through ztp" in ztp.deny with input as object.union(bench_call, {"request": object.union(simple_request, {"responseSize": 2097152})})
 }
 
 test_forbidden_payload if {
-	"payload 'forbidden' is never allowed" in ztp.forbid with input as object.union(bench_call, {"request": {"payload": {"body": "Zm9yYmlkZGVu"}}})
+	"payload 'forbidden' is never allowed" in ztp.forbid with input as object.union(bench_call, {"request": object.union(simple_request, {"payload": {"type": "COMPRESSABLE", "body": "Zm9yYmlkZGVu"}})})
 }
 
 test_empty_request_not_forbidden if {
-	count(ztp.forbid) == 0 with input as object.union(bench_call, {"request": {}})
+	count(ztp.forbid) == 0 with input as object.union(bench_call, {"request": simple_request})
 }
