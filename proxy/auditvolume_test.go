@@ -43,7 +43,7 @@ deny contains "humans may not call UnaryCall" if {
 // floodMessages is how many 4 MiB messages TestPrincipalRefusalFloodIsBounded
 // sends: by default 600 (two minutes of the clock: two windows, each held to
 // the same bound), which takes ~30 s; the outcome the README quotes is
-// -flood-messages 3000 (ten minutes), which takes ~5 min on 2 vCPUs.
+// -flood-messages 3000 (ten minutes), which takes 2-6 min on 2 shared vCPUs.
 var floodMessages = flag.Int("flood-messages", 600, "4 MiB denied messages TestPrincipalRefusalFloodIsBounded sends at 5/s of the injected clock")
 
 // TestPrincipalRefusalFloodIsBounded is the outcome of issue 13 item 5: one
