@@ -40,6 +40,13 @@ type Metrics struct {
 	// RefusalsUnrecorded counts unauthenticated refusals past the refusal
 	// budget: counted into a summary record instead of a record each.
 	RefusalsUnrecorded prometheus.Counter
+	// PrincipalRefusalsUnrecorded counts authenticated principals' refusals
+	// past their refusal budget: counted into a summary record per principal.
+	PrincipalRefusalsUnrecorded prometheus.Counter
+	// AuditDiskFreeBytes is the free space of the audit file's file system;
+	// AuditDiskLow is 1 while it is below audit.min_free_bytes.
+	AuditDiskFreeBytes prometheus.Gauge
+	AuditDiskLow       prometheus.Gauge
 	// ForwardSeconds is the duration of forwarded calls by upstream.
 	ForwardSeconds *prometheus.HistogramVec
 	// RateLimited counts refusals by kind (rate, budget, and response_volume for
@@ -106,6 +113,15 @@ func New() *Metrics {
 		RefusalsUnrecorded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ztp_refusals_unrecorded_total", Help: "Unauthenticated calls refused past the per-host refusal budget (audited in summary records).",
 		}),
+		PrincipalRefusalsUnrecorded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ztp_principal_refusals_unrecorded_total", Help: "Authenticated principals' refusals past their per-principal refusal budget (audited in summary records).",
+		}),
+		AuditDiskFreeBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ztp_audit_disk_free_bytes", Help: "Free bytes (for the proxy's user) on the audit file's file system.",
+		}),
+		AuditDiskLow: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ztp_audit_disk_low", Help: "1 while the audit file's file system has less free space than audit.min_free_bytes.",
+		}),
 		ForwardSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "ztp_forwarded_call_seconds", Help: "Duration of calls forwarded to an upstream.", Buckets: latency,
 		}, []string{"upstream"}),
@@ -143,6 +159,7 @@ func New() *Metrics {
 		m.AuditCommitSeconds, m.AuditCommitRecords, m.RefusalsUnrecorded,
 		m.ForwardSeconds, m.RateLimited, m.PolicyReloads, m.PolicyInfo, m.InflightStreams, m.HandshakeFailures, m.BuildInfo,
 		m.StreamsEndedEarly, m.StreamsUnrecorded,
+		m.PrincipalRefusalsUnrecorded, m.AuditDiskFreeBytes, m.AuditDiskLow,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
