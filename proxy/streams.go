@@ -41,9 +41,10 @@ import (
 
 // Reasons of ztp_streams_ended_early_total.
 const (
-	endedTimeout   = "first_message_timeout"
-	endedCancelled = "client_cancelled"
-	endedOverLimit = "max_streams_per_principal"
+	endedTimeout    = "first_message_timeout"
+	endedCancelled  = "client_cancelled"
+	endedOverLimit  = "max_streams_per_principal"
+	endedCredential = "credential_ended" // its credential expired, or a reload refused it (expiry.go)
 )
 
 // States of a streamGuard.
@@ -222,7 +223,11 @@ func (p *Pipeline) guardStream(srv any, ss grpc.ServerStream, info *grpc.StreamS
 	switch {
 	case g.state.CompareAndSwap(guardArmed, guardEnded):
 		g.stopTimer()
-		if g.parent.Err() != nil {
+		if c := g.call.Load(); c != nil && c.live.ended() {
+			// The proxy ended it on the wire when the credential did, which
+			// also ends parent: the client did not leave.
+			g.record(endedCredential)
+		} else if g.parent.Err() != nil {
 			// The client (or its connection) went away before it sent anything.
 			g.record(endedCancelled)
 		}
@@ -315,6 +320,10 @@ func (g *streamGuard) record(why string) {
 		rec = p.record(c, audit.TypeRequest)
 		rec.Decision = audit.DecisionDeny
 		rec.Reasons = []string{"no request message within " + p.streams.timeout.String() + " (limits.first_message_timeout): call ended"}
+	case endedCredential:
+		rec = p.record(c, audit.TypeRequest)
+		rec.Decision = audit.DecisionDeny
+		rec.Reasons = []string{*c.live.reason.Load()}
 	case endedOverLimit:
 		rec = p.record(c, audit.TypeRequest)
 		rec.Decision = audit.DecisionRatelimited

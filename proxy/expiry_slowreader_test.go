@@ -1,0 +1,98 @@
+package proxy_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/ztp-dev/ztp/audit"
+	"github.com/ztp-dev/ztp/pki"
+	"github.com/ztp-dev/ztp/proxy/proxytest"
+)
+
+// TestExpiryEndsStreamOfClientThatStopsReading: a client that stops reading
+// a server stream fills its flow-control window, and the proxy's send to it
+// blocks. The credential's expiry must still end the call on the proxy (its
+// handler returns, the outcome is audited, the stream slot is freed) rather
+// than whenever the client decides to read again.
+func TestExpiryEndsStreamOfClientThatStopsReading(t *testing.T) {
+	e, clk := expiryEnv(t, proxytest.Options{})
+	notAfter := clk.Now().Add(10 * time.Minute)
+	leaf, err := e.CA.Issue(pki.LeafOptions{URIs: []string{proxytest.DeployerID}, Client: true, NotBefore: notAfter.Add(-time.Hour), NotAfter: notAfter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, RootCAs: e.CA.Pool(), ServerName: "localhost"}
+	// A fixed window (no BDP growth): the proxy's sends block once it is full.
+	conn, err := grpc.NewClient(e.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	w := openWatch(t, e, conn)
+
+	// The client stops reading; the backend keeps producing events.
+	stop := make(chan struct{})
+	fed := make(chan struct{})
+	var sent atomic.Int64
+	go func() {
+		defer close(fed)
+		ev := bytes.Repeat([]byte("x"), 32<<10)
+		for {
+			select {
+			case e.Backend.Events <- ev:
+				sent.Add(1)
+			case <-stop:
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-fed }()
+	// Let the proxy's send block: wait until the backend takes no more
+	// events (every window between it, the proxy and the client is full).
+	waitStalled(t, &sent)
+
+	clk.Advance(10*time.Minute + time.Nanosecond)
+	want := "credentials expired at " + notAfter.Format(time.RFC3339)
+	ended := waitRecord(t, e, func(r *audit.Record) bool {
+		return r.Type == "outcome" && r.Code == "UNAUTHENTICATED" && strings.Contains(r.Detail, want)
+	})
+	if ended == nil {
+		t.Fatal("the call of a client that stopped reading was not ended at its credential's expiry (no outcome record)")
+	}
+	// When the client reads again it gets what was sent before the expiry,
+	// then the status.
+	for {
+		if _, err := w.Recv(); err != nil {
+			proxytest.WantCode(t, "Recv after the client read again", err, codes.Unauthenticated, want)
+			break
+		}
+	}
+}
+
+// waitStalled waits until n stops growing for a while.
+func waitStalled(t *testing.T, n *atomic.Int64) {
+	t.Helper()
+	ctx := proxytest.Ctx(t)
+	last := int64(-1)
+	for {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the backend never stalled")
+		case <-time.After(300 * time.Millisecond):
+		}
+		cur := n.Load()
+		if cur == last {
+			return
+		}
+		last = cur
+	}
+}
