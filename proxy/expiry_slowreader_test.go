@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"strings"
 	"sync/atomic"
@@ -11,7 +12,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
+	ztpv1 "github.com/ztp-dev/ztp/api/ztp/v1"
 	"github.com/ztp-dev/ztp/audit"
 	"github.com/ztp-dev/ztp/pki"
 	"github.com/ztp-dev/ztp/proxy/proxytest"
@@ -94,5 +97,49 @@ func waitStalled(t *testing.T, n *atomic.Int64) {
 			return
 		}
 		last = cur
+	}
+}
+
+// TestExpiryEndsExportFollowOfClientThatStopsReading: the same for the
+// control API: an audit follower that stops reading while records keep
+// coming is ended at its credential's expiry.
+func TestExpiryEndsExportFollowOfClientThatStopsReading(t *testing.T) {
+	e, clk := expiryEnv(t, proxytest.Options{Audit: "  readers: [auditors]\n"})
+	notAfter := clk.Now().Add(5 * time.Minute)
+	leaf, err := e.CA.Issue(pki.LeafOptions{URIs: []string{"spiffe://example.org/auditor/ann"}, Client: true, NotBefore: notAfter.Add(-time.Hour), NotAfter: notAfter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, RootCAs: e.CA.Pool(), ServerName: "localhost"}
+	conn, err := grpc.NewClient(e.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// No deadline of the client's own: only the proxy may end the call.
+	fctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	follow, err := ztpv1.NewAuditClient(conn).Export(fctx, &ztpv1.ExportRequest{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := follow.Recv(); err != nil {
+		t.Fatalf("first chunk: %v", err)
+	}
+	// Far more records than the follower's window holds; it reads none.
+	client := testgrpc.NewTestServiceClient(e.Conn(t, proxytest.DeployerID))
+	big := &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: bytes.Repeat([]byte("r"), 2<<10)}}
+	for range 200 {
+		if _, err := client.UnaryCall(proxytest.Ctx(t), big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.Advance(5*time.Minute + time.Second)
+	want := "credentials expired at " + notAfter.Format(time.RFC3339)
+	if waitRecord(t, e, func(r *audit.Record) bool {
+		return r.Type == "outcome" && r.Method == "/ztp.v1.Audit/Export" && r.Code == "UNAUTHENTICATED" && strings.Contains(r.Detail, want)
+	}) == nil {
+		t.Fatal("the audit follower that stopped reading was not ended at its credential's expiry (no outcome record)")
 	}
 }
