@@ -3,7 +3,6 @@ package proxy_test
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,7 +15,6 @@ import (
 
 	ztpv1 "github.com/ztp-dev/ztp/api/ztp/v1"
 	"github.com/ztp-dev/ztp/audit"
-	"github.com/ztp-dev/ztp/pki"
 	"github.com/ztp-dev/ztp/proxy/proxytest"
 )
 
@@ -28,19 +26,7 @@ import (
 func TestExpiryEndsStreamOfClientThatStopsReading(t *testing.T) {
 	e, clk := expiryEnv(t, proxytest.Options{})
 	notAfter := clk.Now().Add(10 * time.Minute)
-	leaf, err := e.CA.Issue(pki.LeafOptions{URIs: []string{proxytest.DeployerID}, Client: true, NotBefore: notAfter.Add(-time.Hour), NotAfter: notAfter})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, RootCAs: e.CA.Pool(), ServerName: "localhost"}
-	// A fixed window (no BDP growth): the proxy's sends block once it is full.
-	conn, err := grpc.NewClient(e.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
-		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	w := openWatch(t, e, conn)
+	w := openWatch(t, e, fixedWindowConn(t, e, proxytest.DeployerID, notAfter))
 
 	// The client stops reading; the backend keeps producing events.
 	stop := make(chan struct{})
@@ -106,17 +92,7 @@ func waitStalled(t *testing.T, n *atomic.Int64) {
 func TestExpiryEndsExportFollowOfClientThatStopsReading(t *testing.T) {
 	e, clk := expiryEnv(t, proxytest.Options{Audit: "  readers: [auditors]\n"})
 	notAfter := clk.Now().Add(5 * time.Minute)
-	leaf, err := e.CA.Issue(pki.LeafOptions{URIs: []string{"spiffe://example.org/auditor/ann"}, Client: true, NotBefore: notAfter.Add(-time.Hour), NotAfter: notAfter})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc := &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, RootCAs: e.CA.Pool(), ServerName: "localhost"}
-	conn, err := grpc.NewClient(e.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
-		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := fixedWindowConn(t, e, "spiffe://example.org/auditor/ann", notAfter)
 	// No deadline of the client's own: only the proxy may end the call.
 	fctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -142,4 +118,17 @@ func TestExpiryEndsExportFollowOfClientThatStopsReading(t *testing.T) {
 	}) == nil {
 		t.Fatal("the audit follower that stopped reading was not ended at its credential's expiry (no outcome record)")
 	}
+}
+
+// fixedWindowConn is shortLived with a fixed flow-control window (no BDP
+// growth): the proxy's sends block once the client leaves it full.
+func fixedWindowConn(t *testing.T, e *proxytest.Env, id string, notAfter time.Time) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(e.Addr, grpc.WithTransportCredentials(credentials.NewTLS(shortLivedTLS(t, e, id, notAfter))),
+		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }

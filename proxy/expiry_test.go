@@ -42,11 +42,17 @@ func expiryEnv(t *testing.T, o proxytest.Options) (*proxytest.Env, *testclock.Cl
 // handshake accepts it).
 func shortLived(t *testing.T, e *proxytest.Env, id string, notAfter time.Time) *grpc.ClientConn {
 	t.Helper()
+	return e.ConnTLS(t, shortLivedTLS(t, e, id, notAfter))
+}
+
+// shortLivedTLS is shortLived's client TLS config.
+func shortLivedTLS(t *testing.T, e *proxytest.Env, id string, notAfter time.Time) *tls.Config {
+	t.Helper()
 	leaf, err := e.CA.Issue(pki.LeafOptions{URIs: []string{id}, Client: true, NotBefore: notAfter.Add(-time.Hour), NotAfter: notAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return e.ConnTLS(t, &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, RootCAs: e.CA.Pool(), ServerName: "localhost"})
+	return &tls.Config{Certificates: []tls.Certificate{leaf.TLS}, RootCAs: e.CA.Pool(), ServerName: "localhost"}
 }
 
 // openWatch opens a server-streaming call that, like an etcd watch, delivers
