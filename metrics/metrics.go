@@ -65,7 +65,8 @@ type Metrics struct {
 	HandshakeFailures *prometheus.CounterVec
 	// StreamsEndedEarly counts calls that ended before their first request
 	// message, by reason: first_message_timeout (the proxy ended it),
-	// client_cancelled (the client did), max_streams_per_principal (refused).
+	// client_cancelled (the client did), max_streams_per_principal (refused),
+	// credential_ended (its credential expired or a reload refused it).
 	StreamsEndedEarly *prometheus.CounterVec
 	// StreamsUnrecorded counts those of them past the refusal budget: counted
 	// into a summary record instead of a record each.
@@ -144,7 +145,7 @@ func New() *Metrics {
 			Name: "ztp_tls_handshake_failures_total", Help: "Failed TLS handshakes on the gRPC listener by reason.",
 		}, []string{"reason"}),
 		StreamsEndedEarly: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ztp_streams_ended_early_total", Help: "Calls that ended before their first request message, by reason (first_message_timeout, client_cancelled, max_streams_per_principal).",
+			Name: "ztp_streams_ended_early_total", Help: "Calls that ended before their first request message, by reason (first_message_timeout, client_cancelled, max_streams_per_principal, credential_ended).",
 		}, []string{"reason"}),
 		StreamsUnrecorded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ztp_streams_unrecorded_total", Help: "Calls ended before their first request message past the refusal budget (audited in summary records).",
