@@ -55,7 +55,7 @@ func BenchmarkEncode(b *testing.B) {
 	now := func() time.Time { return time.Unix(1, 0) }
 	b.ReportAllocs()
 	for b.Loop() {
-		e, err := newEntry(r, redact)
+		e, err := newEntry(r, redact, 0)
 		if err != nil {
 			b.Fatal(err)
 		}

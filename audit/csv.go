@@ -20,6 +20,9 @@ import (
 //	                                       message; why a request was not decoded
 //	metadata                               client metadata as a JSON object
 //	prev_hash, hash                        the chain
+//	request_bytes, request_sha256, request_truncated  the message's size and
+//	                                       SHA-256, and the rendering's
+//	                                       prefix when it was too long
 //
 // CSV is for reading, not for verifying: verification needs the JSON
 // lines, whose bytes are what was hashed. Values are written as recorded;
@@ -36,6 +39,7 @@ func CSVHeader() []string {
 		"ref", "code", "duration_ms", "messages_in", "messages_out",
 		"detail", "metadata",
 		"prev_hash", "hash",
+		"request_bytes", "request_sha256", "request_truncated",
 	}
 }
 
@@ -60,6 +64,10 @@ func CSVRow(r *Record) []string {
 	if r.Ref != 0 {
 		ref = strconv.FormatUint(r.Ref, 10)
 	}
+	var size string
+	if r.RequestSHA256 != "" {
+		size = strconv.FormatUint(r.RequestBytes, 10)
+	}
 	var md string
 	if len(r.Metadata) > 0 {
 		b, _ := json.Marshal(r.Metadata) // a map of string slices always marshals; keys sorted
@@ -75,5 +83,6 @@ func CSVRow(r *Record) []string {
 		ref, r.Code, dur, in, out,
 		r.Detail, md,
 		r.PrevHash, r.Hash,
+		size, r.RequestSHA256, r.RequestTruncated,
 	}
 }

@@ -97,9 +97,19 @@
 //
 // Fields with zero values are omitted, except that request records always
 // carry message_index and request_decoded, outcome records always carry
-// duration_ms, messages_in and messages_out, and principal (when present)
-// always has authn, groups (an array), id and kind. seq, time, type and
-// prev_hash are always present.
+// duration_ms, messages_in and messages_out, request_bytes is present
+// whenever request_sha256 is (0 for an empty message), and principal (when
+// present) always has authn, groups (an array), id and kind. seq, time,
+// type and prev_hash are always present.
+//
+// Fields are only ever added, as optional members whose key sorts after
+// "hash" or whose value is a string or number, so that step 1 of the recipe
+// below keeps working and records written before a field existed verify
+// unchanged. bytes_in and bytes_out (an outcome's message bytes; omitted when
+// zero), request_bytes and request_sha256 (the size and SHA-256 of the exact
+// message bytes forwarded or refused) and request_truncated (see
+// Options.MaxRequestBytes: the first bytes of a rendering too long to keep, as
+// a string, in place of request) were added this way.
 //
 // The record's hash is
 //

@@ -35,6 +35,8 @@ type field uint8
 
 const (
 	fBreakglassGrant field = iota
+	fBytesIn
+	fBytesOut
 	fCode
 	fDecision
 	fDetail
@@ -54,7 +56,10 @@ const (
 	fReasons
 	fRef
 	fRequest
+	fRequestBytes
 	fRequestDecoded
+	fRequestSHA256
+	fRequestTruncated
 	fSeq
 	fTicket
 	fTime
@@ -65,11 +70,12 @@ const (
 
 // fieldKeys must stay sorted; a test checks it.
 var fieldKeys = [numFields]string{
-	"breakglass_grant", "code", "decision", "detail", "duration_ms", "hash",
+	"breakglass_grant", "bytes_in", "bytes_out", "code", "decision", "detail", "duration_ms", "hash",
 	"justification", "message_index", "messages_in", "messages_out",
 	"metadata", "method", "peer", "policy_version", "prev_hash", "principal",
-	"queries", "reasons", "ref", "request", "request_decoded", "seq", "ticket", "time",
-	"type", "upstream",
+	"queries", "reasons", "ref", "request", "request_bytes", "request_decoded",
+	"request_sha256", "request_truncated", "seq", "ticket", "time", "type",
+	"upstream",
 }
 
 // entry is a record encoded field by field into one buffer it owns, so the
@@ -105,7 +111,7 @@ func (e *entry) val(f field) []byte { return e.buf[e.spans[f].start:e.spans[f].e
 // newEntry validates r and encodes every field the caller controls. It runs
 // in the caller's goroutine, so canonicalization and redaction cost is
 // spread over callers rather than serialized in the writer.
-func newEntry(r *Record, redact []redactPath) (*entry, error) {
+func newEntry(r *Record, redact []redactPath, maxRequest int) (*entry, error) {
 	if r == nil {
 		return nil, fmt.Errorf("%w: nil record", ErrInvalidRecord)
 	}
@@ -126,7 +132,18 @@ func newEntry(r *Record, redact []redactPath) (*entry, error) {
 			return nil, fmt.Errorf("%w: metadata key %q is not valid UTF-8", ErrInvalidRecord, k)
 		}
 	}
+	if r.RequestTruncated != "" {
+		return nil, fmt.Errorf("%w: request_truncated is set by Append, not by the caller", ErrInvalidRecord)
+	}
+	if r.RequestSHA256 != "" {
+		if _, err := parseHex([]byte(r.RequestSHA256)); err != nil {
+			return nil, fmt.Errorf("%w: request_sha256: %w", ErrInvalidRecord, err)
+		}
+	} else if r.RequestBytes != 0 {
+		return nil, fmt.Errorf("%w: request_bytes without request_sha256", ErrInvalidRecord)
+	}
 	var req []byte
+	var truncated string
 	if len(r.Request) > 0 {
 		var err error
 		req, err = canonicalJSON(r.Request, redact)
@@ -135,6 +152,10 @@ func newEntry(r *Record, redact []redactPath) (*entry, error) {
 		}
 		if string(req) == "null" {
 			req = nil
+		}
+		// Cut after redaction: the prefix never holds what redaction hid.
+		if maxRequest > 0 && len(req) > maxRequest {
+			truncated, req = utf8Prefix(req, maxRequest), nil
 		}
 	}
 
@@ -149,6 +170,8 @@ func newEntry(r *Record, redact []redactPath) (*entry, error) {
 	e := &entry{buf: make([]byte, 0, 256+len(req)+len(queries))}
 	isRequest, isOutcome := r.Type == TypeRequest, r.Type == TypeOutcome
 	e.setString(fBreakglassGrant, r.BreakglassGrant)
+	e.setUint(fBytesIn, r.BytesIn, false)
+	e.setUint(fBytesOut, r.BytesOut, false)
 	e.setString(fCode, r.Code)
 	e.setString(fDecision, r.Decision)
 	e.setString(fDetail, r.Detail)
@@ -182,9 +205,14 @@ func newEntry(r *Record, redact []redactPath) (*entry, error) {
 	if req != nil {
 		e.set(fRequest, func(b []byte) []byte { return append(b, req...) })
 	}
+	if r.RequestSHA256 != "" {
+		e.setUint(fRequestBytes, r.RequestBytes, true)
+	}
 	if r.RequestDecoded || isRequest {
 		e.set(fRequestDecoded, func(b []byte) []byte { return strconv.AppendBool(b, r.RequestDecoded) })
 	}
+	e.setString(fRequestSHA256, r.RequestSHA256)
+	e.setString(fRequestTruncated, truncated)
 	e.setString(fTicket, r.Ticket)
 	if !r.Time.IsZero() {
 		if err := e.setTime(r.Time); err != nil {
@@ -353,6 +381,22 @@ func parseHex(s []byte) (h [32]byte, err error) {
 	}
 	_, err = hex.Decode(h[:], s)
 	return h, err
+}
+
+// utf8Prefix returns the longest prefix of b of at most n bytes that does
+// not end inside a UTF-8 sequence.
+func utf8Prefix(b []byte, n int) string {
+	b = b[:n]
+	// A sequence is at most 4 bytes: look back at most 3 for its start.
+	for i := len(b) - 1; i >= 0 && i >= len(b)-utf8.UTFMax+1; i-- {
+		if utf8.RuneStart(b[i]) {
+			if !utf8.FullRune(b[i:]) {
+				b = b[:i]
+			}
+			break
+		}
+	}
+	return string(b)
 }
 
 // appendFloat renders f exactly as encoding/json renders a float64.

@@ -214,6 +214,7 @@ func TestCSVRow(t *testing.T) {
 	req := requestRecord(2)
 	req.Metadata = map[string][]string{"x-request-id": {"r1"}}
 	req.Justification, req.Ticket, req.Reasons = "fix, \"now\"", "INC-1", []string{"a", "b"}
+	req.RequestBytes, req.RequestSHA256 = 0, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 	mustAppend(t, s, req)
 	mustAppend(t, s, &Record{Type: TypeOutcome, Ref: 9, Code: "OK", DurationMS: 1.25, MessagesIn: 1, MessagesOut: 2})
 	header := CSVHeader()
@@ -243,6 +244,10 @@ func TestCSVRow(t *testing.T) {
 		{1, "messages_out", "2"},
 		{1, "message_index", ""},
 		{1, "principal", ""},
+		{0, "request_bytes", "0"},
+		{0, "request_sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+		{0, "request_truncated", ""},
+		{1, "request_bytes", ""},
 	} {
 		if len(rows[tc.row]) != len(header) {
 			t.Fatalf("row %d has %d columns, header %d", tc.row, len(rows[tc.row]), len(header))

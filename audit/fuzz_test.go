@@ -2,21 +2,26 @@ package audit
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"math"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // FuzzRecordEncoding builds records from fuzzed fields and checks that the
 // writer's field-by-field encoding is exactly the generic canonical form,
 // verifies, and decodes back to the same record.
 func FuzzRecordEncoding(f *testing.F) {
-	f.Add("request", "/a.B/C", "spiffe://x", `{"b":1,"a":"x"}`, "just <&>", "k", "v", int64(0), 1.7, uint64(3))
-	f.Add("outcome", "\u2028\xff", "", ``, "", "", "", int64(-1), 0.0, uint64(0))
-	f.Add("system", "", "é", `[1.0e3,null]`, "\x00", "hash", `"hash":"`, int64(1e15), 1e-7, uint64(math.MaxUint64))
-	f.Fuzz(func(t *testing.T, typ, method, principal, request, justification, mdKey, mdVal string, tnano int64, dur float64, ref uint64) {
+	f.Add("request", "/a.B/C", "spiffe://x", `{"b":1,"a":"x"}`, "just <&>", "k", "v", int64(0), 1.7, uint64(3), uint16(0))
+	f.Add("outcome", "\u2028\xff", "", ``, "", "", "", int64(-1), 0.0, uint64(0), uint16(1))
+	f.Add("system", "", "é", `[1.0e3,null]`, "\x00", "hash", `"hash":"`, int64(1e15), 1e-7, uint64(math.MaxUint64), uint16(4))
+	f.Add("request", "", "", `{"k":"éé€\u2028"}`, "", "", "", int64(0), 0.0, uint64(5), uint16(9))
+	f.Fuzz(func(t *testing.T, typ, method, principal, request, justification, mdKey, mdVal string, tnano int64, dur float64, ref uint64, maxRequest uint16) {
 		r := &Record{
 			Type:           typ,
 			Method:         method,
@@ -28,13 +33,17 @@ func FuzzRecordEncoding(f *testing.F) {
 			Ref:            ref,
 			Reasons:        []string{mdVal},
 		}
+		if ref%2 == 1 { // the size and hash of the message bytes, here the method's
+			sum := sha256.Sum256([]byte(method))
+			r.RequestBytes, r.RequestSHA256 = uint64(len(method)), hex.EncodeToString(sum[:])
+		}
 		if principal != "" {
 			r.Principal = &Principal{ID: principal, Kind: "human", Groups: []string{mdVal}, Authn: "jwt"}
 		}
 		if tnano != 0 {
 			r.Time = time.Unix(0, tnano)
 		}
-		e, err := newEntry(r, nil)
+		e, err := newEntry(r, nil, int(maxRequest))
 		if err != nil {
 			return // invalid records are refused, which TestInvalidRecords covers
 		}
@@ -61,6 +70,16 @@ func FuzzRecordEncoding(f *testing.F) {
 			want.Request = c
 			if string(c) == "null" {
 				want.Request = nil
+			}
+			if maxRequest > 0 && len(want.Request) > int(maxRequest) {
+				p := want.Request[:maxRequest]
+				for len(p) > 0 && !utf8.Valid(p) {
+					p = p[:len(p)-1]
+				}
+				if !strings.HasPrefix(string(c), string(p)) || len(c)-len(p) < 1 {
+					t.Fatalf("prefix %q of %q", p, c)
+				}
+				want.Request, want.RequestTruncated = nil, string(p)
 			}
 		}
 		want.Method = perByteValid(want.Method)

@@ -20,7 +20,11 @@ import (
 //	{ printf 'ztp-audit-v1\0'; printf '%s' $h1 | xxd -r -p; printf '%016x' ${#c2} | xxd -r -p; printf '%s' "$c2"; } | sha256sum
 //	→ d657b84a97015caabc4a019db9616a8314a5658d56b5f8f16041502b2560722d   (len 216)
 //
-// and cross-checked for c1 with Python:
+//	c3='<kat3Canonical>' (h2 = kat2Hash; the response-volume fields bytes_in, bytes_out)
+//	{ printf 'ztp-audit-v1\0'; printf '%s' $h2 | xxd -r -p; printf '%016x' ${#c3} | xxd -r -p; printf '%s' "$c3"; } | sha256sum
+//	→ 863aca2231f647176bfd3449b54054253cb634d2aa3f76d41783f6e60a30f441   (len 264)
+//
+// and cross-checked for c1 and c3 with Python:
 //
 //	hashlib.sha256(b'ztp-audit-v1\x00' + bytes(32) + struct.pack('>Q', len(c)) + c).hexdigest()
 const (
@@ -34,6 +38,9 @@ const (
 	kat2Hash      = "d657b84a97015caabc4a019db9616a8314a5658d56b5f8f16041502b2560722d"
 	kat2Canonical = `{"code":"OK","duration_ms":1.7,"messages_in":1,"messages_out":1,` +
 		`"prev_hash":"` + kat1Hash + `","ref":1,"seq":2,"time":"2026-11-26T10:00:00.125000000Z","type":"outcome"}`
+	kat3Hash      = "863aca2231f647176bfd3449b54054253cb634d2aa3f76d41783f6e60a30f441"
+	kat3Canonical = `{"bytes_in":12,"bytes_out":70000,"code":"RESOURCE_EXHAUSTED","duration_ms":2.5,"messages_in":1,"messages_out":3,` +
+		`"prev_hash":"` + kat2Hash + `","ref":1,"seq":3,"time":"2026-11-26T10:00:00.125000000Z","type":"outcome"}`
 )
 
 func katRecords() []*Record {
@@ -55,6 +62,10 @@ func katRecords() []*Record {
 		{
 			Type: TypeOutcome, Ref: 1, Code: "OK", DurationMS: 1.7, MessagesIn: 1, MessagesOut: 1,
 		},
+		{
+			Type: TypeOutcome, Ref: 1, Code: "RESOURCE_EXHAUSTED", DurationMS: 2.5, MessagesIn: 1, MessagesOut: 3,
+			BytesIn: 12, BytesOut: 70000,
+		},
 	}
 }
 
@@ -74,7 +85,7 @@ func TestKnownAnswer(t *testing.T) {
 	clock := func() time.Time { return time.Date(2026, 11, 26, 10, 0, 0, 125000000, time.UTC) }
 	s, _ := openTestStore(t, Options{Now: clock})
 	recs := katRecords()
-	for i, want := range []struct{ canon, hash string }{{kat1Canonical, kat1Hash}, {kat2Canonical, kat2Hash}} {
+	for i, want := range []struct{ canon, hash string }{{kat1Canonical, kat1Hash}, {kat2Canonical, kat2Hash}, {kat3Canonical, kat3Hash}} {
 		r := recs[i]
 		mustAppend(t, s, r)
 		if r.Hash != want.hash {
@@ -89,8 +100,8 @@ func TestKnownAnswer(t *testing.T) {
 			t.Errorf("splitLine(record %d) = %s, %v; want %s", i+1, canon, err, want.canon)
 		}
 	}
-	if seq, head := s.Head(); seq != 2 || head != kat2Hash {
-		t.Errorf("Head() = %d, %s; want 2, %s", seq, head, kat2Hash)
+	if seq, head := s.Head(); seq != 3 || head != kat3Hash {
+		t.Errorf("Head() = %d, %s; want 3, %s", seq, head, kat3Hash)
 	}
 }
 
@@ -115,13 +126,15 @@ func TestPythonVerifier(t *testing.T) {
 	if err != nil {
 		t.Skip("python3 not installed")
 	}
-	s, path := openTestStore(t, Options{Now: fixedClock()})
+	s, path := openTestStore(t, Options{Now: fixedClock(), MaxRequestBytes: 64 << 10})
 	for _, r := range katRecords() {
 		mustAppend(t, s, r)
 	}
 	mustAppend(t, s, &Record{Type: TypeSystem, Detail: "weird \u2028 \x01 \"chars\" 🎉 \xff"})
 	mustAppend(t, s, &Record{Type: TypeRequest, Request: json.RawMessage(`{"n":1e2,"hash":"x","f":1.50}`), Metadata: map[string][]string{"x-request-id": {"1"}}})
-	mustAppend(t, s, &Record{Type: TypeOutcome, Ref: 4, Code: "PERMISSION_DENIED", DurationMS: 1e-7})
+	mustAppend(t, s, &Record{Type: TypeOutcome, Ref: 5, Code: "PERMISSION_DENIED", DurationMS: 1e-7})
+	mustAppend(t, s, &Record{Type: TypeRequest, Request: json.RawMessage(`{"k":"` + strings.Repeat(`é\"`, 40000) + `"}`), RequestDecoded: true,
+		RequestBytes: 22, RequestSHA256: "d65b57ff3530e17bf61692d7b4fb3c4680e199fc8edc45de3beb4eae8cbf740b"})
 	_, head := s.Head()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -137,7 +150,7 @@ func TestPythonVerifier(t *testing.T) {
 	}
 	ctx := testCtx(t)
 	out, err := exec.CommandContext(ctx, py, "testdata/verify_audit.py", export).CombinedOutput()
-	if want := "ok 5 " + head + "\n"; err != nil || string(out) != want {
+	if want := "ok 7 " + head + "\n"; err != nil || string(out) != want {
 		t.Fatalf("verify_audit.py = %q, %v; want %q", out, err, want)
 	}
 
@@ -147,7 +160,67 @@ func TestPythonVerifier(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err = exec.CommandContext(ctx, py, "testdata/verify_audit.py", export).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "bad 5: hash mismatch") {
-		t.Fatalf("verify_audit.py on an edited export = %q, %v; want failure at 5", out, err)
+	if err == nil || !strings.Contains(string(out), "bad 6: hash mismatch") {
+		t.Fatalf("verify_audit.py on an edited export = %q, %v; want failure at 6", out, err)
+	}
+}
+
+// Known answers for the request digest fields (request_bytes,
+// request_sha256, request_truncated), computed outside Go as above, with
+// the bash recipe and Python agreeing:
+//
+//	katDigest1: 8d1e50f4f98c0c2c1ceccff50a59f8d9a235f02ca37c7da09ff049e6bfde056c (len 381, prev 64 zeros)
+//	katDigest2: 188a69220eb8e760dc905ce584170ba40fd193dc401d945c39e22ba5c7d599ff (len 320, prev katDigest1)
+//
+// The message of katDigest1 is the 22 bytes 0a 07 "/secret" 12 0b "value-value"
+// (sha256sum: d65b57ff…740b); its rendering, 48 bytes, is over the store's
+// MaxRequestBytes of 16, so its first 16 bytes are kept as a string. katDigest2 is
+// an empty message (the SHA-256 of nothing) whose rendering {} fits.
+const (
+	katDigest1Hash      = "8d1e50f4f98c0c2c1ceccff50a59f8d9a235f02ca37c7da09ff049e6bfde056c"
+	katDigest1Canonical = `{"decision":"deny","message_index":0,"method":"/etcdserverpb.KV/Put",` +
+		`"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000",` +
+		`"request_bytes":22,"request_decoded":true,"request_sha256":"d65b57ff3530e17bf61692d7b4fb3c4680e199fc8edc45de3beb4eae8cbf740b",` +
+		`"request_truncated":"{\"key\":\"L3NlY3Jl","seq":1,"time":"2026-11-26T10:00:00.125000000Z","type":"request"}`
+	katDigest2Hash      = "188a69220eb8e760dc905ce584170ba40fd193dc401d945c39e22ba5c7d599ff"
+	katDigest2Canonical = `{"decision":"allow","message_index":1,"prev_hash":"` + katDigest1Hash + `","request":{},` +
+		`"request_bytes":0,"request_decoded":true,"request_sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",` +
+		`"seq":2,"time":"2026-11-26T10:00:00.125000000Z","type":"request"}`
+)
+
+func TestKnownAnswerRequestDigest(t *testing.T) {
+	clock := func() time.Time { return time.Date(2026, 11, 26, 10, 0, 0, 125000000, time.UTC) }
+	s, _ := openTestStore(t, Options{Now: clock, MaxRequestBytes: 16})
+	recs := []*Record{
+		{
+			Type: TypeRequest, Method: "/etcdserverpb.KV/Put", Decision: DecisionDeny,
+			Request: json.RawMessage(`{"value": "dmFsdWUtdmFsdWU=", "key": "L3NlY3JldA=="}`), RequestDecoded: true,
+			RequestBytes: 22, RequestSHA256: "d65b57ff3530e17bf61692d7b4fb3c4680e199fc8edc45de3beb4eae8cbf740b",
+		},
+		{
+			Type: TypeRequest, MessageIndex: 1, Decision: DecisionAllow,
+			Request: json.RawMessage(`{}`), RequestDecoded: true,
+			RequestSHA256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+		},
+	}
+	for i, want := range []struct{ canon, hash string }{{katDigest1Canonical, katDigest1Hash}, {katDigest2Canonical, katDigest2Hash}} {
+		mustAppend(t, s, recs[i])
+		if recs[i].Hash != want.hash {
+			t.Errorf("record %d: hash = %s, want %s", i+1, recs[i].Hash, want.hash)
+		}
+		line := storeLines(t, s)[i]
+		if got, wantLine := string(line), withHash(want.canon, want.hash); got != wantLine {
+			t.Errorf("record %d: stored line\n got %s\nwant %s", i+1, got, wantLine)
+		}
+		got, err := VerifyLine(line)
+		if err != nil {
+			t.Fatalf("VerifyLine(record %d) = %v", i+1, err)
+		}
+		if got.RequestSHA256 != recs[i].RequestSHA256 || got.RequestBytes != recs[i].RequestBytes {
+			t.Errorf("record %d parsed back: bytes %d sha %s", i+1, got.RequestBytes, got.RequestSHA256)
+		}
+	}
+	if got, err := ParseLine(storeLines(t, s)[0]); err != nil || got.Request != nil || got.RequestTruncated != `{"key":"L3NlY3Jl` {
+		t.Errorf("truncated record: request %s, request_truncated %q", got.Request, got.RequestTruncated)
 	}
 }

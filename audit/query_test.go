@@ -160,7 +160,7 @@ func FuzzQueries(f *testing.F) {
 				return
 			}
 		}
-		e, err := newEntry(&Record{Type: TypeRequest, Queries: []Query{q}}, paths)
+		e, err := newEntry(&Record{Type: TypeRequest, Queries: []Query{q}}, paths, 0)
 		if err != nil {
 			if !errors.Is(err, ErrInvalidRecord) {
 				t.Fatalf("newEntry = %v, want ErrInvalidRecord", err)

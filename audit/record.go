@@ -60,6 +60,18 @@ type Record struct {
 	// RequestDecoded reports whether Request holds the decoded message
 	// (always encoded on request records).
 	RequestDecoded bool `json:"request_decoded"`
+	// RequestBytes and RequestSHA256 are the size and the SHA-256 (lower-case
+	// hex) of the exact message bytes the proxy forwarded or refused. When
+	// RequestSHA256 is set, request_bytes is always encoded (0 for an empty
+	// message); records written before these fields existed have neither.
+	RequestBytes  uint64 `json:"request_bytes,omitempty"`
+	RequestSHA256 string `json:"request_sha256,omitempty"`
+	// RequestTruncated replaces Request when the message's canonical, redacted
+	// rendering is longer than Options.MaxRequestBytes: it holds the first
+	// bytes of that rendering as a string (cut on a UTF-8 boundary), so that
+	// nobody mistakes a partial rendering for the request. Only the store
+	// writes it (Append refuses a record that sets it).
+	RequestTruncated string `json:"request_truncated,omitempty"`
 
 	// Metadata is client request metadata chosen by the proxy. Redaction
 	// does not apply to it: the proxy must not pass secrets here.
@@ -80,6 +92,12 @@ type Record struct {
 	DurationMS  float64 `json:"duration_ms,omitempty"`
 	MessagesIn  uint64  `json:"messages_in,omitempty"`
 	MessagesOut uint64  `json:"messages_out,omitempty"`
+	// BytesIn and BytesOut are the message bytes of an outcome record's
+	// call: received from the client, and sent to it (the payload of each
+	// gRPC message, uncompressed, without the 5-byte frame header). Optional: omitted
+	// when zero, and absent from records written before they existed.
+	BytesIn  uint64 `json:"bytes_in,omitempty"`
+	BytesOut uint64 `json:"bytes_out,omitempty"`
 
 	// Detail is free text for system and policy records, the status message
 	// on outcome records, and on a request record whose request was not

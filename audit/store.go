@@ -48,6 +48,11 @@ type Options struct {
 	// (key "secret" one level down under any key), "a.b.c". Arrays are
 	// transparent. Metadata and the other fields are never redacted.
 	Redact []string
+	// MaxRequestBytes bounds the stored rendering of Record.Request: a
+	// longer canonical, redacted rendering is stored as its first
+	// MaxRequestBytes bytes in request_truncated instead of request
+	// (0: no bound).
+	MaxRequestBytes int
 	// Now is the clock for records whose Time is zero (default time.Now).
 	Now func() time.Time
 	// Warn, when set, is told about damage that Open tolerates: one invalid
@@ -77,8 +82,10 @@ type Store struct {
 	now      func() time.Time
 	redact   []redactPath
 	maxBatch int
-	hooks    *testHooks
-	onCommit func(records int, took time.Duration, err error)
+	// maxRequest is Options.MaxRequestBytes.
+	maxRequest int
+	hooks      *testHooks
+	onCommit   func(records int, took time.Duration, err error)
 
 	mu      sync.RWMutex // held for reading while sending on queue; for writing to close it
 	closed  bool
@@ -136,8 +143,8 @@ type result struct {
 // not an audit log (ErrNotAuditLog). A chain that does not verify is opened
 // anyway so that logging can continue; Verify reports the damage.
 func Open(path string, opts Options) (*Store, error) {
-	if opts.Timeout < 0 || opts.MaxBatch < 0 {
-		return nil, fmt.Errorf("%w: negative Timeout or MaxBatch", ErrInvalidOptions)
+	if opts.Timeout < 0 || opts.MaxBatch < 0 || opts.MaxRequestBytes < 0 {
+		return nil, fmt.Errorf("%w: negative Timeout, MaxBatch or MaxRequestBytes", ErrInvalidOptions)
 	}
 	if opts.Timeout == 0 {
 		opts.Timeout = DefaultTimeout
@@ -184,6 +191,7 @@ func Open(path string, opts Options) (*Store, error) {
 		now:        opts.Now,
 		redact:     redact,
 		maxBatch:   opts.MaxBatch,
+		maxRequest: opts.MaxRequestBytes,
 		hooks:      opts.hooks,
 		onCommit:   opts.OnCommit,
 		queue:      make(chan *pending, opts.MaxBatch),
@@ -325,7 +333,7 @@ func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(make([]byt
 // client hang-up from cancelling a record, pass a context detached from the
 // caller's (context.WithoutCancel) with its own timeout.
 func (s *Store) Append(ctx context.Context, r *Record) (uint64, error) {
-	e, err := newEntry(r, s.redact)
+	e, err := newEntry(r, s.redact, s.maxRequest)
 	if err != nil {
 		return 0, err
 	}
@@ -368,7 +376,7 @@ func (s *Store) Append(ctx context.Context, r *Record) (uint64, error) {
 // queued; done, when non-nil, is called from the writer with the commit's
 // result and must not block. Close commits every queued record.
 func (s *Store) AppendDeferred(ctx context.Context, r *Record, done func(error)) error {
-	e, err := newEntry(r, s.redact)
+	e, err := newEntry(r, s.redact, s.maxRequest)
 	if err != nil {
 		return err
 	}

@@ -125,6 +125,11 @@ func TestInvalidRecords(t *testing.T) {
 		{"NaN duration", &Record{Type: TypeOutcome, DurationMS: nan()}},
 		{"year 10000", &Record{Type: TypeSystem, Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}},
 		{"invalid metadata key", &Record{Type: TypeSystem, Metadata: map[string][]string{"\xff": nil}}},
+		{"request_truncated from the caller", &Record{Type: TypeRequest, RequestTruncated: `{"a":`}},
+		{"request_sha256 not hex", &Record{Type: TypeRequest, RequestSHA256: strings.Repeat("G", 64)}},
+		{"request_sha256 upper case", &Record{Type: TypeRequest, RequestSHA256: strings.Repeat("A", 64)}},
+		{"request_sha256 short", &Record{Type: TypeRequest, RequestSHA256: "abcd"}},
+		{"request_bytes without request_sha256", &Record{Type: TypeRequest, RequestBytes: 3}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if seq, err := s.Append(testCtx(t), tc.r); !errors.Is(err, ErrInvalidRecord) {

@@ -72,6 +72,23 @@ type RateLimitRule struct {
 	Burst int            `yaml:"burst"`
 	// BreakglassBypass lets calls admitted by a break-glass grant skip this rule.
 	BreakglassBypass bool `yaml:"breakglass_bypass"`
+	// Unit is what the bucket counts (default UnitMessages): client messages,
+	// or the response volume a principal receives (UnitResponseMessages,
+	// UnitResponseBytes). Rules of the two kinds are matched separately.
+	Unit string `yaml:"unit"`
+}
+
+// Units of a rate_limits rule.
+const (
+	UnitMessages         = "messages"          // one token per client message (the default)
+	UnitResponseMessages = "response_messages" // one token per message sent to the client
+	UnitResponseBytes    = "response_bytes"    // one token per byte of each message sent to the client
+)
+
+// ResponseUnit reports whether the rule bounds response volume rather than
+// the rate of client messages.
+func (r RateLimitRule) ResponseUnit() bool {
+	return r.Unit == UnitResponseMessages || r.Unit == UnitResponseBytes
 }
 
 // RateLimitMatch selects callers; empty fields match anything. Principal and method are globs.
@@ -202,6 +219,37 @@ type Audit struct {
 	CheckpointCommand []string `yaml:"checkpoint_command"`
 	// CheckpointCommandTimeout bounds one run of CheckpointCommand (default 30s).
 	CheckpointCommandTimeout time.Duration `yaml:"checkpoint_command_timeout"`
+	// MaxRequestBytes bounds the recorded rendering of one request (default
+	// 64 KiB): a longer one is kept as its first MaxRequestBytes bytes, marked
+	// truncated; its size and SHA-256 are always recorded.
+	MaxRequestBytes int `yaml:"max_request_bytes"`
+	// Headers is the allow-list of request headers the proxy reads for the
+	// policy input and the audit record (default DefaultAuditHeaders); every
+	// other header is neither shown to policies nor recorded. An empty list
+	// reads none.
+	Headers []string `yaml:"headers"`
+	// MinFreeBytes is the free-space watermark of the audit file's file system
+	// (default 1 GiB; 0: no watermark): below it readiness is degraded.
+	MinFreeBytes int64 `yaml:"min_free_bytes"`
+}
+
+// DefaultAuditHeaders are read when audit.headers is absent: the caller's
+// justification and ticket, and headers that identify the client and the
+// request but carry no credential (etcd's clients send client-api-version).
+var DefaultAuditHeaders = []string{"x-ztp-justification", "x-ztp-ticket", "user-agent", "x-request-id", "traceparent", "client-api-version"}
+
+// Defaults and bounds of the audit section.
+const (
+	DefaultAuditMaxRequestBytes = 64 << 10
+	DefaultAuditMinFreeBytes    = 1 << 30
+	maxAuditRequestBytes        = 16 << 20
+)
+
+// credentialHeaders carry credentials (or, -bin, binary data) in every client
+// that sends them: audit.headers may not list them.
+var credentialHeaders = map[string]bool{
+	"authorization": true, "proxy-authorization": true, "cookie": true, "set-cookie": true,
+	"token": true, "x-api-key": true, "x-vault-token": true, "x-auth-token": true,
 }
 
 // Log configures the proxy's structured log on stderr.
@@ -335,6 +383,14 @@ func parse(file string, data []byte, offline bool) (*Config, error) {
 	if _, ok := p.lines["tracing.sample_ratio"]; c.Tracing.Enabled && !ok {
 		// Absent, not 0: 0 is meaningful (trace only what callers sampled).
 		c.Tracing.SampleRatio = 1
+	}
+	// Absent, not empty: an empty list is meaningful (read no header), and so
+	// is min_free_bytes: 0 (no watermark).
+	if _, ok := p.lines["audit.headers"]; !ok {
+		c.Audit.Headers = append([]string(nil), DefaultAuditHeaders...)
+	}
+	if _, ok := p.lines["audit.min_free_bytes"]; !ok {
+		c.Audit.MinFreeBytes = DefaultAuditMinFreeBytes
 	}
 	c.applyDefaults()
 	p.validate(&c)
@@ -491,6 +547,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Audit.CheckpointCommandTimeout == 0 {
 		c.Audit.CheckpointCommandTimeout = 30 * time.Second
+	}
+	if c.Audit.MaxRequestBytes == 0 {
+		c.Audit.MaxRequestBytes = DefaultAuditMaxRequestBytes
 	}
 	if c.Limits.MaxMessageBytes == 0 {
 		c.Limits.MaxMessageBytes = DefaultMaxMessageBytes
@@ -698,6 +757,11 @@ func (p *parser) validate(c *Config) {
 		if r.Burst < 1 {
 			p.errorf(key+".burst", "must be at least 1")
 		}
+		switch r.Unit {
+		case "", UnitMessages, UnitResponseMessages, UnitResponseBytes:
+		default:
+			p.errorf(key+".unit", "must be %s, %s or %s, got %q", UnitMessages, UnitResponseMessages, UnitResponseBytes, r.Unit)
+		}
 	}
 	prefixes := map[string]bool{}
 	for i, b := range c.Budgets {
@@ -756,7 +820,7 @@ func (p *parser) validate(c *Config) {
 	if c.Audit.CheckpointDir != "" {
 		if c.Audit.SigningKey == "" {
 			p.errorf("audit.checkpoint_dir", "needs audit.signing_key: without it there are no checkpoints to write")
-		} else if dir := c.Resolve(c.Audit.CheckpointDir); !isDir(dir) {
+		} else if dir := c.Resolve(c.Audit.CheckpointDir); !p.offline && !isDir(dir) {
 			p.errorf("audit.checkpoint_dir", "%s is not a directory", dir)
 		}
 	}
@@ -770,6 +834,27 @@ func (p *parser) validate(c *Config) {
 	}
 	if c.Audit.CheckpointCommandTimeout < time.Second {
 		p.errorf("audit.checkpoint_command_timeout", "must be at least 1s")
+	}
+	if n := c.Audit.MaxRequestBytes; n < 1024 || n > maxAuditRequestBytes {
+		p.errorf("audit.max_request_bytes", "must be between 1024 and %d", maxAuditRequestBytes)
+	}
+	if c.Audit.MinFreeBytes < 0 {
+		p.errorf("audit.min_free_bytes", "must not be negative (0: no watermark)")
+	}
+	seenHeader := map[string]bool{}
+	for i, h := range c.Audit.Headers {
+		key := fmt.Sprintf("audit.headers[%d]", i)
+		switch {
+		case !validHeaderName(h):
+			p.errorf(key, "%q is not a lower-case header name ([0-9a-z-_.])", h)
+		case credentialHeaders[h] || strings.HasSuffix(h, "-bin"):
+			p.errorf(key, "%q carries credentials or binary data and is never recorded", h)
+		case strings.HasPrefix(h, "grpc-") || (strings.HasPrefix(h, "x-ztp-") && h != "x-ztp-justification" && h != "x-ztp-ticket"):
+			p.errorf(key, "%q is reserved (grpc-*, x-ztp-*): only x-ztp-justification and x-ztp-ticket may be listed", h)
+		case seenHeader[h]:
+			p.errorf(key, "duplicate header %q", h)
+		}
+		seenHeader[h] = true
 	}
 
 	if c.Limits.MaxMessageBytes < 0 || c.Limits.MaxMessageBytes > maxMessageBytesCeiling {
@@ -880,6 +965,20 @@ func (p *parser) checkCA(c *Config, key, name string) {
 	if !x509.NewCertPool().AppendCertsFromPEM(data) {
 		p.errorf(key, "%s holds no PEM certificate", name)
 	}
+}
+
+// validHeaderName accepts what gRPC allows as a metadata key, in the lower
+// case gRPC delivers keys in: a key written in upper case would match nothing.
+func validHeaderName(h string) bool {
+	if h == "" {
+		return false
+	}
+	for _, c := range []byte(h) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 func isDir(p string) bool {

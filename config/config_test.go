@@ -3,6 +3,8 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -141,6 +143,14 @@ func TestParseErrors(t *testing.T) {
 		{"tracing ca missing", add("tracing:\n  otlp_endpoint: c:4317\n  ca: certs/nope.pem\n"), []string{"tracing.ca: certs/nope.pem: no such file"}},
 		{"tracing ca not PEM", add("tracing:\n  otlp_endpoint: c:4317\n  ca: etcd.protoset\n"), []string{"tracing.ca: etcd.protoset holds no PEM certificate"}},
 		{"unknown tracing key", add("tracing:\n  otlp_endpoint: c:4317\n  endpoint: c:4317\n"), []string{"tracing.endpoint: unknown key"}},
+		{"bad rate limit unit", add("rate_limits:\n  - match: { kind: human }\n    unit: bytes\n    rps: 1\n    burst: 1\n"), []string{"ztp.yaml:29: rate_limits[0].unit: must be messages, response_messages or response_bytes, got \"bytes\""}},
+		{"audit header with credentials", add("  headers: [user-agent, proxy-authorization]\n", "  redact: [\"password\"]\n"), []string{"ztp.yaml:25: audit.headers[1]: \"proxy-authorization\" carries credentials"}},
+		{"audit header binary", add("  headers: [trace-bin]\n", "  redact: [\"password\"]\n"), []string{"audit.headers[0]: \"trace-bin\" carries credentials or binary data"}},
+		{"audit header upper case", add("  headers: [User-Agent]\n", "  redact: [\"password\"]\n"), []string{"audit.headers[0]: \"User-Agent\" is not a lower-case header name"}},
+		{"audit header reserved", add("  headers: [x-ztp-grant]\n", "  redact: [\"password\"]\n"), []string{"audit.headers[0]: \"x-ztp-grant\" is reserved"}},
+		{"audit header duplicate", add("  headers: [user-agent, user-agent]\n", "  redact: [\"password\"]\n"), []string{"audit.headers[1]: duplicate header"}},
+		{"audit max_request_bytes too small", add("  max_request_bytes: 100\n", "  redact: [\"password\"]\n"), []string{"audit.max_request_bytes: must be between 1024"}},
+		{"audit min_free_bytes negative", add("  min_free_bytes: -1\n", "  redact: [\"password\"]\n"), []string{"audit.min_free_bytes: must not be negative"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -202,6 +212,32 @@ func TestTracing(t *testing.T) {
 				t.Errorf("Tracing = %+v, want %+v", c.Tracing, tc.want)
 			}
 		})
+	}
+}
+
+// TestAuditDefaults: absent keys get safe defaults; an explicit empty header
+// list and a zero watermark are kept.
+func TestAuditDefaults(t *testing.T) {
+	dir := fixture(t)
+	c, err := Parse(filepath.Join(dir, "ztp.yaml"), []byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.Audit
+	if a.MaxRequestBytes != 64<<10 || a.MinFreeBytes != 1<<30 || !reflect.DeepEqual(a.Headers, DefaultAuditHeaders) {
+		t.Errorf("audit defaults = %+v", a)
+	}
+	for _, h := range []string{"x-ztp-justification", "x-ztp-ticket", "user-agent", "client-api-version"} {
+		if !slices.Contains(a.Headers, h) {
+			t.Errorf("default audit.headers lacks %s", h)
+		}
+	}
+	c, err = Parse(filepath.Join(dir, "ztp.yaml"), []byte(add("  headers: []\n  min_free_bytes: 0\n  max_request_bytes: 2048\n", "  redact: [\"password\"]\n")(valid)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := c.Audit; a.Headers == nil || len(a.Headers) != 0 || a.MinFreeBytes != 0 || a.MaxRequestBytes != 2048 {
+		t.Errorf("explicit audit settings = %+v, want no headers, no watermark, 2048", a)
 	}
 }
 

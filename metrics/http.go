@@ -21,9 +21,16 @@ type Readiness struct {
 	// OnProbe, when set before Start, is told the outcome of every probe
 	// (e.g. to mirror it into the gRPC health service).
 	OnProbe func(ready bool)
+	// Warnings, when set before Start, are probed with the checks but only
+	// degrade readiness: a failing one shows as "degraded: …" in the checks
+	// and sets "degraded" in /readyz, which stays 200. For conditions an
+	// operator must act on before they stop the proxy (a filling disk), where
+	// taking the proxy out of service early would do the harm sooner.
+	Warnings map[string]Check
 
 	mu     sync.RWMutex
 	state  map[string]string // check → "" (ok) or the error
+	warn   map[string]string // warning → "" (ok) or the error
 	stop   chan struct{}
 	done   chan struct{}
 	probed bool
@@ -59,18 +66,22 @@ func (r *Readiness) Stop() {
 }
 
 func (r *Readiness) probe() {
-	state := make(map[string]string, len(r.checks))
-	for name, c := range r.checks {
-		ctx, cancel := context.WithTimeout(context.Background(), r.interval)
-		if err := c(ctx); err != nil {
-			state[name] = err.Error()
-		} else {
-			state[name] = ""
+	run := func(checks map[string]Check) map[string]string {
+		state := make(map[string]string, len(checks))
+		for name, c := range checks {
+			ctx, cancel := context.WithTimeout(context.Background(), r.interval)
+			if err := c(ctx); err != nil {
+				state[name] = err.Error()
+			} else {
+				state[name] = ""
+			}
+			cancel()
 		}
-		cancel()
+		return state
 	}
+	state, warn := run(r.checks), run(r.Warnings)
 	r.mu.Lock()
-	r.state, r.probed = state, true
+	r.state, r.warn, r.probed = state, warn, true
 	r.mu.Unlock()
 	if r.OnProbe != nil {
 		ok, _ := r.Ready()
@@ -78,12 +89,24 @@ func (r *Readiness) probe() {
 	}
 }
 
-// Ready reports the last probe: ok and each check's status.
+// Ready reports the last probe: ok and each check's status, warnings
+// included ("degraded: …" when failing; they do not affect ok).
 func (r *Readiness) Ready() (bool, map[string]string) {
+	ok, _, out := r.status()
+	return ok, out
+}
+
+// Degraded reports whether a warning failed in the last probe.
+func (r *Readiness) Degraded() bool {
+	_, degraded, _ := r.status()
+	return degraded
+}
+
+func (r *Readiness) status() (ok, degraded bool, out map[string]string) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	ok := r.probed
-	out := make(map[string]string, len(r.state))
+	ok = r.probed
+	out = make(map[string]string, len(r.state)+len(r.warn))
 	for k, v := range r.state {
 		if v != "" {
 			ok = false
@@ -92,7 +115,15 @@ func (r *Readiness) Ready() (bool, map[string]string) {
 			out[k] = "ok"
 		}
 	}
-	return ok, out
+	for k, v := range r.warn {
+		if v != "" {
+			degraded = true
+			out[k] = "degraded: " + v
+		} else {
+			out[k] = "ok"
+		}
+	}
+	return ok, degraded, out
 }
 
 // Handler serves /metrics, /healthz and /readyz.
@@ -103,12 +134,16 @@ func (m *Metrics) Handler(r *Readiness) http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		ok, checks := r.Ready()
+		ok, degraded, checks := r.status()
 		w.Header().Set("Content-Type", "application/json")
 		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
-		json.NewEncoder(w).Encode(map[string]any{"ready": ok, "checks": checks})
+		body := map[string]any{"ready": ok, "checks": checks}
+		if degraded {
+			body["degraded"] = true
+		}
+		json.NewEncoder(w).Encode(body)
 	})
 	return mux
 }

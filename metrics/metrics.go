@@ -40,9 +40,17 @@ type Metrics struct {
 	// RefusalsUnrecorded counts unauthenticated refusals past the refusal
 	// budget: counted into a summary record instead of a record each.
 	RefusalsUnrecorded prometheus.Counter
+	// PrincipalRefusalsUnrecorded counts authenticated principals' refusals
+	// past their refusal budget: counted into a summary record per principal.
+	PrincipalRefusalsUnrecorded prometheus.Counter
+	// AuditDiskFreeBytes is the free space of the audit file's file system;
+	// AuditDiskLow is 1 while it is below audit.min_free_bytes.
+	AuditDiskFreeBytes prometheus.Gauge
+	AuditDiskLow       prometheus.Gauge
 	// ForwardSeconds is the duration of forwarded calls by upstream.
 	ForwardSeconds *prometheus.HistogramVec
-	// RateLimited counts refusals by kind (rate, budget).
+	// RateLimited counts refusals by kind (rate, budget, and response_volume for
+	// responses a response-volume rule cut off).
 	RateLimited *prometheus.CounterVec
 	// PolicyReloads counts reloads by result (ok, failed).
 	PolicyReloads *prometheus.CounterVec
@@ -57,7 +65,8 @@ type Metrics struct {
 	HandshakeFailures *prometheus.CounterVec
 	// StreamsEndedEarly counts calls that ended before their first request
 	// message, by reason: first_message_timeout (the proxy ended it),
-	// client_cancelled (the client did), max_streams_per_principal (refused).
+	// client_cancelled (the client did), max_streams_per_principal (refused),
+	// credential_ended (its credential expired or a reload refused it).
 	StreamsEndedEarly *prometheus.CounterVec
 	// StreamsUnrecorded counts those of them past the refusal budget: counted
 	// into a summary record instead of a record each.
@@ -105,6 +114,15 @@ func New() *Metrics {
 		RefusalsUnrecorded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ztp_refusals_unrecorded_total", Help: "Unauthenticated calls refused past the per-host refusal budget (audited in summary records).",
 		}),
+		PrincipalRefusalsUnrecorded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ztp_principal_refusals_unrecorded_total", Help: "Authenticated principals' refusals past their per-principal refusal budget (audited in summary records).",
+		}),
+		AuditDiskFreeBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ztp_audit_disk_free_bytes", Help: "Free bytes (for the proxy's user) on the audit file's file system.",
+		}),
+		AuditDiskLow: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ztp_audit_disk_low", Help: "1 while the audit file's file system has less free space than audit.min_free_bytes.",
+		}),
 		ForwardSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "ztp_forwarded_call_seconds", Help: "Duration of calls forwarded to an upstream.", Buckets: latency,
 		}, []string{"upstream"}),
@@ -127,7 +145,7 @@ func New() *Metrics {
 			Name: "ztp_tls_handshake_failures_total", Help: "Failed TLS handshakes on the gRPC listener by reason.",
 		}, []string{"reason"}),
 		StreamsEndedEarly: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ztp_streams_ended_early_total", Help: "Calls that ended before their first request message, by reason (first_message_timeout, client_cancelled, max_streams_per_principal).",
+			Name: "ztp_streams_ended_early_total", Help: "Calls that ended before their first request message, by reason (first_message_timeout, client_cancelled, max_streams_per_principal, credential_ended).",
 		}, []string{"reason"}),
 		StreamsUnrecorded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ztp_streams_unrecorded_total", Help: "Calls ended before their first request message past the refusal budget (audited in summary records).",
@@ -142,6 +160,7 @@ func New() *Metrics {
 		m.AuditCommitSeconds, m.AuditCommitRecords, m.RefusalsUnrecorded,
 		m.ForwardSeconds, m.RateLimited, m.PolicyReloads, m.PolicyInfo, m.InflightStreams, m.HandshakeFailures, m.BuildInfo,
 		m.StreamsEndedEarly, m.StreamsUnrecorded,
+		m.PrincipalRefusalsUnrecorded, m.AuditDiskFreeBytes, m.AuditDiskLow,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

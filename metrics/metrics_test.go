@@ -51,6 +51,37 @@ func TestReadiness(t *testing.T) {
 	}
 }
 
+// TestReadinessDegraded: a failing warning shows, with its reason, but leaves
+// the proxy ready.
+func TestReadinessDegraded(t *testing.T) {
+	var low atomic.Bool
+	r := NewReadiness(time.Hour, map[string]Check{"audit": func(context.Context) error { return nil }})
+	r.Warnings = map[string]Check{"audit_disk": func(context.Context) error {
+		if low.Load() {
+			return errors.New("100 bytes free, below 200")
+		}
+		return nil
+	}}
+	r.Start()
+	defer r.Stop()
+	get := func() (int, string) {
+		rec := httptest.NewRecorder()
+		New().Handler(r).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, body := get(); code != 200 || strings.Contains(body, "degraded") || !strings.Contains(body, `"audit_disk":"ok"`) {
+		t.Errorf("/readyz = %d %s, want 200, not degraded", code, body)
+	}
+	low.Store(true)
+	r.probe()
+	if ok, checks := r.Ready(); !ok || !r.Degraded() || checks["audit_disk"] != "degraded: 100 bytes free, below 200" {
+		t.Errorf("Ready() = %v, %v, Degraded() = %v; want ready and degraded naming the reason", ok, checks, r.Degraded())
+	}
+	if code, body := get(); code != 200 || !strings.Contains(body, `"degraded":true`) || !strings.Contains(body, "below 200") {
+		t.Errorf("/readyz = %d %s, want 200 degraded with the reason", code, body)
+	}
+}
+
 func TestReadyBeforeFirstProbe(t *testing.T) {
 	r := NewReadiness(time.Hour, map[string]Check{})
 	if ok, _ := r.Ready(); ok {

@@ -39,6 +39,9 @@ const (
 	SkipControlAPI   = "control_api"           // ztp.v1.* calls are authorized by built-in rules, not the policy
 	SkipBeforePolicy = "refused_before_policy" // unauthenticated, no route: no policy decision was made
 	SkipBeforeSince  = "before_since"          // older than ReplayOptions.Since
+	// SkipTruncated: the request's rendering was longer than audit.max_request_bytes
+	// and only its beginning was recorded; the policy saw all of it.
+	SkipTruncated = "request_truncated"
 	// SkipQueryNotRecorded: the candidate asked an effect query (ztp.query) whose answer
 	// the record does not hold (not asked then, failed, or too large to keep): what the
 	// upstream would have said is unknown, so the record is not replayed rather than guessed.
@@ -130,6 +133,9 @@ func (r *Replayer) Add(ctx context.Context, rec *audit.Record) error {
 		return nil
 	case !r.opts.Since.IsZero() && rec.Time.Before(r.opts.Since):
 		r.rep.Skipped[SkipBeforeSince]++
+		return nil
+	case rec.RequestTruncated != "":
+		r.rep.Skipped[SkipTruncated]++
 		return nil
 	case rec.Decision == audit.DecisionAllow:
 		recordedAllow = true

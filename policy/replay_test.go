@@ -133,6 +133,8 @@ forbid contains "never after 2030" if time.parse_rfc3339_ns(input.time) >= time.
 		req(human, "/ztp.v1.Audit/Export", "allow"),
 		req(nil, "/s.S/Get", "deny", func(r *audit.Record) { r.PolicyVersion = "" }),
 		req(robot, "/s.S/Put", "deny", at(2020)), // before --since
+		// Only the beginning of the request was recorded: the policy decided on all of it.
+		req(robot, "/s.S/Put", "deny", func(r *audit.Record) { r.RequestDecoded, r.RequestTruncated = true, `{"key":"Zm9v","value":"AAAA` }),
 		{Seq: 200, Time: recTime, Type: "outcome", Ref: 1, Code: "OK"},
 	}
 	r := NewReplayer(e, ReplayOptions{Since: recTime.Add(-time.Hour), Examples: 1})
@@ -157,7 +159,7 @@ forbid contains "never after 2030" if time.parse_rfc3339_ns(input.time) >= time.
 			{Method: "/s.S/Put", Principal: deployerID, Count: 2, Examples: []uint64{5}, Reasons: []string{"recorded reason"}},
 			{Method: "/s.S/Put", Principal: deployerID, Count: 1, Examples: []uint64{7}, Reasons: []string{"eval failed"}},
 		}},
-		Skipped: map[string]int{SkipRatelimited: 1, SkipControlAPI: 1, SkipBeforePolicy: 1, SkipBeforeSince: 1},
+		Skipped: map[string]int{SkipRatelimited: 1, SkipControlAPI: 1, SkipBeforePolicy: 1, SkipBeforeSince: 1, SkipTruncated: 1},
 	}
 	if !reflect.DeepEqual(got, want) {
 		gotJSON, _ := json.MarshalIndent(got, "", "  ")

@@ -113,7 +113,7 @@ func (p *Pipeline) controlStart(ctx context.Context, method string) (*call, cont
 		return nil, nil, status.Error(codes.Unauthenticated, "ztp: "+err.Error())
 	}
 	c.principal = pr
-	c.readMetadata(ctx)
+	c.readMetadata(ctx, p.headers)
 	if reason := p.control.authorize(method, pr); reason != "" {
 		p.refuse(ctx, c, &pr, reason)
 		if reason == errUnknownControl {

@@ -20,6 +20,13 @@
 //     (limits.first_message_timeout, limits.max_streams_per_principal) and the
 //     trace such calls leave; controllimits.go: rate limits on the control API;
 //   - server.go: assembles the parts from a config.Config and runs the listener;
+//   - metadata.go, auditvolume.go, refusals.go, diskspace.go: what the audit
+//     log may be made to hold. Only audit.headers are read (bounded) for the
+//     policy and the record; every decision record carries the message's size
+//     and SHA-256; refused callers, unauthenticated (per host) or not (per
+//     principal), get records of their own only within a per-window budget and
+//     are summarised past it; a free-space watermark degrades readiness before
+//     the audit disk is full.
 //   - query.go: the effect querier of an upstream with effect_queries, which
 //     answers the policy's ztp.query while a message is decided.
 //

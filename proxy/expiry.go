@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -42,6 +43,10 @@ type liveCall struct {
 	authCtx   context.Context // the call's own context: peer and metadata, for re-authentication
 	principal identity.Principal
 	cancel    context.CancelCauseFunc
+	// transport ends the call on the wire: the handler may be blocked in a
+	// send to a client that stopped reading, or in a receive from one that
+	// sends nothing, neither of which the context's cancellation unblocks.
+	transport statusWriter
 	stop      func() bool            // the expiry timer; nil without an expiry
 	reason    atomic.Pointer[string] // why the credential ended the call; nil while it counts
 	closed    atomic.Bool            // the call has ended: a reload leaves it alone
@@ -73,6 +78,7 @@ func (p *Pipeline) watch(ctx context.Context, c *call, gen uint64) context.Conte
 	authCtx := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
 	l := &liveCall{set: &p.live, authCtx: authCtx, principal: c.principal, cancel: cancel}
+	l.transport, _ = grpc.ServerTransportStreamFromContext(authCtx).(statusWriter)
 	c.live = l
 	if exp := c.principal.Expires; !exp.IsZero() {
 		l.stop = p.afterFunc(exp.Sub(p.now()), func() { l.end((&identity.ExpiredError{At: exp}).Error()) })
@@ -120,13 +126,23 @@ func (l *liveCall) close() {
 // end ends the call for reason, once: the first reason stays.
 func (l *liveCall) end(reason string) {
 	if l.reason.CompareAndSwap(nil, &reason) {
-		l.cancel(unauthenticatedStatus(reason))
+		st := unauthenticatedStatus(reason)
+		// The status goes out on the wire first, which also unblocks a send
+		// or receive the handler is waiting in; then the handler's context
+		// ends, which abandons the upstream call.
+		if l.transport != nil {
+			l.transport.WriteStatus(status.Convert(st))
+		}
+		l.cancel(st)
 	}
 }
 
 func unauthenticatedStatus(reason string) error {
 	return status.Error(codes.Unauthenticated, "ztp: "+reason)
 }
+
+// ended reports whether the credential ended the call.
+func (l *liveCall) ended() bool { return l != nil && l.reason.Load() != nil }
 
 // credentialEnd returns why c's credential no longer counts at now, "" while
 // it does. A call found expired here is ended at once, before its timer runs.

@@ -1,13 +1,10 @@
 package proxy
 
 import (
-	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/ztp-dev/ztp/identity"
 	"github.com/ztp-dev/ztp/policy"
@@ -160,30 +157,4 @@ func principalValue(p identity.Principal) ast.Value {
 		[2]*ast.Term{ast.StringTerm("groups"), ast.ArrayTerm(groups...)},
 		[2]*ast.Term{ast.StringTerm("authn"), ast.StringTerm(p.Authn)},
 	)
-}
-
-// readMetadata keeps what the policy and the auditors may see of the client's
-// metadata: credentials and every x-ztp-* header (which only the proxy sets) are
-// dropped, except that justification and ticket are lifted into their own fields.
-func (c *call) readMetadata(ctx context.Context) {
-	in, _ := metadata.FromIncomingContext(ctx)
-	c.metadata = make(map[string][]string, len(in))
-	kvs := make([][2]*ast.Term, 0, len(in))
-	for k, vs := range in {
-		switch {
-		case k == HeaderJustification:
-			c.justification = strings.Join(vs, " ")
-		case k == HeaderTicket:
-			c.ticket = strings.Join(vs, " ")
-		case sensitiveHeader(k):
-		default:
-			c.metadata[k] = vs
-			l := make([]*ast.Term, len(vs))
-			for i, v := range vs {
-				l[i] = ast.StringTerm(v)
-			}
-			kvs = append(kvs, [2]*ast.Term{ast.StringTerm(k), ast.ArrayTerm(l...)})
-		}
-	}
-	c.mdInput = ast.NewObject(kvs...)
 }

@@ -30,6 +30,10 @@ func (s *Server) startOps(cfg *config.Config) error {
 		"upstreams": s.upstreamsReachable,
 	})
 	s.readiness.OnProbe = s.setHealth
+	if cfg.Audit.MinFreeBytes > 0 {
+		disk := newDiskWatch(cfg.Resolve(cfg.Audit.Path), cfg.Audit.MinFreeBytes, s.opts.DiskFree, s.metrics, s.log)
+		s.readiness.Warnings = map[string]metrics.Check{"audit_disk": disk.check}
+	}
 	s.readiness.Start()
 	s.metrics.GaugeFunc("ztp_ready", "1 while /readyz reports ready (audit writable, policy loaded, upstreams reachable).", func() float64 {
 		if ok, _ := s.readiness.Ready(); ok {

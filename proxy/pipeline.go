@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,7 +14,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -95,9 +93,10 @@ type Pipeline struct {
 	routes           *router
 	policy           atomic.Pointer[activePolicy]
 	control          controlAuthz
-	grants           GrantFinder // nil: no break-glass
-	limiter          RateLimiter // nil: no rate limits configured
-	budgets          BudgetTaker // nil: no change budgets configured
+	grants           GrantFinder  // nil: no break-glass
+	limiter          RateLimiter  // nil: no rate limits configured
+	budgets          BudgetTaker  // nil: no change budgets configured
+	volume           VolumeMeters // nil: no response-volume limits (volume.go)
 	metrics          *metrics.Metrics
 	mode             policy.Mode
 	audit            Auditor
@@ -110,6 +109,11 @@ type Pipeline struct {
 	afterFunc        func(time.Duration, func()) func() bool
 	live             liveCalls // calls in progress, ended when their credential is (expiry.go)
 	streams          *streams  // first-message timeout and streams per principal (streams.go)
+	// principalRefusals bounds the refusal records of each principal (nil: no
+	// bound); see admitDecision.
+	principalRefusals *refusalBudget
+	headers           headerAllow // audit.headers: the request headers policies and records see
+	maxRequestBytes   int         // audit.max_request_bytes, for the cost of a refusal record
 
 	// outcomes tracks outcome records queued but not yet committed; they are
 	// written after the call returned so the client does not wait for an fsync.
@@ -143,8 +147,9 @@ type call struct {
 	// Messages received from the client / sent to it. Atomic: a pump goroutine
 	// may still be receiving while the outcome is recorded.
 	in, out   atomic.Int64
-	firstSeq  uint64 // audit seq of the first decision record; outcome records point here
-	forwarded bool   // the first message was admitted (the upstream saw the call)
+	volume    callVolume // message bytes both ways, and the response-volume meter (volume.go)
+	firstSeq  uint64     // audit seq of the first decision record; outcome records point here
+	forwarded bool       // the first message was admitted (the upstream saw the call)
 	live      *liveCall
 }
 
@@ -191,7 +196,7 @@ func (p *Pipeline) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 		ctx, cancel = context.WithTimeout(ctx, p.maxUnaryDeadline)
 		defer cancel()
 	}
-	c.readMetadata(ctx)
+	c.readMetadata(ctx, p.headers)
 	if err := p.admitStream(ctx, c); err != nil {
 		return err
 	}
@@ -262,6 +267,7 @@ func (s *stream) RecvMsg(m any) error {
 	if s.c.unary() && s.c.in.Load() > 0 {
 		return status.Errorf(codes.InvalidArgument, "ztp: %s is unary: more than one request message", s.c.method)
 	}
+	s.c.volume.bytesIn.Add(int64(len(f.Data)))
 	return s.p.decide(s.ctx, s.c, f)
 }
 
@@ -269,10 +275,15 @@ func (s *stream) SendMsg(m any) error {
 	if err := s.p.sendAllowed(s.c); err != nil {
 		return err
 	}
+	n, err := s.p.chargeResponse(s, m)
+	if err != nil {
+		return err
+	}
 	if err := s.ServerStream.SendMsg(m); err != nil {
 		return err
 	}
 	s.c.out.Add(1)
+	s.c.volume.bytesOut.Add(int64(n))
 	return nil
 }
 
@@ -283,6 +294,7 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	now := p.now()
 	rec := p.record(c, "request")
 	rec.MessageIndex = idx
+	rec.RequestBytes, rec.RequestSHA256 = messageDigest(msg)
 
 	// The credential that authenticated the call may expire while a stream stays
 	// open for days: messages after that are refused like an unauthenticated call.
@@ -444,15 +456,7 @@ func (p *Pipeline) ratelimited(ctx context.Context, c *call, rec *audit.Record, 
 	if idx == 0 {
 		c.firstSeq = seq
 	}
-	if wait < 0 {
-		// Waiting cannot help; a negative pushback tells gRPC clients not to retry.
-		grpc.SetTrailer(ctx, metadata.Pairs("grpc-retry-pushback-ms", "-1"))
-		return status.Errorf(codes.ResourceExhausted, "ztp: %s; retrying will not help", reason)
-	}
-	// Rounded up: a client retrying at the announced time must find its token.
-	ms := (wait + time.Millisecond - 1).Milliseconds()
-	grpc.SetTrailer(ctx, metadata.Pairs("grpc-retry-pushback-ms", strconv.FormatInt(ms, 10)))
-	return status.Errorf(codes.ResourceExhausted, "ztp: %s; retry in %s", reason, time.Duration(ms)*time.Millisecond)
+	return exhausted(ctx, reason, wait)
 }
 
 func firstNonEmpty(a, b string) string {
@@ -460,11 +464,6 @@ func firstNonEmpty(a, b string) string {
 		return a
 	}
 	return b
-}
-
-// sensitiveHeader names metadata never copied into policy input or audit records.
-func sensitiveHeader(k string) bool {
-	return strippedHeader(k) || k == "token" || k == "cookie" || strings.HasSuffix(k, "-bin")
 }
 
 // WaitOutcomes blocks until the outcome records of finished calls are appended.
@@ -479,6 +478,9 @@ func (p *Pipeline) refuse(ctx context.Context, c *call, pr *identity.Principal, 
 	rec.Decision = policy.DecisionDeny
 	rec.Reasons = []string{reason}
 	p.metrics.Decisions.WithLabelValues("", "unknown", policy.DecisionDeny).Inc()
+	if !p.admitDecision(ctx, rec) {
+		return // counted for the principal's summary record
+	}
 	if _, err := p.append(ctx, rec); err != nil {
 		p.log.Error("audit append failed for refused call", "method", c.method, "err", err)
 	}
@@ -499,45 +501,6 @@ func (p *Pipeline) refuseUnauthenticated(ctx context.Context, c *call, reason st
 	}
 	p.metrics.Decisions.WithLabelValues("", "unknown", policy.DecisionDeny).Inc()
 	p.metrics.RefusalsUnrecorded.Inc()
-}
-
-// FlushRefusals audits the summaries of the unauthenticated refusals, and of
-// the calls that ended before their first message, that got no record of
-// their own: those of a window that has ended, or with force all
-// counted so far (at shutdown).
-func (p *Pipeline) FlushRefusals(ctx context.Context, force bool) {
-	if p.refusals != nil {
-		p.auditRefusalSummaries(ctx, p.refusals.flush(p.now(), force))
-	}
-	p.auditRefusalSummaries(ctx, p.streams.budget.flush(p.now(), force))
-}
-
-// auditRefusalSummaries appends the summaries, all but the last without
-// waiting for their commit (the last one's commit carries them all). After a
-// failure it logs the rest instead: with a stuck disk, a window's worth of
-// summaries must not hold the caller, or shutdown, for an audit timeout each.
-func (p *Pipeline) auditRefusalSummaries(ctx context.Context, sums []refusalSummary) {
-	for i, sum := range sums {
-		rec := &audit.Record{
-			Time:     p.now().UTC(),
-			Type:     audit.TypeRequest,
-			Peer:     sum.host,
-			Decision: policy.DecisionDeny,
-			Reasons:  []string{sum.reason()},
-		}
-		var err error
-		if i < len(sums)-1 {
-			err = p.appendQueued(ctx, rec)
-		} else {
-			_, err = p.append(ctx, rec)
-		}
-		if err != nil {
-			for _, lost := range sums[i:] {
-				p.log.Error("audit append failed for refusal summary", "peer", lost.host, "refused", lost.suppressed, "reason", lost.reason(), "err", err)
-			}
-			return
-		}
-	}
 }
 
 // appendQueued hands rec to the audit writer without waiting for its commit;
@@ -567,6 +530,7 @@ func (p *Pipeline) outcome(ctx context.Context, c *call, err error, end time.Tim
 	rec.DurationMS = float64(end.Sub(c.start).Microseconds()) / 1000
 	rec.MessagesIn = uint64(c.in.Load())
 	rec.MessagesOut = uint64(c.out.Load())
+	rec.BytesIn, rec.BytesOut = c.volume.bytes()
 	// Deferred: the outcome shares the next decision's commit (or is committed
 	// within audit.DeferDelay), so a call never costs a second fsync of its own.
 	failed := func(aerr error) {
@@ -612,8 +576,12 @@ func (p *Pipeline) record(c *call, typ string) *audit.Record {
 
 // appendDecision appends the decision record of a message; when the audit log
 // cannot take it, the message is refused: the returned error is the status for
-// the client.
+// the client. A refusal past the principal's refusal budget gets no record of
+// its own (seq 0, nil error); it is counted into the principal's summary.
 func (p *Pipeline) appendDecision(ctx context.Context, c *call, rec *audit.Record) (uint64, error) {
+	if !p.admitDecision(ctx, rec) {
+		return 0, nil // counted for the principal's summary record
+	}
 	seq, err := p.append(ctx, rec)
 	if err != nil {
 		p.log.Error("audit append failed; refusing call", "method", c.method, "principal", c.principal.ID, "err", err)

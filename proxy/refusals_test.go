@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ztp-dev/ztp/audit"
 )
 
 func TestRefusalBudget(t *testing.T) {
@@ -103,5 +105,51 @@ func TestRefusalBudgetManyHosts(t *testing.T) {
 	}
 	if h := peerHost("192.0.2.7:5000"); h != "192.0.2.7" {
 		t.Errorf("peerHost(IPv4) = %q", h)
+	}
+}
+
+// TestPrincipalRefusalBudget: a principal's refusals are recorded one by one
+// until their records hold the per-principal bytes (the crossing one still
+// recorded), then counted for one summary per principal naming it; other
+// principals keep their own budget; principals beyond the table are always
+// recorded, since a summary must name who was refused.
+func TestPrincipalRefusalBudget(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	b := newPrincipalRefusalBudget(time.Minute, 1000, 10000, 2)
+	alice := &audit.Principal{ID: "spiffe://example.org/user/alice", Kind: "human", Groups: []string{"sre"}, Authn: "mtls"}
+	bob := &audit.Principal{ID: "spiffe://example.org/user/bob", Kind: "human", Authn: "jwt"}
+	carol := &audit.Principal{ID: "spiffe://example.org/user/carol", Kind: "human", Authn: "jwt"}
+	var got []bool
+	for _, cost := range []int64{400, 400, 400, 10, 10} {
+		rec, _ := b.admitPrincipal(alice, "/a.B/Put: denied", cost, t0)
+		got = append(got, rec)
+	}
+	if fmt.Sprint(got) != "[true true true false false]" {
+		t.Errorf("alice's refusals recorded = %v, want the first three (1200 bytes ≥ 1000), then counted", got)
+	}
+	if rec, _ := b.admitPrincipal(bob, "r", 5000, t0); !rec {
+		t.Error("bob's first refusal not recorded: alice's refusals must not use up his budget")
+	}
+	for range 3 {
+		if rec, _ := b.admitPrincipal(carol, "r", 5000, t0); !rec {
+			t.Error("carol (beyond the table) not recorded, want every refusal recorded")
+		}
+	}
+	sums := b.flush(t0.Add(time.Minute), false)
+	if len(sums) != 1 || sums[0].principal != alice || sums[0].suppressed != 2 {
+		t.Fatalf("summaries = %+v, want alice's 2", sums)
+	}
+	r := sums[0].record(t0.Add(time.Minute))
+	if r.Principal != alice || r.Decision != audit.DecisionDeny || r.Method != "" ||
+		!strings.Contains(r.Reasons[0], "2 more refused messages of spiffe://example.org/user/alice between 2026-11-26T10:00:00Z and 2026-11-26T10:01:00Z") ||
+		!strings.Contains(r.Reasons[0], "(last: /a.B/Put: denied)") {
+		t.Errorf("summary record = %+v %q", r, r.Reasons)
+	}
+	// Proxy-wide: past global, every principal's refusals are counted.
+	g := newPrincipalRefusalBudget(time.Minute, 1000, 1500, 10)
+	g.admitPrincipal(alice, "r", 900, t0)
+	g.admitPrincipal(bob, "r", 900, t0)
+	if rec, _ := g.admitPrincipal(carol, "r", 1, t0); rec {
+		t.Error("refusal past the global budget recorded")
 	}
 }

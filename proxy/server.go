@@ -56,6 +56,9 @@ type Options struct {
 	// SpanExporter, when set and the config has a tracing section, receives the
 	// spans instead of the OTLP collector, synchronously as each span ends (tests).
 	SpanExporter sdktrace.SpanExporter
+	// DiskFree, when set, replaces statfs for the audit.min_free_bytes
+	// watermark: the bytes available on the file system holding dir (tests).
+	DiskFree func(dir string) (uint64, error)
 }
 
 // Server is a running ztp-proxy: the gRPC listener, the pipeline, the upstream
@@ -220,7 +223,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	s.stops = append(s.stops, func(context.Context) { handshakes.stop() })
 	creds = handshakeCreds{TransportCredentials: creds, log: handshakes}
 	s.store, err = audit.Open(cfg.Resolve(cfg.Audit.Path), audit.Options{
-		Redact: cfg.Audit.Redact, Now: opts.Now, OnCommit: s.metrics.ObserveCommit,
+		Redact: cfg.Audit.Redact, MaxRequestBytes: cfg.Audit.MaxRequestBytes, Now: opts.Now, OnCommit: s.metrics.ObserveCommit,
 		Warn: func(msg string) { s.log.Warn("audit log damaged", "detail", msg) },
 	})
 	if err != nil {
@@ -228,20 +231,23 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	}
 
 	s.pipeline = &Pipeline{
-		metrics:          s.metrics,
-		auth:             auth,
-		routes:           rt,
-		mode:             policy.Mode(cfg.Policy.Mode),
-		audit:            s.store,
-		now:              opts.Now,
-		maxUnaryDeadline: cfg.Limits.MaxUnaryDeadline,
-		control:          controlAuthz{auditReaders: cfg.Audit.Readers, approverGroups: cfg.Breakglass.ApproverGroups},
-		auditTimeout:     opts.AuditTimeout,
-		log:              opts.Logger,
-		evals:            newEvalPool(2 * runtime.GOMAXPROCS(0)),
-		refusals:         newRefusalBudget(refusalWindow, refusalsPerHost, refusalsGlobal, refusalHosts),
-		afterFunc:        opts.AfterFunc,
-		streams:          newStreams(cfg.Limits.FirstMessageTimeout, cfg.Limits.MaxStreamsPerPrincipal, opts.AfterFunc),
+		metrics:           s.metrics,
+		auth:              auth,
+		routes:            rt,
+		mode:              policy.Mode(cfg.Policy.Mode),
+		audit:             s.store,
+		now:               opts.Now,
+		maxUnaryDeadline:  cfg.Limits.MaxUnaryDeadline,
+		control:           controlAuthz{auditReaders: cfg.Audit.Readers, approverGroups: cfg.Breakglass.ApproverGroups},
+		auditTimeout:      opts.AuditTimeout,
+		log:               opts.Logger,
+		evals:             newEvalPool(2 * runtime.GOMAXPROCS(0)),
+		refusals:          newRefusalBudget(refusalWindow, refusalsPerHost, refusalsGlobal, refusalHosts),
+		afterFunc:         opts.AfterFunc,
+		streams:           newStreams(cfg.Limits.FirstMessageTimeout, cfg.Limits.MaxStreamsPerPrincipal, opts.AfterFunc),
+		principalRefusals: newPrincipalRefusalBudget(refusalWindow, principalRefusalBytes, principalRefusalsGlobal, principalRefusalKeys),
+		headers:           newHeaderAllow(cfg.Audit.Headers),
+		maxRequestBytes:   cfg.Audit.MaxRequestBytes,
 	}
 	s.pipeline.SetPolicy(engine)
 	s.drains = append(s.drains, func() { s.pipeline.streams.stopping.Store(true) })

@@ -41,9 +41,10 @@ import (
 
 // Reasons of ztp_streams_ended_early_total.
 const (
-	endedTimeout   = "first_message_timeout"
-	endedCancelled = "client_cancelled"
-	endedOverLimit = "max_streams_per_principal"
+	endedTimeout    = "first_message_timeout"
+	endedCancelled  = "client_cancelled"
+	endedOverLimit  = "max_streams_per_principal"
+	endedCredential = "credential_ended" // its credential expired, or a reload refused it (expiry.go)
 )
 
 // States of a streamGuard.
@@ -113,6 +114,7 @@ type streamGuard struct {
 	parent    context.Context
 	cancel    context.CancelFunc // ends the call's context (a child of parent)
 	stopTimer func() bool        // keeps the first-message timer from running; reports whether it did
+	stopEnded func() bool        // unregisters endedUnintercepted
 	state     atomic.Int32
 	// intercepted: an interceptor runs the call and records how it ended;
 	// until then the timer's function does. status is the call's transport
@@ -164,7 +166,30 @@ func (p *Pipeline) tap(ctx context.Context, info *tap.Info) (context.Context, er
 	inner, cancel := context.WithCancel(ctx)
 	g.cancel = cancel
 	g.stopTimer = p.streams.afterFunc(p.streams.timeout, g.expire)
+	// A call may end before any interceptor runs (gRPC refused its request
+	// message, or the client left): its timer must not outlive it. An
+	// interceptor unregisters this, so an ordinary call costs no goroutine.
+	g.stopEnded = context.AfterFunc(ctx, g.endedUnintercepted)
 	return &guardCtx{Context: inner, g: g}, nil
+}
+
+// endedUnintercepted runs when gRPC's context of the call ended before an
+// interceptor took the call: the call is over, so its timer goes, and its
+// early end is recorded now rather than when the timer would have run.
+func (g *streamGuard) endedUnintercepted() {
+	if g.intercepted.Load() || !g.state.CompareAndSwap(guardArmed, guardEnded) {
+		return
+	}
+	g.stopTimer()
+	g.cancel()
+	g.record(endedCancelled)
+}
+
+// takeOver is the stream interceptor's start: from here it records how the
+// call ends.
+func (g *streamGuard) takeOver() {
+	g.intercepted.Store(true)
+	g.stopEnded()
 }
 
 // expire runs when the first-message timeout passed.
@@ -214,7 +239,7 @@ func (p *Pipeline) guardStream(srv any, ss grpc.ServerStream, info *grpc.StreamS
 		return status.Error(codes.Internal, "ztp: call without a stream guard")
 	}
 	g.status, _ = grpc.ServerTransportStreamFromContext(ss.Context()).(statusWriter)
-	g.intercepted.Store(true)
+	g.takeOver()
 	err := handler(srv, &guardedStream{ServerStream: ss, g: g})
 	if g.slot != "" {
 		p.streams.release(g.slot)
@@ -222,7 +247,11 @@ func (p *Pipeline) guardStream(srv any, ss grpc.ServerStream, info *grpc.StreamS
 	switch {
 	case g.state.CompareAndSwap(guardArmed, guardEnded):
 		g.stopTimer()
-		if g.parent.Err() != nil {
+		if c := g.call.Load(); c != nil && c.live.ended() {
+			// The proxy ended it on the wire when the credential did, which
+			// also ends parent: the client did not leave.
+			g.record(endedCredential)
+		} else if g.parent.Err() != nil {
 			// The client (or its connection) went away before it sent anything.
 			g.record(endedCancelled)
 		}
@@ -241,6 +270,9 @@ func (p *Pipeline) guardUnary(ctx context.Context, req any, info *grpc.UnaryServ
 	if g == nil {
 		return nil, status.Error(codes.Internal, "ztp: call without a stream guard")
 	}
+	// Not takeOver: for a unary call the timer's function keeps recording a
+	// timeout, as it may already be running.
+	g.stopEnded()
 	if !g.seen() {
 		return nil, g.timeoutStatus() // the timer's function recorded it
 	}
@@ -315,6 +347,10 @@ func (g *streamGuard) record(why string) {
 		rec = p.record(c, audit.TypeRequest)
 		rec.Decision = audit.DecisionDeny
 		rec.Reasons = []string{"no request message within " + p.streams.timeout.String() + " (limits.first_message_timeout): call ended"}
+	case endedCredential:
+		rec = p.record(c, audit.TypeRequest)
+		rec.Decision = audit.DecisionDeny
+		rec.Reasons = []string{*c.live.reason.Load()}
 	case endedOverLimit:
 		rec = p.record(c, audit.TypeRequest)
 		rec.Decision = audit.DecisionRatelimited

@@ -24,6 +24,7 @@ func (s *Server) wireRateLimits(ctx context.Context) error {
 	}
 	s.pipeline.limiter = l
 	s.pipeline.budgets = l
+	s.pipeline.volume = l
 	ztpv1.RegisterRateLimitServer(s.grpc, ratelimit.NewService(l, s.now))
 	s.reloaders = append(s.reloaders, func(_ context.Context, cfg *config.Config) error {
 		if err := l.Update(cfg.RateLimits, cfg.Budgets, s.now()); err != nil {

@@ -21,6 +21,22 @@
 // so the principal's other calls cannot exhaust it (the proxy's control calls
 // that must never be starved: revoking a grant, health checks).
 //
+// # Response volume
+//
+// A rate rule whose unit is response_bytes or response_messages bounds what a
+// principal receives rather than how often it asks: one request can read a
+// whole keyspace. Such rules are matched apart from the message rules (the
+// first matching one of each kind applies). The proxy takes a Meter for a call
+// at its first response and charges every response message before sending
+// it: its size, or 1. A message is granted while the bucket is not empty and
+// charged in full, possibly below zero (rate.Limiter.ReserveN, which does not
+// allocate here); the debt is repaid by the refill before the bucket grants
+// anything again, to responses or, through Allow, to the principal's next
+// requests under the rule. Over any period t a principal thus receives at
+// most burst + rps × t units plus one message, and no single message above
+// burst is ever granted (refused with NotRetryable: allowing it once would
+// make the bound as large as the largest message).
+//
 // # Change budgets
 //
 // A budgets entry covers every key starting with its prefix (the longest

@@ -89,7 +89,9 @@ func New(rateRules []config.RateLimitRule, budgets []config.Budget, now time.Tim
 }
 
 // Allow takes one token from the bucket of p under the first rate_limits rule
-// matching p and method. With no matching rule the call is not limited. A
+// of unit messages matching p and method. With no matching rule the call is
+// not limited. It first refuses, taking nothing, while p's bucket under the
+// first matching response-volume rule is empty (see Meter). A
 // principal holding a break-glass grant (breakglass) skips the rule only when
 // the rule says breakglass_bypass. When the bucket is empty, Allow takes nothing
 // and returns the time until a token is due and the bucket's name, such as
@@ -99,7 +101,11 @@ func (l *Limiter) Allow(p identity.Principal, method string, breakglass bool, no
 	defer l.rateMu.Unlock()
 	// Loaded under the lock: Update swaps rules with the lock held, so the rule
 	// and the buckets seen here belong to the same generation.
-	r := l.rules.Load().match(p, method)
+	rs := l.rules.Load()
+	if ok, retryAfter, bucket = l.volumeLeft(rs, p, method, breakglass, now); !ok {
+		return false, retryAfter, bucket
+	}
+	r := rs.match(p, method)
 	if r == nil || (breakglass && r.bypass) {
 		return true, 0, ""
 	}
@@ -245,6 +251,12 @@ func (l *Limiter) Update(rateRules []config.RateLimitRule, budgets []config.Budg
 			if changed(e.key.c) {
 				e.reconfigure(set[e.key.c], now)
 			}
+		}
+	}
+	old := l.rules.Load()
+	for _, r := range append(slices.Clip(old.rate), old.volume...) {
+		if _, keep := set[r.c]; !keep {
+			r.c.removed = true
 		}
 	}
 	for c, p := range set {

@@ -16,6 +16,7 @@ import (
 type rateRule struct {
 	match  config.RateLimitMatch
 	bypass bool
+	bytes  bool // a response_bytes rule: a response costs its size, not one token
 	c      *class
 	// The literal text each glob starts with: most calls a rule does not apply
 	// to are told apart by a prefix comparison, without running path.Match.
@@ -72,13 +73,18 @@ type budgetRule struct {
 
 // rules is one immutable generation of compiled configuration.
 type rules struct {
-	rate    []*rateRule   // config order: the first match wins
+	rate    []*rateRule   // unit messages, config order: the first match wins
+	volume  []*rateRule   // units response_*, config order: the first match wins
 	budgets []*budgetRule // longest prefix first: the most specific wins
 }
 
 // match returns the first rate rule that applies, or nil.
 func (rs *rules) match(p identity.Principal, method string) *rateRule {
-	for _, r := range rs.rate {
+	return first(rs.rate, p, method)
+}
+
+func first(rate []*rateRule, p identity.Principal, method string) *rateRule {
+	for _, r := range rate {
 		if r.matches(p, method) {
 			return r
 		}
@@ -101,12 +107,18 @@ func (rs *rules) budget(key string) *budgetRule {
 // its buckets carry over; the new parameters are returned in params for the
 // caller to apply once it holds the locks.
 func compile(rateCfg []config.RateLimitRule, budgetCfg []config.Budget, prev *rules, now time.Time) (*rules, map[*class]params, error) {
-	oldRate := map[config.RateLimitMatch]*class{}
+	// A rate rule is the same rule across a reload when its match and unit are.
+	type rateID struct {
+		match config.RateLimitMatch
+		unit  string
+	}
+	oldRate := map[rateID]*class{}
 	oldBudget := map[string]*class{}
 	if prev != nil {
-		for _, r := range prev.rate {
-			if _, dup := oldRate[r.match]; !dup {
-				oldRate[r.match] = r.c
+		for _, r := range append(slices.Clip(prev.rate), prev.volume...) {
+			id := rateID{r.match, r.c.unit}
+			if _, dup := oldRate[id]; !dup {
+				oldRate[id] = r.c
 			}
 		}
 		for _, b := range prev.budgets {
@@ -114,10 +126,10 @@ func compile(rateCfg []config.RateLimitRule, budgetCfg []config.Budget, prev *ru
 		}
 	}
 	set := map[*class]params{}
-	reuse := func(c *class, name string, rate, burst, scale float64) *class {
+	reuse := func(c *class, name, unit string, rate, burst, scale float64) *class {
 		p := params{rule: name, rate: rate, burst: burst, scale: scale}
 		if c == nil {
-			c = &class{}
+			c = &class{unit: unit}
 			c.apply(p)
 			c.shared.key = bucketKey{c: c}
 			c.shared.init(c, c.burstN, now)
@@ -140,12 +152,27 @@ func compile(rateCfg []config.RateLimitRule, budgetCfg []config.Budget, prev *ru
 		if !(r.RPS > 0) || r.Burst < 1 {
 			return nil, nil, fmt.Errorf("%w: %s: rps must be > 0 and burst >= 1, got %v and %d", ErrInvalidRule, name, r.RPS, r.Burst)
 		}
-		c := oldRate[r.Match]
-		delete(oldRate, r.Match) // a duplicate match (dead rule) gets a class of its own
-		rs.rate = append(rs.rate, &rateRule{
-			match: r.Match, bypass: r.BreakglassBypass, c: reuse(c, name, r.RPS, float64(r.Burst), rateScale),
+		unit := r.Unit
+		switch unit {
+		case "":
+			unit = config.UnitMessages
+		case config.UnitMessages, config.UnitResponseMessages, config.UnitResponseBytes:
+		default:
+			return nil, nil, fmt.Errorf("%w: %s.unit %q is not a unit", ErrInvalidRule, name, r.Unit)
+		}
+		id := rateID{r.Match, unit}
+		c := oldRate[id]
+		delete(oldRate, id) // a duplicate match (dead rule) gets a class of its own
+		rr := &rateRule{
+			match: r.Match, bypass: r.BreakglassBypass, bytes: unit == config.UnitResponseBytes,
+			c:            reuse(c, name, unit, r.RPS, float64(r.Burst), rateScale),
 			principalLit: literal(r.Match.Principal), methodLit: literal(r.Match.Method),
-		})
+		}
+		if unit == config.UnitMessages {
+			rs.rate = append(rs.rate, rr)
+		} else {
+			rs.volume = append(rs.volume, rr)
+		}
 	}
 	seen := map[string]bool{}
 	for i, b := range budgetCfg {
@@ -157,7 +184,7 @@ func compile(rateCfg []config.RateLimitRule, budgetCfg []config.Budget, prev *ru
 		if !(b.Limit > 0) || b.Per <= 0 {
 			return nil, nil, fmt.Errorf("%w: %s: limit must be > 0 and per a positive duration, got %v and %v", ErrInvalidRule, name, b.Limit, b.Per)
 		}
-		c := reuse(oldBudget[b.Prefix], name, b.Limit/b.Per.Seconds(), b.Limit, budgetScale)
+		c := reuse(oldBudget[b.Prefix], name, "", b.Limit/b.Per.Seconds(), b.Limit, budgetScale)
 		rs.budgets = append(rs.budgets, &budgetRule{prefix: b.Prefix, limit: b.Limit, per: b.Per, c: c})
 	}
 	slices.SortStableFunc(rs.budgets, func(a, b *budgetRule) int { return cmp.Compare(len(b.prefix), len(a.prefix)) })

@@ -33,9 +33,13 @@ const maxBurst = 1 << 53
 // no room for. A class outlives a reload that keeps its rule (see Update), which
 // is how its buckets survive the reload.
 type class struct {
-	rule  string  // "rate_limits[1]" or "budgets[0]", for reasons and status
-	rate  float64 // units (tokens, budget cost) added per second, as configured
-	burst float64 // bucket size in units, as configured
+	rule string // "rate_limits[1]" or "budgets[0]", for reasons and status
+	unit string // a rate rule's config unit ("messages", "response_bytes", ...); "" for a budget
+	// removed is set (under both of the Limiter's locks) when a reload drops
+	// the rule: a Meter still holding the class charges nothing.
+	removed bool
+	rate    float64 // units (tokens, budget cost) added per second, as configured
+	burst   float64 // bucket size in units, as configured
 	// The same in the limiter's whole tokens (units × scale).
 	scale  float64
 	limit  rate.Limit

@@ -472,7 +472,8 @@ func TestAuditHelpHasExamples(t *testing.T) {
 // A record larger than gRPC's default 4 MiB message (a large request, recorded whole)
 // must not make the export fail: the control API and ztpctl carry it.
 func TestAuditExportRecordOverFourMiB(t *testing.T) {
-	env := proxytest.Start(t, proxytest.Options{Audit: "  readers: [auditors]\n"})
+	// Renderings are recorded whole up to audit.max_request_bytes (default 64 KiB).
+	env := proxytest.Start(t, proxytest.Options{Audit: "  readers: [auditors]\n  max_request_bytes: 8388608\n"})
 	body := bytes.Repeat([]byte{0xff}, 3584<<10) // 3.5 MiB; base64 in the record: 4.7 MiB
 	if _, err := env.Dial(t, proxytest.DeployerID).UnaryCall(proxytest.Ctx(t), &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: body}}); err != nil {
 		t.Fatal(err)

@@ -855,7 +855,7 @@ func writeReplayText(w io.Writer, rep *policy.ReplayReport, reshaped bool) {
 		fmt.Fprintln(w, "note: without --descriptors, requests are replayed as recorded; records written before ztp rendered zero values lack them")
 	}
 	var skipped []string
-	for _, k := range []string{policy.SkipRatelimited, policy.SkipControlAPI, policy.SkipBeforePolicy, policy.SkipBeforeSince, policy.SkipQueryNotRecorded} {
+	for _, k := range []string{policy.SkipRatelimited, policy.SkipControlAPI, policy.SkipBeforePolicy, policy.SkipBeforeSince, policy.SkipTruncated, policy.SkipQueryNotRecorded} {
 		if n := rep.Skipped[k]; n > 0 {
 			skipped = append(skipped, fmt.Sprintf("%d %s", n, strings.ReplaceAll(k, "_", " ")))
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ztp-dev/ztp/audit"
+	"github.com/ztp-dev/ztp/config"
 	"github.com/ztp-dev/ztp/decode"
 	"github.com/ztp-dev/ztp/policy"
 )
@@ -116,6 +117,12 @@ func (o *policyInputOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	}
 	if rec.Metadata, err = parseMetadata(o.metadata); err != nil {
 		return err
+	}
+	for k := range rec.Metadata {
+		if !slices.Contains(config.DefaultAuditHeaders, k) {
+			fmt.Fprintf(cmd.ErrOrStderr(), "note: --metadata %s: the proxy passes a header to policies only when audit.headers lists it (default: %s)\n",
+				k, strings.Join(config.DefaultAuditHeaders, ", "))
+		}
 	}
 	req, unknown, _, derr := decode.NewDecoder(ps).DecodeUnknown(ctx, o.method, msg)
 	switch {

@@ -36,8 +36,12 @@ func policyInput(t *testing.T, stdin string, args ...string) (map[string]any, st
 }
 
 func TestPolicyInputBuildsTheProxyInput(t *testing.T) {
-	in, _ := policyInput(t, "", "--method", "/etcdserverpb.KV/DeleteRange",
-		"--request", `{"key":"Lw==","rangeEnd":"MA=="}`, "--metadata", "Client-API-Version=3.4", "--ticket", "OPS-1")
+	in, notes := policyInput(t, "", "--method", "/etcdserverpb.KV/DeleteRange",
+		"--request", `{"key":"Lw==","rangeEnd":"MA=="}`, "--metadata", "Client-API-Version=3.4", "--metadata", "x-vault-token=t", "--ticket", "OPS-1")
+	// client-api-version is read by default; a credential header never is.
+	if !strings.Contains(notes, "--metadata x-vault-token: the proxy passes a header to policies only when audit.headers lists it") || strings.Contains(notes, "client-api-version:") {
+		t.Errorf("notes = %q, want one about x-vault-token only", notes)
+	}
 	for _, k := range inputKeys {
 		if _, ok := in[k]; !ok {
 			t.Errorf("input lacks %q", k)

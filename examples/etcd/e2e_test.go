@@ -338,9 +338,9 @@ type proxyProc struct {
 	auditPath string
 }
 
-func startProxy(ctx context.Context, t *testing.T, bin, dir, listen, etcdAddr string) *proxyProc {
+func startProxy(ctx context.Context, t *testing.T, bin, dir, listen, etcdAddr string, edits ...func(doc map[string]any)) *proxyProc {
 	t.Helper()
-	cfg := writeExampleConfig(t, dir, listen, etcdAddr)
+	cfg := writeExampleConfig(t, dir, listen, etcdAddr, edits...)
 	cmd := exec.Command(bin, "serve", "--config", cfg, "--drain-timeout", "10s", "--log-level", "debug")
 	px := &proxyProc{Proc: exampletest.StartProc(t, "ztp-proxy", cmd), addr: listen, dir: dir, auditPath: filepath.Join(dir, "data", "audit.db")}
 

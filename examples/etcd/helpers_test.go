@@ -32,8 +32,8 @@ func mintCerts(t *testing.T, dir string) {
 // in a test changed (listen and etcd addresses), its policies and protoset pointing back
 // at this directory, and certs/, data/ and checkpoints/ (created here) beside it in dir.
 // Everything else — identity rules, policy mode, redaction, limits — is exactly what the
-// example ships.
-func writeExampleConfig(t *testing.T, dir, listen, etcdAddr string) string {
+// example ships. Each edit may change the parsed ztp.yaml before it is written.
+func writeExampleConfig(t *testing.T, dir, listen, etcdAddr string, edits ...func(doc map[string]any)) string {
 	t.Helper()
-	return exampletest.WriteConfig(t, dir, listen, etcdAddr, "etcd.protoset")
+	return exampletest.WriteConfig(t, dir, listen, etcdAddr, "etcd.protoset", edits...)
 }

@@ -58,10 +58,11 @@ func MintCerts(t *testing.T, dir, caName string, clients map[string]string) {
 // WriteConfig writes dir/ztp.yaml: the example's committed ztp.yaml (in the working
 // directory, the example's) with only what must differ in a test changed — listen, the
 // single upstream's address — its policies and its protoset (which must be named
-// protoset in the file) pointing back at the example's directory, and certs/ and data/
-// (created here) beside it in dir. Everything else — identity rules, policy mode,
-// redaction, limits, budgets, break-glass — is exactly what the example ships.
-func WriteConfig(t *testing.T, dir, listen, upstreamAddr, protoset string) string {
+// protoset in the file) pointing back at the example's directory, and certs/, data/ and
+// checkpoints/ (created here) beside it in dir. Everything else — identity rules, policy
+// mode, redaction, limits, budgets, break-glass — is exactly what the example ships,
+// unless one of edits changes the parsed file before it is written.
+func WriteConfig(t *testing.T, dir, listen, upstreamAddr, protoset string, edits ...func(doc map[string]any)) string {
 	t.Helper()
 	raw, err := os.ReadFile("ztp.yaml")
 	if err != nil {
@@ -88,6 +89,9 @@ func WriteConfig(t *testing.T, dir, listen, upstreamAddr, protoset string) strin
 	up["address"] = upstreamAddr
 	up["descriptors"] = filepath.Join(here, protoset)
 	pol["paths"] = []any{filepath.Join(here, "policies") + string(filepath.Separator)}
+	for _, edit := range edits {
+		edit(doc)
+	}
 
 	out, err := yaml.Marshal(doc)
 	if err != nil {
