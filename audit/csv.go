@@ -23,6 +23,9 @@ import (
 //	request_bytes, request_sha256, request_truncated  the message's size and
 //	                                       SHA-256, and the rendering's
 //	                                       prefix when it was too long
+//	bytes_in, bytes_out                    outcome records: message bytes received and sent
+//	request_unknown_fields                 request records: where the message had fields
+//	                                       the descriptors do not know (joined by "; ")
 //
 // CSV is for reading, not for verifying: verification needs the JSON
 // lines, whose bytes are what was hashed. Values are written as recorded;
@@ -40,6 +43,7 @@ func CSVHeader() []string {
 		"detail", "metadata",
 		"prev_hash", "hash",
 		"request_bytes", "request_sha256", "request_truncated",
+		"bytes_in", "bytes_out", "request_unknown_fields",
 	}
 }
 
@@ -56,10 +60,11 @@ func CSVRow(r *Record) []string {
 	if len(r.Request) > 0 {
 		req = string(r.Request)
 	}
-	var ref, dur, in, out string
+	var ref, dur, in, out, bytesIn, bytesOut string
 	if r.Type == TypeOutcome {
 		dur = strconv.FormatFloat(r.DurationMS, 'f', -1, 64)
 		in, out = strconv.FormatUint(r.MessagesIn, 10), strconv.FormatUint(r.MessagesOut, 10)
+		bytesIn, bytesOut = strconv.FormatUint(r.BytesIn, 10), strconv.FormatUint(r.BytesOut, 10)
 	}
 	if r.Ref != 0 {
 		ref = strconv.FormatUint(r.Ref, 10)
@@ -84,5 +89,6 @@ func CSVRow(r *Record) []string {
 		r.Detail, md,
 		r.PrevHash, r.Hash,
 		size, r.RequestSHA256, r.RequestTruncated,
+		bytesIn, bytesOut, strings.Join(r.RequestUnknownFields, "; "),
 	}
 }

@@ -60,6 +60,7 @@ const (
 	fRequestDecoded
 	fRequestSHA256
 	fRequestTruncated
+	fRequestUnknownFields
 	fSeq
 	fTicket
 	fTime
@@ -74,7 +75,7 @@ var fieldKeys = [numFields]string{
 	"justification", "message_index", "messages_in", "messages_out",
 	"metadata", "method", "peer", "policy_version", "prev_hash", "principal",
 	"queries", "reasons", "ref", "request", "request_bytes", "request_decoded",
-	"request_sha256", "request_truncated", "seq", "ticket", "time", "type",
+	"request_sha256", "request_truncated", "request_unknown_fields", "seq", "ticket", "time", "type",
 	"upstream",
 }
 
@@ -213,6 +214,9 @@ func newEntry(r *Record, redact []redactPath, maxRequest int) (*entry, error) {
 	}
 	e.setString(fRequestSHA256, r.RequestSHA256)
 	e.setString(fRequestTruncated, truncated)
+	if len(r.RequestUnknownFields) > 0 {
+		e.set(fRequestUnknownFields, func(b []byte) []byte { return appendStrings(b, r.RequestUnknownFields) })
+	}
 	e.setString(fTicket, r.Ticket)
 	if !r.Time.IsZero() {
 		if err := e.setTime(r.Time); err != nil {

@@ -224,3 +224,32 @@ func TestKnownAnswerRequestDigest(t *testing.T) {
 		t.Errorf("truncated record: request %s, request_truncated %q", got.Request, got.RequestTruncated)
 	}
 }
+
+// Known answer for request_unknown_fields, computed outside Go as above (bash recipe and
+// Python agree):
+//
+//	katUnknown: e17246555dc37e8e1fe043ea1267ad30be1c336ccce5a8f42b224e0f94844771 (len 316, prev 64 zeros)
+const (
+	katUnknownHash      = "e17246555dc37e8e1fe043ea1267ad30be1c336ccce5a8f42b224e0f94844771"
+	katUnknownCanonical = `{"decision":"deny","message_index":0,"method":"/etcdserverpb.KV/Put",` +
+		`"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000",` +
+		`"request":{"key":"Zm9v"},"request_decoded":true,"request_unknown_fields":["15","success.requestPut.9"],` +
+		`"seq":1,"time":"2026-11-26T10:00:00.125000000Z","type":"request"}`
+)
+
+func TestKnownAnswerUnknownFields(t *testing.T) {
+	clock := func() time.Time { return time.Date(2026, 11, 26, 10, 0, 0, 125000000, time.UTC) }
+	s, _ := openTestStore(t, Options{Now: clock})
+	r := &Record{
+		Type: TypeRequest, Method: "/etcdserverpb.KV/Put", Decision: DecisionDeny,
+		Request: json.RawMessage(`{"key":"Zm9v"}`), RequestDecoded: true,
+		RequestUnknownFields: []string{"15", "success.requestPut.9"},
+	}
+	mustAppend(t, s, r)
+	if r.Hash != katUnknownHash {
+		t.Errorf("hash = %s, want %s", r.Hash, katUnknownHash)
+	}
+	if got, want := string(storeLines(t, s)[0]), withHash(katUnknownCanonical, katUnknownHash); got != want {
+		t.Errorf("stored line\n got %s\nwant %s", got, want)
+	}
+}

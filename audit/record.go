@@ -72,6 +72,11 @@ type Record struct {
 	// nobody mistakes a partial rendering for the request. Only the store
 	// writes it (Append refuses a record that sets it).
 	RequestTruncated string `json:"request_truncated,omitempty"`
+	// RequestUnknownFields lists where the message had fields its
+	// descriptors do not know, as the policy input's request_unknown_fields
+	// does, so that a replay sees them too. Optional: absent when there were
+	// none, and in records written before it existed.
+	RequestUnknownFields []string `json:"request_unknown_fields,omitempty"`
 
 	// Metadata is client request metadata chosen by the proxy. Redaction
 	// does not apply to it: the proxy must not pass secrets here.

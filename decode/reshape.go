@@ -59,6 +59,9 @@ func (s *reshaper) message(md protoreflect.MessageDescriptor, obj map[string]any
 	}
 	for k, v := range obj {
 		name, ok := strings.CutPrefix(k, "[")
+		if !ok {
+			continue
+		}
 		if name, ok = strings.CutSuffix(name, "]"); !ok {
 			continue
 		}

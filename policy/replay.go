@@ -234,8 +234,8 @@ func collect(groups map[groupKey]*ReplayGroup) ReplayChange {
 }
 
 // RecordInput rebuilds the policy input the proxy evaluated for a request record, in the
-// shape of DESIGN.md's policy contract. What the record does not keep comes out as
-// follows:
+// shape of the policy contract (README, "The policy contract"). What the record does not
+// keep comes out as follows:
 //
 //   - request: as recorded, so fields matched by audit.redact read "[redacted]", and
 //     records written before the proxy rendered zero values lack them (a Replayer
@@ -248,6 +248,7 @@ func collect(groups map[groupKey]*ReplayGroup) ReplayChange {
 //     or an error denied the message;
 //   - request_undecoded_reason: "" when the request was decoded, else the reason the
 //     record keeps in its detail ("" in records written before reasons were recorded);
+//   - request_unknown_fields: as recorded ([] in records written before it was);
 //   - time: the record's time, to the second, as the proxy formats it.
 func RecordInput(rec *audit.Record, clientStreaming, serverStreaming bool) (map[string]any, error) {
 	var req any
@@ -285,6 +286,11 @@ func RecordInput(rec *audit.Record, clientStreaming, serverStreaming bool) (map[
 	if rec.BreakglassGrant != "" {
 		bg = map[string]any{"active": true, "grant": rec.BreakglassGrant, "reason": rec.Justification, "ticket": rec.Ticket}
 	}
+	// Records written before request_unknown_fields existed have none.
+	unknown := make([]any, len(rec.RequestUnknownFields))
+	for i, u := range rec.RequestUnknownFields {
+		unknown[i] = u
+	}
 	service, rpc := splitFullMethod(rec.Method)
 	return map[string]any{
 		"principal": map[string]any{
@@ -300,8 +306,7 @@ func RecordInput(rec *audit.Record, clientStreaming, serverStreaming bool) (map[
 		"request":                  req,
 		"request_decoded":          rec.RequestDecoded,
 		"request_undecoded_reason": undecoded,
-		// Audit records do not keep where unknown fields were.
-		"request_unknown_fields": []any{},
+		"request_unknown_fields":   unknown,
 		"stream": map[string]any{
 			"client_streaming": clientStreaming,
 			"server_streaming": serverStreaming,

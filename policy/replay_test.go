@@ -48,6 +48,19 @@ func TestRecordInput(t *testing.T) {
 				"metadata":{},"justification":"","ticket":"","breakglass":{"active":false},"time":"2026-11-26T10:00:00Z"}`,
 		},
 		{
+			name: "decoded with unknown fields",
+			rec: audit.Record{
+				Seq: 11, Time: recTime, Type: "request", Principal: alice, Method: "/etcdserverpb.KV/Put", Upstream: "etcd",
+				Request: json.RawMessage(`{"key":"Zm9v"}`), RequestDecoded: true, RequestUnknownFields: []string{"15", "success.requestPut.9"},
+				Decision: "deny", PolicyVersion: "sha256:x",
+			},
+			want: `{"principal":{"id":"` + aliceID + `","kind":"human","groups":["sre"],"authn":"mtls"},
+				"method":"/etcdserverpb.KV/Put","service":"etcdserverpb.KV","rpc":"Put","upstream":"etcd",
+				"request":{"key":"Zm9v"},"request_decoded":true,"request_undecoded_reason":"","request_unknown_fields":["15","success.requestPut.9"],
+				"stream":{"client_streaming":false,"server_streaming":false,"message_index":0},
+				"metadata":{},"justification":"","ticket":"","breakglass":{"active":false},"time":"2026-11-26T10:00:00Z"}`,
+		},
+		{
 			name: "undecoded, no metadata, no groups",
 			rec: audit.Record{
 				Seq: 8, Time: recTime, Type: "request", Principal: &audit.Principal{ID: "cn:x", Kind: "automation", Authn: "mtls"},

@@ -347,6 +347,7 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	if !decoded {
 		rec.Detail = undecoded
 	}
+	rec.RequestUnknownFields = unknown // what the policy sees, so that a replay sees it too
 	if decoded {
 		if req == nil {
 			req = map[string]any{} // an all-default message is {}, as protojson prints it

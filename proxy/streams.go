@@ -98,13 +98,6 @@ func (s *streams) release(id string) {
 	s.open[id]--
 }
 
-// openCalls returns how many calls id has open.
-func (s *streams) openCalls(id string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.open[id]
-}
-
 // streamGuard follows one call from its headers (the tap) to its end.
 type streamGuard struct {
 	p      *Pipeline

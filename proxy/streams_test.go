@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -319,7 +318,10 @@ func TestStreamsPerPrincipal(t *testing.T) {
 func TestIdleUnaryControlCall(t *testing.T) {
 	clk := testclock.New(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
 	e := proxytest.Start(t, proxytest.Options{Proxy: withTimers(clk)})
-	tr := &http2.Transport{TLSClientConfig: e.ClientTLS(t, proxytest.AliceID)}
+	// HTTP/2 only, as gRPC speaks it.
+	protocols := new(http.Protocols)
+	protocols.SetHTTP2(true)
+	tr := &http.Transport{TLSClientConfig: e.ClientTLS(t, proxytest.AliceID), Protocols: protocols}
 	t.Cleanup(tr.CloseIdleConnections)
 	body, never := io.Pipe()
 	t.Cleanup(func() { never.Close() })
