@@ -1,7 +1,7 @@
 // Package config loads and validates ztp.yaml, the proxy's configuration file.
 //
-// The file is the contract operators and their tooling write against (DESIGN.md,
-// "Configuration"), so this package is strict: unknown keys are errors, every
+// The file is the contract operators and their tooling write against (README,
+// "Configuration reference"), so this package is strict: unknown keys are errors, every
 // problem is reported with the file, line and key path that caused it
 // ("ztp.yaml:14: upstreams[0].address: missing port in address"), and all
 // problems are reported at once rather than one per attempt. Relative paths are

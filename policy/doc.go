@@ -7,7 +7,7 @@
 // with OPA's topdown evaluator once per client message; nothing is parsed or compiled on the
 // request path.
 //
-// The contract with policy authors (DESIGN.md, "Policy contract"):
+// The contract with policy authors (README, "The policy contract"):
 //
 //   - data.ztp.allow: boolean, must be true for the message to pass. Missing, undefined or
 //     false means not allowed.

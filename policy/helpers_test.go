@@ -58,7 +58,7 @@ func loadEtcd(t testing.TB) *Engine {
 	return e
 }
 
-// etcdInput builds the input the proxy would build, in the shape of DESIGN.md, from JSON so
+// etcdInput builds the input the proxy would build, in the shape of the README's policy contract, from JSON so
 // numbers arrive as json.Number like in the proxy.
 func etcdInput(t testing.TB, id, kind string, groups []string, method string, request any) map[string]any {
 	t.Helper()

@@ -31,9 +31,10 @@ func isControl(method string) bool {
 	return strings.HasPrefix(method, controlPrefix) || strings.HasPrefix(method, healthPrefix)
 }
 
-// controlAuthz holds the built-in authorization rules of the control API
-// (DESIGN.md): who may export the audit log and who may act on break-glass
-// grants. Finer checks (self-approval, who may revoke) belong to the services.
+// controlAuthz holds the built-in authorization rules of the control API (README,
+// "Configuration reference": audit.readers, breakglass.approver_groups): who may
+// export the audit log and who may act on break-glass grants. Finer checks
+// (self-approval, who may revoke) belong to the services.
 type controlAuthz struct {
 	auditReaders   []string
 	approverGroups []string

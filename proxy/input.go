@@ -10,7 +10,7 @@ import (
 	"github.com/ztp-dev/ztp/policy"
 )
 
-// Keys of the policy input document (DESIGN.md, "Policy contract"). Immutable
+// Keys of the policy input document (README, "The policy contract"). Immutable
 // terms shared by every input, as OPA shares its own interned terms.
 var (
 	keyPrincipal       = ast.StringTerm("principal")

@@ -238,7 +238,7 @@ func TestAllRPCKinds(t *testing.T) {
 	})
 }
 
-// TestPolicyInputDocument: the policy sees the input document of DESIGN.md
+// TestPolicyInputDocument: the policy sees the input document of the README's policy contract
 // ("Policy contract"), field by field, on the first and a later message.
 func TestPolicyInputDocument(t *testing.T) {
 	e := proxytest.Start(t, proxytest.Options{Policy: `package ztp

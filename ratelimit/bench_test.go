@@ -11,7 +11,7 @@ import (
 	"github.com/ztp-dev/ztp/ratelimit"
 )
 
-// benchRules are the rules of DESIGN.md's example plus two more in front, so a
+// benchRules are the README's example rules plus two more in front, so a
 // human call tries four rules (two globs) before it matches.
 var benchRules = []config.RateLimitRule{
 	{Match: config.RateLimitMatch{Principal: "spiffe://example.org/ns/batch/*"}, RPS: 1, Burst: 1},
