@@ -163,7 +163,7 @@ func (s *Queries) ask(ctx context.Context, method string, request []byte) ([]byt
 		defer cancel()
 	}
 	answer, err := s.q.Query(qctx, method, request)
-	if qctx.Err() != nil && ctx.Err() == nil {
+	if ctx.Err() == nil && (qctx.Err() != nil || errors.Is(err, context.DeadlineExceeded)) {
 		// The decision's time ran out (whatever error the querier made of it; one that
 		// ignored its deadline and answered late still fails the decision).
 		err = fmt.Errorf("effect queries took longer than %v (upstreams[].effect_queries.timeout): %w", s.limits.Timeout, qctx.Err())

@@ -8,6 +8,8 @@ import (
 	"slices"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -98,6 +100,11 @@ func (q *effectQuerier) Query(ctx context.Context, method string, request []byte
 	}
 	var out frame
 	if err := q.conn.Invoke(ctx, method, &frame{Data: b}, &out, grpc.ForceCodecV2(rawCodec{})); err != nil {
+		if _, ok := ctx.Deadline(); ok && status.Code(err) == codes.DeadlineExceeded {
+			// The query's deadline, which the upstream (told by grpc-timeout) may
+			// notice before the local timer does: say so in terms the caller knows.
+			err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+		}
 		return nil, fmt.Errorf("upstream %s: %w", q.upstream, err)
 	}
 	resp := dynamicpb.NewMessage(md.Output())
