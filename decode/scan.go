@@ -126,7 +126,7 @@ func (s *scanner) message(pl *plan, b []byte, depth int) error {
 		seen = make([]uint64, pl.words)
 	}
 	var anyURL, anyValue []byte
-	mapValue := false // a map entry's value, read as the message it is
+	mapValue := false              // a map entry's value, read as the message it is
 	var extSeen []protowire.Number // non-repeated extensions met so far (rare)
 
 	for off := 0; off < len(b); {
