@@ -25,7 +25,7 @@ const (
 )
 
 // refusalRecordBase is what a refusal record costs besides its request
-// rendering and metadata: principal, method, reasons, hashes, framing.
+// rendering, metadata, method and reasons: principal, hashes, framing.
 const refusalRecordBase = 1024
 
 // messageDigest is the size and SHA-256 of the exact bytes of a client
@@ -63,7 +63,7 @@ func (p *Pipeline) recordCost(rec *audit.Record) int64 {
 	if p.maxRequestBytes > 0 {
 		req = min(req, p.maxRequestBytes)
 	}
-	n := refusalRecordBase + req + len(rec.Justification) + len(rec.Ticket)
+	n := refusalRecordBase + req + len(rec.Justification) + len(rec.Ticket) + len(rec.Method) + len(rec.Detail)
 	for k, vs := range rec.Metadata {
 		n += len(k)
 		for _, v := range vs {

@@ -399,3 +399,43 @@ func TestPrincipalRefusalsOfEveryKind(t *testing.T) {
 		t.Errorf("recorded refusals %v, want rate-limited and unrouted ones among them", kinds)
 	}
 }
+
+// TestLongMethodNamesStayWithinTheRefusalBudget: the method name is the
+// caller's own :path, up to limits.max_header_bytes. A principal's refusals
+// of calls named with ~50 KiB each must still add no more than the refusal
+// budget's bytes to the log, and no record may carry the whole name.
+func TestLongMethodNamesStayWithinTheRefusalBudget(t *testing.T) {
+	e, clock := startFlood(t, 1, 1)
+	conn := e.Conn(t, proxytest.AliceID)
+	firstSeq := uint64(len(e.Records(t))) + 1
+	long := strings.Repeat("A", 50<<10)
+	const calls = 200
+	for i := range calls {
+		method := "/grpc.testing.TestService/" + long // routed, unknown to the descriptors
+		if i%2 == 1 {
+			method = "/nope.Service/" + long // not routed
+		}
+		err := conn.Invoke(proxytest.Ctx(t), method, &testgrpc.Empty{}, &testgrpc.Empty{})
+		if c := status.Code(err); c != codes.PermissionDenied && c != codes.ResourceExhausted && c != codes.Unimplemented {
+			t.Fatalf("call %d = %v, want refused", i, err)
+		}
+	}
+	clock.Advance(time.Minute)
+	e.Server.Pipeline().FlushRefusals(proxytest.Ctx(t), false)
+	var recorded, largest int64
+	err := e.Server.AuditStore().Export(proxytest.Ctx(t), audit.Filter{FromSeq: firstSeq}, func(_ uint64, line []byte) error {
+		recorded += int64(len(line))
+		largest = max(largest, int64(len(line)))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One window: 256 KiB, the record crossing it and a summary.
+	if limit := int64(256+70+8) << 10; recorded > limit {
+		t.Errorf("%d refusals with %d-byte method names wrote %d bytes of records, want at most %d", calls, len(long), recorded, limit)
+	}
+	if largest > 8<<10 {
+		t.Errorf("largest record %d bytes: a record keeps the whole method name", largest)
+	}
+}
