@@ -439,3 +439,35 @@ func TestLongMethodNamesStayWithinTheRefusalBudget(t *testing.T) {
 		t.Errorf("largest record %d bytes: a record keeps the whole method name", largest)
 	}
 }
+
+// TestEscapedTruncatedRenderingsStayWithinTheRefusalBudget: a rendering cut
+// to audit.max_request_bytes is stored as a JSON string, so each quote or
+// backslash in it takes two bytes: a request of quotes makes a truncated
+// record twice audit.max_request_bytes. The principal's refusal budget must
+// still hold the bytes written.
+func TestEscapedTruncatedRenderingsStayWithinTheRefusalBudget(t *testing.T) {
+	e, clock := startFlood(t, 1000, 1000)
+	alice := e.Dial(t, proxytest.AliceID)
+	firstSeq := uint64(len(e.Records(t))) + 1
+	quotes := &testgrpc.SimpleRequest{ResponseStatus: &testgrpc.EchoStatus{Message: strings.Repeat(`"`, 256<<10)}}
+	const calls = 40
+	for i := range calls {
+		_, err := alice.UnaryCall(proxytest.Ctx(t), quotes)
+		proxytest.WantCode(t, fmt.Sprintf("denied message %d", i), err, codes.PermissionDenied, "humans may not call UnaryCall")
+	}
+	clock.Advance(time.Minute)
+	e.Server.Pipeline().FlushRefusals(proxytest.Ctx(t), false)
+	var recorded int64
+	err := e.Server.AuditStore().Export(proxytest.Ctx(t), audit.Filter{FromSeq: firstSeq}, func(_ uint64, line []byte) error {
+		recorded += int64(len(line))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One window: 256 KiB, the record crossing it (at most twice 64 KiB of
+	// rendering, and its framing) and a summary.
+	if limit := int64(256+2*64+8) << 10; recorded > limit {
+		t.Errorf("%d denied messages of quotes wrote %d bytes of records, want at most %d", calls, recorded, limit)
+	}
+}
