@@ -471,3 +471,52 @@ func TestEscapedTruncatedRenderingsStayWithinTheRefusalBudget(t *testing.T) {
 		t.Errorf("%d denied messages of quotes wrote %d bytes of records, want at most %d", calls, recorded, limit)
 	}
 }
+
+// echoPolicy denies humans with a reason quoting what they sent, as
+// examples/gobgp's "route %s is not an IPv4/IPv6 unicast prefix" does.
+const echoPolicy = `package ztp
+
+default allow := false
+
+deny contains sprintf("status message %s is not allowed", [input.request.responseStatus.message]) if {
+	input.principal.kind == "human"
+}
+
+deny contains sprintf("payload %d is not allowed", [i]) if {
+	input.principal.kind == "human"
+	some i in numbers.range(1, 5000)
+}
+`
+
+// TestReasonsQuotingTheRequestStayWithinTheRefusalBudget: a policy's
+// reasons may quote the request, which the caller sizes (up to 4 MiB) and
+// which audit.max_request_bytes does not cut. A principal's refusals must
+// still add about the refusal budget's bytes to the log per window, and the
+// crossing record is bounded like any other.
+func TestReasonsQuotingTheRequestStayWithinTheRefusalBudget(t *testing.T) {
+	clock := testclock.New(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
+	e := proxytest.Start(t, proxytest.Options{Policy: echoPolicy, Proxy: func(o *proxy.Options) { o.Now = clock.Now }})
+	alice := e.Dial(t, proxytest.AliceID)
+	firstSeq := uint64(len(e.Records(t))) + 1
+	big := &testgrpc.SimpleRequest{ResponseStatus: &testgrpc.EchoStatus{Message: strings.Repeat("x", 3<<20)}}
+	const calls = 5
+	for i := range calls {
+		_, err := alice.UnaryCall(proxytest.Ctx(t), big)
+		if status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("call %d = %v, want PERMISSION_DENIED", i, err)
+		}
+	}
+	clock.Advance(time.Minute)
+	e.Server.Pipeline().FlushRefusals(proxytest.Ctx(t), false)
+	var recorded int64
+	err := e.Server.AuditStore().Export(proxytest.Ctx(t), audit.Filter{FromSeq: firstSeq}, func(_ uint64, line []byte) error {
+		recorded += int64(len(line))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if limit := int64(256+2*64+64+8) << 10; recorded > limit {
+		t.Errorf("%d denied messages whose reasons quote 3 MiB wrote %d bytes of records, want at most %d", calls, recorded, limit)
+	}
+}
