@@ -96,7 +96,7 @@ func Decide(res Result, evalErr error, mode Mode, grantID string) Verdict {
 
 func decide(res Result, evalErr error, grantID string) Verdict {
 	if evalErr != nil {
-		return Verdict{Decision: DecisionError, Reasons: []string{ReasonErrorPrefix + evalErr.Error()}}
+		return Verdict{Decision: DecisionError, Reasons: boundReasons([]string{ReasonErrorPrefix + evalErr.Error()})}
 	}
 	if len(res.Forbid) > 0 {
 		return Verdict{Decision: DecisionDeny, Reasons: boundReasons(sortedUnique(res.Forbid))}
