@@ -424,15 +424,7 @@ func TestLongMethodNamesStayWithinTheRefusalBudget(t *testing.T) {
 	}
 	clock.Advance(time.Minute)
 	e.Server.Pipeline().FlushRefusals(proxytest.Ctx(t), false)
-	var recorded, largest int64
-	err := e.Server.AuditStore().Export(proxytest.Ctx(t), audit.Filter{FromSeq: firstSeq}, func(_ uint64, line []byte) error {
-		recorded += int64(len(line))
-		largest = max(largest, int64(len(line)))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	recorded, largest := recordedSince(t, e, firstSeq)
 	// One window: 256 KiB, the record crossing it and a summary.
 	if limit := int64(256+70+8) << 10; recorded > limit {
 		t.Errorf("%d refusals with %d-byte method names wrote %d bytes of records, want at most %d", calls, len(long), recorded, limit)
@@ -459,14 +451,7 @@ func TestEscapedTruncatedRenderingsStayWithinTheRefusalBudget(t *testing.T) {
 	}
 	clock.Advance(time.Minute)
 	e.Server.Pipeline().FlushRefusals(proxytest.Ctx(t), false)
-	var recorded int64
-	err := e.Server.AuditStore().Export(proxytest.Ctx(t), audit.Filter{FromSeq: firstSeq}, func(_ uint64, line []byte) error {
-		recorded += int64(len(line))
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	recorded, _ := recordedSince(t, e, firstSeq)
 	// One window: 256 KiB, the record crossing it (at most twice 64 KiB of
 	// rendering, and its framing) and a summary.
 	if limit := int64(256+2*64+8) << 10; recorded > limit {
@@ -510,15 +495,23 @@ func TestReasonsQuotingTheRequestStayWithinTheRefusalBudget(t *testing.T) {
 	}
 	clock.Advance(time.Minute)
 	e.Server.Pipeline().FlushRefusals(proxytest.Ctx(t), false)
-	var recorded int64
+	recorded, _ := recordedSince(t, e, firstSeq)
+	if limit := int64(256+2*64+64+8) << 10; recorded > limit {
+		t.Errorf("%d denied messages whose reasons quote 3 MiB wrote %d bytes of records, want at most %d", calls, recorded, limit)
+	}
+}
+
+// recordedSince returns the bytes of the records from seq firstSeq on, and
+// the largest of them.
+func recordedSince(t *testing.T, e *proxytest.Env, firstSeq uint64) (total, largest int64) {
+	t.Helper()
 	err := e.Server.AuditStore().Export(proxytest.Ctx(t), audit.Filter{FromSeq: firstSeq}, func(_ uint64, line []byte) error {
-		recorded += int64(len(line))
+		total += int64(len(line))
+		largest = max(largest, int64(len(line)))
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if limit := int64(256+2*64+64+8) << 10; recorded > limit {
-		t.Errorf("%d denied messages whose reasons quote 3 MiB wrote %d bytes of records, want at most %d", calls, recorded, limit)
-	}
+	return total, largest
 }
