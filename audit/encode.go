@@ -93,6 +93,18 @@ func (e *entry) set(f field, appendVal func([]byte) []byte) {
 	e.spans[f].start, e.spans[f].end = start, len(e.buf)
 }
 
+// StoredRequestBound is an upper bound of the bytes a request rendering of
+// n bytes takes in a record under Options.MaxRequestBytes max (0: no
+// bound). A rendering cut to max is kept as a JSON string of its prefix
+// (request_truncated), in which every quote and backslash of the prefix is
+// escaped: up to twice max.
+func StoredRequestBound(n, max int) int {
+	if max > 0 && n > max {
+		return 2*max + 2
+	}
+	return n
+}
+
 func (e *entry) setString(f field, s string) {
 	if s != "" {
 		e.set(f, func(b []byte) []byte { return appendString(b, s) })

@@ -287,6 +287,8 @@ func FuzzDecode(f *testing.F) {
 		f.Add(uint8(i), []byte{})
 		f.Add(uint8(i), []byte{0x0a, 0x02, 0x08, 0x01})
 	}
+	// A map entry without its message value renders that message's defaults.
+	f.Add(uint8(0), lenField(73, protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 7)))
 	for _, tc := range ambiguousCases(f, p) {
 		f.Add(uint8(slices.Index(methods, tc.method)), tc.in)
 	}
@@ -313,6 +315,13 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("DecodeErr(%s, %x) accepted a message with a duplicate field", method, b)
 		case Reason(serr) != Reason(err) || !reflect.DeepEqual(sreq, req):
 			t.Fatalf("DecodeErr(%s, %x) = %v, %v; with duplicates allowed %v, %v", method, b, sreq, serr, req, err)
+		}
+		// The scan counts at least the nodes the request renders: what passes
+		// limits.max_decoded_nodes costs no more than that to judge.
+		if r := renderedNodes(sreq); serr == nil && r >= 2 {
+			if _, _, e := NewDecoder(p, WithLimits(r-1, MaxDepthCeiling)).DecodeErr(ctx, method, b); !errors.Is(e, ErrTooComplex) {
+				t.Fatalf("DecodeErr(%s, %x) renders %d nodes, but the scan admits it with a limit of %d (%v)", method, b, r, r-1, e)
+			}
 		}
 		if mreq, _, merr := small.DecodeErr(ctx, method, b); !errors.Is(merr, ErrTooComplex) &&
 			(Reason(merr) != Reason(serr) || !reflect.DeepEqual(mreq, sreq)) {
@@ -615,4 +624,26 @@ func TestDecodeUnknownInAny(t *testing.T) {
 	if err != nil || unknown != nil {
 		t.Errorf("Any without unknown fields: unknown = %q (%v), want none", unknown, err)
 	}
+}
+
+// renderedNodes counts a rendered request as the pre-scan counts its wire
+// form: one node per object member, a list member one per element (one when
+// empty), plus what each value holds.
+func renderedNodes(v any) int {
+	n := 0
+	switch x := v.(type) {
+	case map[string]any:
+		for _, e := range x {
+			if l, ok := e.([]any); ok {
+				n += max(1, len(l)) + renderedNodes(l) - len(l)
+				continue
+			}
+			n += 1 + renderedNodes(e)
+		}
+	case []any:
+		for _, e := range x {
+			n += 1 + renderedNodes(e)
+		}
+	}
+	return n
 }

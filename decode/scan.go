@@ -126,6 +126,7 @@ func (s *scanner) message(pl *plan, b []byte, depth int) error {
 		seen = make([]uint64, pl.words)
 	}
 	var anyURL, anyValue []byte
+	mapValue := false              // a map entry's value, read as the message it is
 	var extSeen []protowire.Number // non-repeated extensions met so far (rare)
 
 	for off := 0; off < len(b); {
@@ -193,6 +194,9 @@ func (s *scanner) message(pl *plan, b []byte, depth int) error {
 		if n < 0 {
 			return unparsable(pl.md, protowire.ParseError(n))
 		}
+		if num == 2 && typ == protowire.BytesType && pl.md.IsMapEntry() {
+			mapValue = true
+		}
 		if pl.isAny && typ == protowire.BytesType {
 			v, _ := protowire.ConsumeBytes(b[off:])
 			switch num {
@@ -203,6 +207,15 @@ func (s *scanner) message(pl *plan, b []byte, depth int) error {
 			}
 		}
 		off += n
+	}
+	if !mapValue && pl.md.IsMapEntry() {
+		// An entry without its value holds the value's default: an empty
+		// message, rendered with its defaults however many entries omit it.
+		if f := pl.field(2); f != nil && f.sub != nil {
+			if err := s.message(f.sub, nil, depth+1); err != nil {
+				return err
+			}
+		}
 	}
 	if pl.isAny && len(anyURL) > 0 {
 		// Resolved as protojson and the renderer resolve it (the part after

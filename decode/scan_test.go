@@ -197,6 +197,7 @@ func TestScanLimits(t *testing.T) {
 	// Every message also counts the fields it renders at their defaults
 	// (fields without presence): All has many, Legacy (proto2) only its lists.
 	all, legacy := renderedDefaults(t, p, "ztptest.All"), renderedDefaults(t, p, "ztptest.Legacy")
+	nested := renderedDefaults(t, p, "ztptest.All.Nested") // map_uint64's values
 	for _, tc := range []struct {
 		name, method      string
 		in                []byte
@@ -207,6 +208,10 @@ func TestScanLimits(t *testing.T) {
 		{"packed fixed", "/ztptest.Admin/Do", j("ztptest.All", `{"rFixed64":[1,2,3]}`), all + 3, 0, 0},
 		// field + key + value per entry; an entry renders no defaults.
 		{"map", "/ztptest.Admin/Do", j("ztptest.All", `{"mapInt32":{"1":"a","2":"b"}}`), all + 6, 0, 0},
+		// An entry without its message value renders an empty message: its
+		// defaults count as if the value were sent empty.
+		{"map entry without its message value", "/ztptest.Admin/Do", lenField(73, protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 7)), all + 2 + nested, 0, 0},
+		{"map entry with an empty message value", "/ztptest.Admin/Do", lenField(73, protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 7), lenField(2)), all + 3 + nested, 0, 0},
 		// any + typeUrl + value + id; the Any renders what it packs, not its own fields.
 		{"Any", "/ztptest.Admin/Do", lenField(95, anyOf("ztptest.Legacy", j("ztptest.Legacy", `{"id":1}`))), all + legacy + 4, 0, 0},
 		{"depth", "/ztptest.Admin/Old", nest(5), 9 + 5*legacy, 0, 5},

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode/utf8"
 )
 
 // Mode is the policy mode from the configuration (policy.mode).
@@ -95,15 +96,15 @@ func Decide(res Result, evalErr error, mode Mode, grantID string) Verdict {
 
 func decide(res Result, evalErr error, grantID string) Verdict {
 	if evalErr != nil {
-		return Verdict{Decision: DecisionError, Reasons: []string{ReasonErrorPrefix + evalErr.Error()}}
+		return Verdict{Decision: DecisionError, Reasons: boundReasons([]string{ReasonErrorPrefix + evalErr.Error()})}
 	}
 	if len(res.Forbid) > 0 {
-		return Verdict{Decision: DecisionDeny, Reasons: sortedUnique(res.Forbid)}
+		return Verdict{Decision: DecisionDeny, Reasons: boundReasons(sortedUnique(res.Forbid))}
 	}
 	var reasons []string
 	switch {
 	case len(res.Deny) > 0:
-		reasons = sortedUnique(res.Deny)
+		reasons = boundReasons(sortedUnique(res.Deny))
 	case res.Allow:
 	case res.AllowUndefined:
 		reasons = []string{ReasonAllowUndefined}
@@ -120,6 +121,41 @@ func decide(res Result, evalErr error, grantID string) Verdict {
 		return Verdict{Decision: DecisionAllow}
 	}
 	return Verdict{Decision: DecisionDeny, Reasons: reasons}
+}
+
+// Bounds of a verdict's reasons. A policy's reasons may quote the request
+// ("route %s is not a unicast prefix"), whose strings the caller sizes up to
+// the message limit, or name one thing per element of a 10,000-node request.
+// The audit record, the refusal budgets' summaries and the client's status
+// message carry the reasons, so they are bounded where they are made: each
+// reason to maxReasonBytes (cut on a UTF-8 boundary, marked), at most
+// maxReasons of them, then one saying how many more there were.
+const (
+	maxReasonBytes = 1024
+	maxReasons     = 32
+	reasonCutMark  = "…[truncated]"
+)
+
+func boundReasons(rs []string) []string {
+	if len(rs) <= maxReasons && !slices.ContainsFunc(rs, func(r string) bool { return len(r) > maxReasonBytes }) {
+		return rs
+	}
+	out := make([]string, 0, min(len(rs), maxReasons+1))
+	for i, r := range rs {
+		if i == maxReasons {
+			out = append(out, fmt.Sprintf("… and %d more reasons", len(rs)-maxReasons))
+			break
+		}
+		if len(r) > maxReasonBytes {
+			n := maxReasonBytes
+			for n > 0 && !utf8.RuneStart(r[n]) {
+				n--
+			}
+			r = r[:n] + reasonCutMark
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // DeniedMessage renders the PERMISSION_DENIED status message: "ztp: denied: " followed by the

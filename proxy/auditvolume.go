@@ -15,7 +15,7 @@ import (
 // principalRefusalBytes, all principals' together principalRefusalsGlobal; the
 // rest are counted and audited as one summary record per principal when the
 // window ends. So one principal's refusals add at most principalRefusalBytes
-// plus one record (≤ audit.max_request_bytes and 1 KiB per allowed header)
+// plus one record (≤ twice audit.max_request_bytes and 1 KiB per allowed header)
 // plus one summary per window to the audit log, whatever its rate, message
 // size or rate limit.
 const (
@@ -25,7 +25,7 @@ const (
 )
 
 // refusalRecordBase is what a refusal record costs besides its request
-// rendering and metadata: principal, method, reasons, hashes, framing.
+// rendering, metadata, method and reasons: principal, hashes, framing.
 const refusalRecordBase = 1024
 
 // messageDigest is the size and SHA-256 of the exact bytes of a client
@@ -59,11 +59,7 @@ func (p *Pipeline) admitDecision(ctx context.Context, rec *audit.Record) bool {
 
 // recordCost is an upper estimate of rec's size in the audit log.
 func (p *Pipeline) recordCost(rec *audit.Record) int64 {
-	req := len(rec.Request)
-	if p.maxRequestBytes > 0 {
-		req = min(req, p.maxRequestBytes)
-	}
-	n := refusalRecordBase + req + len(rec.Justification) + len(rec.Ticket)
+	n := refusalRecordBase + audit.StoredRequestBound(len(rec.Request), p.maxRequestBytes) + len(rec.Justification) + len(rec.Ticket) + len(rec.Method) + len(rec.Detail)
 	for k, vs := range rec.Metadata {
 		n += len(k)
 		for _, v := range vs {

@@ -178,13 +178,13 @@ func fileSize(t *testing.T, path string) int64 {
 // the ticket and the allowed client identification do, bounded. The policy
 // sees exactly the metadata the record keeps.
 func TestAuditHeadersAllowList(t *testing.T) {
-	// The policy echoes input.metadata into its reason, so the test sees what
-	// the policy saw.
+	// The policy's reason holds a digest of input.metadata (a reason is cut
+	// to 1 KiB), so the test sees what the policy saw.
 	e := proxytest.Start(t, proxytest.Options{Policy: `package ztp
 
 default allow := false
 
-deny contains sprintf("metadata %v justification %v ticket %v", [json.marshal(input.metadata), input.justification, input.ticket])
+deny contains sprintf("metadata %v justification %v ticket %v", [crypto.sha256(json.marshal(input.metadata)), substring(input.justification, 0, 20), input.ticket])
 `})
 	secrets := map[string]string{
 		"authorization":       "Bearer s3cret-authorization",
@@ -240,9 +240,11 @@ deny contains sprintf("metadata %v justification %v ticket %v", [json.marshal(in
 		}
 	}
 	// The policy saw the same metadata.
-	want, _ := json.Marshal(r.Metadata)
-	if len(r.Reasons) != 1 || !strings.HasPrefix(r.Reasons[0], "metadata "+string(want)+" justification INC-7 rotate") {
-		t.Errorf("policy saw %.300q\nwant metadata %s", r.Reasons, want)
+	md, _ := json.Marshal(r.Metadata)
+	sum := sha256.Sum256(md)
+	want := hex.EncodeToString(sum[:])
+	if len(r.Reasons) != 1 || !strings.HasPrefix(r.Reasons[0], "metadata "+want+" justification INC-7 rotate") {
+		t.Errorf("policy saw %.300q\nwant metadata with the SHA-256 of %s", r.Reasons, md)
 	}
 }
 
@@ -398,4 +400,118 @@ func TestPrincipalRefusalsOfEveryKind(t *testing.T) {
 	if kinds["ratelimited /grpc.testing.TestService/UnaryCall"] == 0 || kinds["deny /nope.Service/Call"] == 0 {
 		t.Errorf("recorded refusals %v, want rate-limited and unrouted ones among them", kinds)
 	}
+}
+
+// TestLongMethodNamesStayWithinTheRefusalBudget: the method name is the
+// caller's own :path, up to limits.max_header_bytes. A principal's refusals
+// of calls named with ~50 KiB each must still add no more than the refusal
+// budget's bytes to the log, and no record may carry the whole name.
+func TestLongMethodNamesStayWithinTheRefusalBudget(t *testing.T) {
+	e, clock := startFlood(t, 1, 1)
+	conn := e.Conn(t, proxytest.AliceID)
+	firstSeq := uint64(len(e.Records(t))) + 1
+	long := strings.Repeat("A", 50<<10)
+	const calls = 200
+	for i := range calls {
+		method := "/grpc.testing.TestService/" + long // routed, unknown to the descriptors
+		if i%2 == 1 {
+			method = "/nope.Service/" + long // not routed
+		}
+		err := conn.Invoke(proxytest.Ctx(t), method, &testgrpc.Empty{}, &testgrpc.Empty{})
+		if c := status.Code(err); c != codes.PermissionDenied && c != codes.ResourceExhausted && c != codes.Unimplemented {
+			t.Fatalf("call %d = %v, want refused", i, err)
+		}
+	}
+	clock.Advance(time.Minute)
+	e.Server.Pipeline().FlushRefusals(proxytest.Ctx(t), false)
+	recorded, largest := recordedSince(t, e, firstSeq)
+	// One window: 256 KiB, the record crossing it and a summary.
+	if limit := int64(256+70+8) << 10; recorded > limit {
+		t.Errorf("%d refusals with %d-byte method names wrote %d bytes of records, want at most %d", calls, len(long), recorded, limit)
+	}
+	if largest > 8<<10 {
+		t.Errorf("largest record %d bytes: a record keeps the whole method name", largest)
+	}
+}
+
+// TestEscapedTruncatedRenderingsStayWithinTheRefusalBudget: a rendering cut
+// to audit.max_request_bytes is stored as a JSON string, so each quote or
+// backslash in it takes two bytes: a request of quotes makes a truncated
+// record twice audit.max_request_bytes. The principal's refusal budget must
+// still hold the bytes written.
+func TestEscapedTruncatedRenderingsStayWithinTheRefusalBudget(t *testing.T) {
+	e, clock := startFlood(t, 1000, 1000)
+	alice := e.Dial(t, proxytest.AliceID)
+	firstSeq := uint64(len(e.Records(t))) + 1
+	quotes := &testgrpc.SimpleRequest{ResponseStatus: &testgrpc.EchoStatus{Message: strings.Repeat(`"`, 256<<10)}}
+	const calls = 40
+	for i := range calls {
+		_, err := alice.UnaryCall(proxytest.Ctx(t), quotes)
+		proxytest.WantCode(t, fmt.Sprintf("denied message %d", i), err, codes.PermissionDenied, "humans may not call UnaryCall")
+	}
+	clock.Advance(time.Minute)
+	e.Server.Pipeline().FlushRefusals(proxytest.Ctx(t), false)
+	recorded, _ := recordedSince(t, e, firstSeq)
+	// One window: 256 KiB, the record crossing it (at most twice 64 KiB of
+	// rendering, and its framing) and a summary.
+	if limit := int64(256+2*64+8) << 10; recorded > limit {
+		t.Errorf("%d denied messages of quotes wrote %d bytes of records, want at most %d", calls, recorded, limit)
+	}
+}
+
+// echoPolicy denies humans with a reason quoting what they sent, as
+// examples/gobgp's "route %s is not an IPv4/IPv6 unicast prefix" does.
+const echoPolicy = `package ztp
+
+default allow := false
+
+deny contains sprintf("status message %s is not allowed", [input.request.responseStatus.message]) if {
+	input.principal.kind == "human"
+}
+
+deny contains sprintf("payload %d is not allowed", [i]) if {
+	input.principal.kind == "human"
+	some i in numbers.range(1, 5000)
+}
+`
+
+// TestReasonsQuotingTheRequestStayWithinTheRefusalBudget: a policy's
+// reasons may quote the request, which the caller sizes (up to 4 MiB) and
+// which audit.max_request_bytes does not cut. A principal's refusals must
+// still add about the refusal budget's bytes to the log per window, and the
+// crossing record is bounded like any other.
+func TestReasonsQuotingTheRequestStayWithinTheRefusalBudget(t *testing.T) {
+	clock := testclock.New(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
+	e := proxytest.Start(t, proxytest.Options{Policy: echoPolicy, Proxy: func(o *proxy.Options) { o.Now = clock.Now }})
+	alice := e.Dial(t, proxytest.AliceID)
+	firstSeq := uint64(len(e.Records(t))) + 1
+	big := &testgrpc.SimpleRequest{ResponseStatus: &testgrpc.EchoStatus{Message: strings.Repeat("x", 3<<20)}}
+	const calls = 5
+	for i := range calls {
+		_, err := alice.UnaryCall(proxytest.Ctx(t), big)
+		if status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("call %d = %v, want PERMISSION_DENIED", i, err)
+		}
+	}
+	clock.Advance(time.Minute)
+	e.Server.Pipeline().FlushRefusals(proxytest.Ctx(t), false)
+	recorded, _ := recordedSince(t, e, firstSeq)
+	if limit := int64(256+2*64+64+8) << 10; recorded > limit {
+		t.Errorf("%d denied messages whose reasons quote 3 MiB wrote %d bytes of records, want at most %d", calls, recorded, limit)
+	}
+}
+
+// recordedSince returns the bytes of the records from seq firstSeq on, and
+// the largest of them.
+func recordedSince(t *testing.T, e *proxytest.Env, firstSeq uint64) (total, largest int64) {
+	t.Helper()
+	err := e.Server.AuditStore().Export(proxytest.Ctx(t), audit.Filter{FromSeq: firstSeq}, func(_ uint64, line []byte) error {
+		total += int64(len(line))
+		largest = max(largest, int64(len(line)))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return total, largest
 }

@@ -183,7 +183,7 @@ func (p *Pipeline) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 	// 3. Route.
 	c.upstream = p.routes.lookup(c.method)
 	if c.upstream == nil {
-		p.refuse(ctx, c, &pr, "no upstream serves "+c.method)
+		p.refuse(ctx, c, &pr, "no upstream serves "+recordedMethod(c.method))
 		return status.Errorf(codes.Unimplemented, "ztp: no upstream serves %s", c.method)
 	}
 	if c.upstream.decoder != nil {
@@ -555,6 +555,12 @@ func (p *Pipeline) outcome(ctx context.Context, c *call, err error, end time.Tim
 	}
 }
 
+// recordedMethod is a method name as records keep it: the caller's own
+// :path, which may fill limits.max_header_bytes, cut like a header value. No
+// upstream serves a name that long; kept whole, it would make every refusal
+// record of its caller that large, beyond what the refusal budgets count.
+func recordedMethod(m string) string { return boundString(m) }
+
 func (p *Pipeline) record(c *call, typ string) *audit.Record {
 	pr := c.principal
 	rec := &audit.Record{
@@ -562,7 +568,7 @@ func (p *Pipeline) record(c *call, typ string) *audit.Record {
 		Type:          typ,
 		Principal:     &audit.Principal{ID: pr.ID, Kind: pr.Kind, Groups: pr.Groups, Authn: pr.Authn},
 		Peer:          c.peer,
-		Method:        c.method,
+		Method:        recordedMethod(c.method),
 		Justification: c.justification,
 		Ticket:        c.ticket,
 	}

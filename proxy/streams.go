@@ -365,7 +365,7 @@ func (g *streamGuard) record(why string) {
 		reason = rec.Reasons[0]
 	}
 	if c.principal.ID != "" {
-		reason += " (" + c.principal.ID + ", " + c.method + ")"
+		reason += " (" + c.principal.ID + ", " + rec.Method + ")"
 	}
 	now := p.now()
 	ok, closed := p.streams.budget.admit(c.peer, reason, now)
