@@ -2,7 +2,6 @@ package etcd_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ztp-dev/ztp/audit"
-	"github.com/ztp-dev/ztp/internal/exampletest"
 )
 
 // ztpctl runs the real ztpctl against the proxy as c.
@@ -35,12 +33,9 @@ func (px *proxyProc) ztpctl(ctx context.Context, bin string, c client, args ...s
 func TestEtcdBreakglassOnePerson(t *testing.T) {
 	requireEtcd(t)
 	ctx := testCtx(t, 3*time.Minute)
-	bin, ctl := buildProxy(t), buildCtl(t)
-	ports := exampletest.FreePorts(t, 4)
-	etcd := startEtcd(ctx, t, ports[0], ports[1], ports[2])
-	dir := t.TempDir()
-	mintCerts(t, dir)
-	px := startProxy(ctx, t, bin, dir, fmt.Sprintf("127.0.0.1:%d", ports[3]), etcd.addr)
+	ctl := buildCtl(t)
+	etcd, px := startExample(ctx, t)
+	dir := px.dir
 	bobUser, bobLead, carol := px.client("bob-user", bobUserID), px.client("bob", bobLeadID), px.client("carol", carolID)
 
 	defrag := func(what string, wantOK bool) {

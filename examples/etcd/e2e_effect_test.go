@@ -31,14 +31,8 @@ const (
 func TestEtcdEffectQueries(t *testing.T) {
 	requireEtcd(t)
 	ctx := testCtx(t, 4*time.Minute)
-	bin := buildProxy(t)
 	ctl := buildCtl(t)
-
-	ports := exampletest.FreePorts(t, 4)
-	etcd := startEtcd(ctx, t, ports[0], ports[1], ports[2])
-	dir := t.TempDir()
-	mintCerts(t, dir)
-	px := startProxy(ctx, t, bin, dir, fmt.Sprintf("127.0.0.1:%d", ports[3]), etcd.addr)
+	etcd, px := startExample(ctx, t)
 	deployer := px.client("deployer", deployerID)
 	alice := px.client("alice", aliceID)
 	bob := px.client("bob", bobLeadID) // a lead: approves alice's grant

@@ -338,6 +338,19 @@ type proxyProc struct {
 	auditPath string
 }
 
+// startExample starts a real etcd on free loopback ports and the real ztp-proxy in front
+// of it with the example's ztp.yaml (edits applied), certificates minted into a fresh
+// directory (px.dir).
+func startExample(ctx context.Context, t *testing.T, edits ...func(doc map[string]any)) (*etcdProc, *proxyProc) {
+	t.Helper()
+	bin := buildProxy(t)
+	ports := exampletest.FreePorts(t, 4)
+	etcd := startEtcd(ctx, t, ports[0], ports[1], ports[2])
+	dir := t.TempDir()
+	mintCerts(t, dir)
+	return etcd, startProxy(ctx, t, bin, dir, fmt.Sprintf("127.0.0.1:%d", ports[3]), etcd.addr, edits...)
+}
+
 func startProxy(ctx context.Context, t *testing.T, bin, dir, listen, etcdAddr string, edits ...func(doc map[string]any)) *proxyProc {
 	t.Helper()
 	cfg := writeExampleConfig(t, dir, listen, etcdAddr, edits...)

@@ -2,7 +2,6 @@ package etcd_test
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -32,12 +31,8 @@ const certLifetime = 6 * time.Second
 func TestEtcdWatchEndsAtCertExpiry(t *testing.T) {
 	requireEtcd(t)
 	ctx := testCtx(t, 3*time.Minute)
-	bin := buildProxy(t)
-	ports := exampletest.FreePorts(t, 4)
-	etcd := startEtcd(ctx, t, ports[0], ports[1], ports[2])
-	dir := t.TempDir()
-	mintCerts(t, dir)
-	px := startProxy(ctx, t, bin, dir, fmt.Sprintf("127.0.0.1:%d", ports[3]), etcd.addr)
+	etcd, px := startExample(ctx, t)
+	dir := px.dir
 	deployer := px.client("deployer", deployerID)
 
 	// X.509 times have whole seconds: NotAfter is rounded up, so the

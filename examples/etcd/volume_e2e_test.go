@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ztp-dev/ztp/audit"
-	"github.com/ztp-dev/ztp/internal/exampletest"
 )
 
 // TestEtcdResponseVolume: a response_bytes rule on humans' Range, added to the
@@ -20,14 +19,9 @@ import (
 func TestEtcdResponseVolume(t *testing.T) {
 	requireEtcd(t)
 	ctx := testCtx(t, 3*time.Minute)
-	bin := buildProxy(t)
-	ports := exampletest.FreePorts(t, 4)
-	etcd := startEtcd(ctx, t, ports[0], ports[1], ports[2])
-	dir := t.TempDir()
-	mintCerts(t, dir)
 	const burst = 20000
 	var rule string
-	px := startProxy(ctx, t, bin, dir, fmt.Sprintf("127.0.0.1:%d", ports[3]), etcd.addr, func(doc map[string]any) {
+	etcd, px := startExample(ctx, t, func(doc map[string]any) {
 		rules, _ := doc["rate_limits"].([]any)
 		rule = fmt.Sprintf("rate_limits[%d]", len(rules))
 		doc["rate_limits"] = append(rules, map[string]any{

@@ -3,7 +3,6 @@ package etcd_test
 import (
 	"bytes"
 	"crypto/tls"
-	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,7 +19,6 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/ztp-dev/ztp/audit"
-	"github.com/ztp-dev/ztp/internal/exampletest"
 	"github.com/ztp-dev/ztp/pki"
 )
 
@@ -69,12 +67,8 @@ func rawMessage(b []byte) proto.Message {
 func TestEtcdAmbiguousAndTooComplex(t *testing.T) {
 	requireEtcd(t)
 	ctx := testCtx(t, 3*time.Minute)
-	bin := buildProxy(t)
-	ports := exampletest.FreePorts(t, 4)
-	etcd := startEtcd(ctx, t, ports[0], ports[1], ports[2])
-	dir := t.TempDir()
-	mintCerts(t, dir)
-	px := startProxy(ctx, t, bin, dir, fmt.Sprintf("127.0.0.1:%d", ports[3]), etcd.addr)
+	etcd, px := startExample(ctx, t)
+	dir := px.dir
 	deployer := px.client("deployer", deployerID)
 	if out, stderr, err := px.etcdctl(ctx, deployer, "", "put", secretKey, secretV); err != nil || out != "OK\n" {
 		t.Fatalf("etcdctl put = %q, %v (%s)", out, err, stderr)
