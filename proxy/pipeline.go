@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -347,7 +348,7 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	if !decoded {
 		rec.Detail = undecoded
 	}
-	rec.RequestUnknownFields = unknown // what the policy sees, so that a replay sees it too
+	rec.RequestUnknownFields = recordedUnknown(unknown) // what the policy saw, for replay
 	if decoded {
 		if req == nil {
 			req = map[string]any{} // an all-default message is {}, as protojson prints it
@@ -560,6 +561,32 @@ func (p *Pipeline) outcome(ctx context.Context, c *call, err error, end time.Tim
 // upstream serves a name that long; kept whole, it would make every refusal
 // record of its caller that large, beyond what the refusal budgets count.
 func recordedMethod(m string) string { return boundString(m) }
+
+// Bounds of request_unknown_fields in a record: the list a policy sees is bounded
+// only by limits.max_decoded_nodes, and deep paths are long.
+const (
+	maxRecordedUnknown      = 64
+	maxRecordedUnknownBytes = 4 << 10
+)
+
+// recordedUnknown is request_unknown_fields as records keep it: the first paths,
+// up to maxRecordedUnknown of them and maxRecordedUnknownBytes in all, each cut
+// to maxHeaderBytes, then one entry counting the rest. A replay of a cut list
+// still sees unknown fields where the proxy's policy saw them.
+func recordedUnknown(paths []string) []string {
+	size := 0
+	for i, u := range paths {
+		size += len(u)
+		if i == maxRecordedUnknown || size > maxRecordedUnknownBytes {
+			out := make([]string, 0, i+1)
+			for _, v := range paths[:i] {
+				out = append(out, boundString(v))
+			}
+			return append(out, fmt.Sprintf("… and %d more", len(paths)-i))
+		}
+	}
+	return paths
+}
 
 func (p *Pipeline) record(c *call, typ string) *audit.Record {
 	pr := c.principal
