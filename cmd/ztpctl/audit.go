@@ -102,12 +102,12 @@ Progress goes to standard error when it is a terminal.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.db, "db", "", "read this audit file instead of the running proxy")
-	f.StringVar(&o.format, "format", "jsonl", "jsonl | csv")
+	enumFlag(f, &o.format, "format", "", "jsonl", []string{"jsonl", "csv"}, "record format")
 	f.StringVar(&o.since, "since", "", "records at or after this time (RFC 3339, date, or 24h / 7d ago)")
 	f.StringVar(&o.until, "until", "", "records before this time (same forms as --since)")
 	f.StringVar(&o.filter.Principal, "principal", "", "principal id, exactly")
 	f.StringVar(&o.filter.Method, "method", "", "method glob, e.g. '/etcdserverpb.KV/*' or '*/DeleteRange'")
-	f.StringVar(&o.filter.Decision, "decision", "", "allow | deny | dryrun_deny | ratelimited | error")
+	enumFlag(f, &o.filter.Decision, "decision", "", "", []string{audit.DecisionAllow, audit.DecisionDeny, audit.DecisionDryrunDeny, audit.DecisionRatelimited, audit.DecisionError}, "only records with this decision")
 	f.StringVar(&o.filter.Grant, "grant", "", "break-glass grant id")
 	f.Uint64Var(&o.filter.FromSeq, "from-seq", 0, "start at this seq")
 	f.BoolVar(&o.follow, "follow", false, "keep streaming records as they are committed (control API only)")
@@ -115,9 +115,6 @@ Progress goes to standard error when it is a terminal.`,
 }
 
 func (o *auditExportOptions) run(cmd *cobra.Command, g *globalOptions) error {
-	if o.format != "jsonl" && o.format != "csv" {
-		return fmt.Errorf("--format must be jsonl or csv, got %q", o.format)
-	}
 	var err error
 	now := o.now()
 	if o.filter.Since, err = parseTimeFlag(o.since, now); err != nil {
@@ -371,7 +368,7 @@ detects both. The checkpoint's signature is checked here, with --pubkey (the
 .pub file written by "ztpctl audit keygen", or the audit.signing_key PEM itself).
 
 With --db the file's page structure is checked first: a truncated or
-overwritten file is reported as FAIL, naming the damage, exit status 1.`,
+overwritten file is reported as FAIL, naming the damage, exit status 3.`,
 		Example: `  ztpctl audit verify
   ztpctl audit verify --checkpoint /mnt/audit-ckpt/checkpoint-00000000000000001234-20261126T100000.000000000Z.txt \
       --pubkey audit-ed25519.pub
@@ -410,9 +407,6 @@ type checkpointReport struct {
 }
 
 func (o *auditVerifyOptions) run(cmd *cobra.Command, g *globalOptions) error {
-	if err := g.checkOutput(); err != nil {
-		return err
-	}
 	var cp *audit.Checkpoint
 	var rep verifyReport
 	if o.checkpoint != "" {
@@ -444,11 +438,11 @@ func (o *auditVerifyOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	}
 	switch {
 	case rep.Problem != nil:
-		return fmt.Errorf("audit verify: chain broken at seq %d: %s", rep.Problem.Seq, rep.Problem.Fault)
+		return integrityError(fmt.Errorf("audit verify: chain broken at seq %d: %s", rep.Problem.Seq, rep.Problem.Fault))
 	case rep.Unreadable:
-		return errors.New("audit verify: the audit file is damaged; its chain could not be read")
+		return integrityError(errors.New("audit verify: the audit file is damaged; its chain could not be read"))
 	case !rep.OK:
-		return errors.New("audit verify: bbolt consistency check failed")
+		return integrityError(errors.New("audit verify: bbolt consistency check failed"))
 	}
 	return nil
 }
@@ -596,9 +590,6 @@ extends it. With --pubkey the signature is checked before printing.`,
 }
 
 func (o *auditCheckpointOptions) run(cmd *cobra.Command, g *globalOptions) error {
-	if err := g.checkOutput(); err != nil {
-		return err
-	}
 	var signed []byte
 	if o.db != "" {
 		r, err := openDB(o.db)
@@ -681,9 +672,6 @@ checkpoints go elsewhere.`,
 func pubKeyPath(priv string) string { return strings.TrimSuffix(priv, ".pem") + ".pub" }
 
 func (o *auditKeygenOptions) run(cmd *cobra.Command, g *globalOptions) error {
-	if err := g.checkOutput(); err != nil {
-		return err
-	}
 	if o.out == "" {
 		return errors.New("--out is required")
 	}

@@ -65,9 +65,6 @@ it the grant covers every method.`,
   ID=$(ztpctl breakglass request --reason "INC-4711" | head -1)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := g.checkOutput(); err != nil {
-				return err
-			}
 			if strings.TrimSpace(o.reason) == "" {
 				return fmt.Errorf("--reason is required: say what is broken and why you need access")
 			}
@@ -102,9 +99,6 @@ func newBreakglassActionCommand(g *globalOptions, verb, short, example string) *
 		Example: example,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := g.checkOutput(); err != nil {
-				return err
-			}
 			action := &ztpv1.GrantAction{Id: args[0], Comment: comment}
 			return g.grantCall(cmd, "breakglass "+verb, func(ctx context.Context, c ztpv1.BreakGlassClient) (*ztpv1.Grant, error) {
 				switch verb {
@@ -131,9 +125,6 @@ func newBreakglassShowCommand(g *globalOptions) *cobra.Command {
 		Example: "  ztpctl breakglass show bg-4f1c2a9b0d\n  ztpctl breakglass show bg-4f1c2a9b0d -o json",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := g.checkOutput(); err != nil {
-				return err
-			}
 			return g.grantCall(cmd, "breakglass show", func(ctx context.Context, c ztpv1.BreakGlassClient) (*ztpv1.Grant, error) {
 				return c.GetGrant(ctx, &ztpv1.GrantAction{Id: args[0]})
 			}, printGrant)
@@ -150,14 +141,6 @@ func newBreakglassListCommand(g *globalOptions) *cobra.Command {
   ztpctl breakglass list -o json | jq -r '.grants[] | select(.state == "pending") | .id'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := g.checkOutput(); err != nil {
-				return err
-			}
-			switch state {
-			case "", "pending", "active", "expired", "revoked", "denied":
-			default:
-				return fmt.Errorf("--state must be pending, active, expired, revoked or denied, got %q", state)
-			}
 			resp, err := callProxy(cmd, g, "breakglass list", func(ctx context.Context, conn *grpc.ClientConn) (*ztpv1.ListGrantsResponse, error) {
 				return ztpv1.NewBreakGlassClient(conn).ListGrants(ctx, &ztpv1.ListGrantsRequest{State: state})
 			})
@@ -188,7 +171,7 @@ func newBreakglassListCommand(g *globalOptions) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringVar(&state, "state", "", "only grants in this state: pending | active | expired | revoked | denied")
+	enumFlag(cmd.Flags(), &state, "state", "", "", []string{"pending", "active", "expired", "revoked", "denied"}, "only grants in this state")
 	return cmd
 }
 

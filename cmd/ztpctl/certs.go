@@ -50,9 +50,6 @@ func newCertsInitCommand(g *globalOptions) *cobra.Command {
   ztpctl certs init --dir certs --name "staging dev CA" --validity 720h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := g.checkOutput(); err != nil {
-				return err
-			}
 			if err := refuseOverwrite(force, filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")); err != nil {
 				return err
 			}
@@ -86,9 +83,6 @@ func newCertsIssueCommand(g *globalOptions) *cobra.Command {
   ztpctl certs issue proxy --dns localhost --ip 127.0.0.1 --server`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := g.checkOutput(); err != nil {
-				return err
-			}
 			o.name = args[0]
 			if !o.server && !o.client {
 				return errors.New("say what the certificate is for: --client, --server or both")
@@ -174,9 +168,6 @@ identities in ztp.yaml with identity.principals rules such as
   ztpctl --cacert certs/ca.pem --cert certs/alice.pem --key certs/alice-key.pem policy version`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := g.checkOutput(); err != nil {
-				return err
-			}
 			var all []string
 			for _, n := range []string{"ca", "proxy", "deployer", "alice", "bob", "bob-user"} {
 				all = append(all, filepath.Join(dir, n+".pem"), filepath.Join(dir, n+"-key.pem"))
@@ -244,9 +235,6 @@ func refuseOverwrite(force bool, paths ...string) error {
 }
 
 func reportFiles(cmd *cobra.Command, g *globalOptions, files []string) error {
-	if err := g.checkOutput(); err != nil {
-		return err
-	}
 	if g.output == "json" {
 		return printJSON(cmd.OutOrStdout(), map[string]any{"files": files})
 	}

@@ -70,9 +70,9 @@ Pipe the result into 'ztpctl policy eval --input -' to see the decision.`,
 	f.StringVar(&o.requestBin, "request-bin", "", "file holding the request's protobuf bytes")
 	f.StringVar(&o.upstream, "upstream", "", "input.upstream: the upstream's name in ztp.yaml")
 	f.StringVar(&o.principal, "principal", "", "input.principal.id")
-	f.StringVar(&o.kind, "kind", "", "input.principal.kind (automation | human)")
+	enumFlag(f, &o.kind, "kind", "", "", []string{"automation", "human"}, "input.principal.kind")
 	f.StringArrayVar(&o.groups, "group", nil, "input.principal.groups (repeatable)")
-	f.StringVar(&o.authn, "authn", "mtls", "input.principal.authn (mtls | jwt)")
+	enumFlag(f, &o.authn, "authn", "", "mtls", []string{"mtls", "jwt"}, "input.principal.authn")
 	f.StringArrayVar(&o.metadata, "metadata", nil, "request metadata KEY=VALUE (repeatable)")
 	f.StringVar(&o.justification, "justification", "", "the caller's x-ztp-justification")
 	f.StringVar(&o.ticket, "ticket", "", "the caller's x-ztp-ticket")
@@ -83,9 +83,6 @@ Pipe the result into 'ztpctl policy eval --input -' to see the decision.`,
 }
 
 func (o *policyInputOptions) run(cmd *cobra.Command, g *globalOptions) error {
-	if err := g.checkOutput(); err != nil {
-		return err
-	}
 	if (o.request == "") == (o.requestBin == "") {
 		return errors.New("give the request with exactly one of --request and --request-bin")
 	}

@@ -57,9 +57,6 @@ At most --limit buckets are shown (1000 at most), the most depleted ones.`,
   ztpctl ratelimit status -o json | jq '.buckets[] | select(.tokens < 1)'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := g.checkOutput(); err != nil {
-				return err
-			}
 			resp, err := callProxy(cmd, g, "ratelimit status", func(ctx context.Context, conn *grpc.ClientConn) (*ztpv1.RateLimitStatusResponse, error) {
 				return ztpv1.NewRateLimitClient(conn).Status(ctx, &ztpv1.RateLimitStatusRequest{Principal: o.principal, Limit: o.limit})
 			})

@@ -51,7 +51,14 @@ func newRootCommand() *cobra.Command {
 policy version) and works offline on policies and audit files.
 
 Connection defaults come from ZTP_SERVER, ZTP_CACERT, ZTP_CERT, ZTP_KEY and
-ZTP_TOKEN_FILE.`,
+ZTP_TOKEN_FILE.
+
+Exit status:
+  0  success
+  1  error: the command could not do its work (proxy unreachable, file missing)
+  2  usage: unknown command, unknown flag, bad flag value or argument count
+  3  integrity: audit verify reports FAIL (broken chain, damaged file), or
+     policy eval --fail-on saw a verdict it was told to fail on`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version.Get().String(), // --version; "ztpctl version" also asks the proxy
@@ -64,9 +71,10 @@ ZTP_TOKEN_FILE.`,
 	f.StringVar(&g.cert, "cert", os.Getenv("ZTP_CERT"), "client certificate (PEM)")
 	f.StringVar(&g.key, "key", os.Getenv("ZTP_KEY"), "client key (PEM)")
 	f.StringVar(&g.tokenFile, "token-file", os.Getenv("ZTP_TOKEN_FILE"), "file holding a JWT bearer token (instead of --cert/--key)")
-	f.StringVarP(&g.output, "output", "o", "text", "output format: text | json")
+	enumFlag(f, &g.output, "output", "o", "text", []string{"text", "json"}, "output format")
 	f.DurationVar(&g.timeout, "timeout", 30*time.Second, "timeout of one control-API call")
 	root.AddCommand(newPolicyCommand(g), newAuditCommand(g), newBreakglassCommand(g), newRateLimitCommand(g), newCertsCommand(g), newTunnelCommand(g), newVersionCommand(g))
+	enforceUsageRules(root)
 	return root
 }
 
@@ -187,11 +195,4 @@ func rpcError(what string, err error) error {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return fmt.Errorf("%s: %s: %s", what, st.Code(), st.Message())
-}
-
-func (g *globalOptions) checkOutput() error {
-	if g.output != "text" && g.output != "json" {
-		return fmt.Errorf("--output must be text or json, got %q", g.output)
-	}
-	return nil
 }

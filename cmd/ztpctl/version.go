@@ -31,9 +31,6 @@ the proxy cannot be reached.`,
   ztpctl version --server ztp.example.org:7443 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := g.checkOutput(); err != nil {
-				return err
-			}
 			out := struct {
 				Client version.Info   `json:"client"`
 				Server *serverVersion `json:"server,omitempty"`

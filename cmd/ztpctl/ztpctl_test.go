@@ -67,7 +67,7 @@ func TestConnectionErrors(t *testing.T) {
 	}{
 		{"no cacert", []string{"--cacert", "", "policy", "version"}, "--cacert"},
 		{"cert without key", []string{"--cacert", "/dev/null", "--cert", "x.pem", "policy", "version"}, "--cert and --key"},
-		{"bad output", []string{"policy", "version", "-o", "yaml"}, "--output must be text or json"},
+		{"bad output", []string{"policy", "version", "-o", "yaml"}, "must be one of text | json"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
