@@ -127,7 +127,7 @@ func TestAuditVerifyNeedsACheckpoint(t *testing.T) {
 }
 
 // TestAuditVerifyDamagedFile: a truncated file is a FAIL verdict naming
-// the damage with exit status 1 (verify), a clean error (export), never a
+// the damage with exit status 3 (verify), a clean error (export), never a
 // crash.
 func TestAuditVerifyDamagedFile(t *testing.T) {
 	env, _ := auditEnv(t)
@@ -136,8 +136,8 @@ func TestAuditVerifyDamagedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, _, err := runCtl(t, "", "audit", "verify", "--db", cut)
-	if err == nil || !strings.HasPrefix(out, "FAIL: ") || !strings.Contains(out, "truncated") || !strings.Contains(out, cut) {
-		t.Errorf("audit verify --db (truncated) = %q, %v; want FAIL naming the file and the truncation", out, err)
+	if err == nil || !strings.HasPrefix(out, "FAIL: ") || !strings.Contains(out, "truncated") || !strings.Contains(out, cut) || exitCode(err) != exitIntegrity {
+		t.Errorf("audit verify --db (truncated) = %q, %v (exit %d); want FAIL naming the file and the truncation, exit %d", out, err, exitCode(err), exitIntegrity)
 	}
 	out, _, err = runCtl(t, "", "audit", "verify", "--db", cut, "-o", "json")
 	var rep verifyReport
@@ -151,7 +151,7 @@ func TestAuditVerifyDamagedFile(t *testing.T) {
 	b, _ := os.ReadFile(zeroed)
 	clear(b[:8192]) // both meta pages
 	os.WriteFile(zeroed, b, 0o600)
-	if out, _, err := runCtl(t, "", "audit", "verify", "--db", zeroed); err == nil || !strings.Contains(out, "both meta pages are invalid") {
+	if out, _, err := runCtl(t, "", "audit", "verify", "--db", zeroed); err == nil || !strings.Contains(out, "both meta pages are invalid") || exitCode(err) != exitIntegrity {
 		t.Errorf("audit verify --db (meta pages zeroed) = %q, %v", out, err)
 	}
 }

@@ -321,8 +321,8 @@ func TestAuditOffline(t *testing.T) {
 		return r.Put(seqBytes(2), v)
 	})
 	out, _, err = runCtl(t, "", "audit", "verify", "--db", edited)
-	if err == nil || !strings.HasPrefix(out, "FAIL: seq 2: ") || !strings.Contains(out, "edited") {
-		t.Errorf("audit verify --db (edited) = %q, %v; want FAIL at seq 2 and an error", out, err)
+	if err == nil || !strings.HasPrefix(out, "FAIL: seq 2: ") || !strings.Contains(out, "edited") || exitCode(err) != exitIntegrity {
+		t.Errorf("audit verify --db (edited) = %q, %v (exit %d); want FAIL at seq 2 and exit %d", out, err, exitCode(err), exitIntegrity)
 	}
 	cut := copyAuditFile(t, env)
 	keep := cp.Size - 2
@@ -356,7 +356,7 @@ func TestAuditOffline(t *testing.T) {
 	}{
 		{"follow offline", []string{"audit", "export", "--db", db, "--follow"}, "--follow needs the running proxy"},
 		{"follow and until", []string{"audit", "export", "--follow", "--until", "1h"}, "exclude each other"},
-		{"bad format", []string{"audit", "export", "--db", db, "--format", "xml"}, "--format must be jsonl or csv"},
+		{"bad format", []string{"audit", "export", "--db", db, "--format", "xml"}, `invalid argument "xml" for "--format" flag: must be one of jsonl | csv`},
 		{"bad since", []string{"audit", "export", "--db", db, "--since", "yesterday"}, "--since"},
 		{"missing file", []string{"audit", "verify", "--db", filepath.Join(t.TempDir(), "none.db")}, "none.db"},
 	} {

@@ -356,8 +356,8 @@ func TestBreakglassUsageErrors(t *testing.T) {
 		want string
 	}{
 		{"approve without id", []string{"breakglass", "approve"}, "accepts 1 arg"},
-		{"bad state", []string{"breakglass", "list", "--state", "open"}, "--state must be"},
-		{"bad output", []string{"breakglass", "list", "-o", "yaml"}, "--output must be text or json"},
+		{"bad state", []string{"breakglass", "list", "--state", "open"}, `"--state" flag: must be one of pending`},
+		{"bad output", []string{"breakglass", "list", "-o", "yaml"}, "must be one of text | json"},
 		{"negative duration", []string{"breakglass", "request", "--reason", "x", "--duration", "-1m"}, "--duration must be positive"},
 	}
 	for _, tc := range tests {

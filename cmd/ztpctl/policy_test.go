@@ -142,7 +142,7 @@ test_human_puts if ztp.allow with input as {"principal": {"kind": "human"}, "rpc
 		{
 			name:   "bad format",
 			args:   []string{"--format", "tap", good},
-			errHas: "--format must be text, json or junit",
+			errHas: `"--format" flag: must be one of text | json | junit`,
 		},
 		{
 			name:   "bad threshold",
@@ -747,7 +747,7 @@ func TestPolicyReplayFlagErrors(t *testing.T) {
 	}{
 		{"no source", []string{"--policy", dir}, "exactly one of --db and --jsonl"},
 		{"two sources", []string{"--policy", dir, "--db", "a", "--jsonl", "b"}, "exactly one of --db and --jsonl"},
-		{"bad fail-on", []string{"--policy", dir, "--db", "a", "--fail-on", "some"}, "--fail-on must be"},
+		{"bad fail-on", []string{"--policy", dir, "--db", "a", "--fail-on", "some"}, `"--fail-on" flag: must be one of`},
 		{"bad since", []string{"--policy", dir, "--db", "a", "--since", "yesterday"}, "--since"},
 		{"missing file", []string{"--policy", dir, "--db", filepath.Join(dir, "none.db")}, "none.db"},
 		{"bad jsonl", []string{"--policy", dir, "--jsonl", "-"}, "--jsonl -:1"},
