@@ -391,6 +391,21 @@ type policyEvalOptions struct {
 	explain    string
 	config     string
 	answers    string
+	failOn     string
+}
+
+// Values of policy eval --fail-on.
+const (
+	evalFailOnDeny = "deny" // the verdict refuses the call (deny, error)
+	evalFailOnAny  = "any"  // the verdict is anything but allow (dryrun_deny too)
+)
+
+// failure is the integrity error --fail-on makes of verdict v, or nil.
+func (o *policyEvalOptions) failure(v policy.Verdict) error {
+	if (o.failOn == evalFailOnDeny && !v.Forward()) || (o.failOn == evalFailOnAny && v.Decision != policy.DecisionAllow) {
+		return integrityError(fmt.Errorf("policy eval: verdict %s (--fail-on %s)", v.Decision, o.failOn))
+	}
+	return nil
 }
 
 func newPolicyEvalCommand(g *globalOptions) *cobra.Command {
@@ -420,8 +435,10 @@ A policy's effect queries (ztp.query) are answered from --answers, a JSON array 
 from the queries of the audit record given as the input; a query they do not answer
 fails the evaluation, as it would in the proxy with an upstream that cannot be asked.
 
-The exit status is 0 whatever the verdict; it is non-zero when the policy does not
-load or the input cannot be read.`,
+The exit status is 0 whatever the verdict, unless --fail-on is given: then it is 3
+when the verdict refuses the call (--fail-on deny: deny, error) or is anything but
+allow (--fail-on any: dryrun_deny too). It is 1 when the policy does not load or the
+input cannot be read.`,
 		Example: `  ztpctl policy eval --policy policies/ --input put.json
   echo '{"principal":{"id":"spiffe://example.org/user/alice","kind":"human","groups":["sre"]},
          "method":"/etcdserverpb.KV/Put","rpc":"Put","request":{"key":"Zm9v"},"request_decoded":true}' |
@@ -438,6 +455,7 @@ load or the input cannot be read.`,
 	enumFlag(f, &o.mode, "mode", "", string(policy.Enforce), []string{string(policy.Enforce), string(policy.DryRun)}, "policy mode")
 	enumFlag(f, &o.explain, "explain", "", "", append([]string{explainRules}, policy.ExplainLevels...), "show every rule's value; =notes|fails|full adds OPA's trace at that level")
 	f.Lookup("explain").NoOptDefVal = explainRules
+	enumFlag(f, &o.failOn, "fail-on", "", "", []string{evalFailOnDeny, evalFailOnAny}, "exit 3 when the verdict is not allow")
 	f.StringVar(&o.answers, "answers", "", `answers to the policy's effect queries (JSON array of {"method", "request", "answer"})`)
 	cmd.MarkFlagRequired("policy")
 	cmd.MarkFlagRequired("input")
@@ -537,7 +555,10 @@ func (o *policyEvalOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	}
 	w := cmd.OutOrStdout()
 	if g.output == "json" {
-		return printJSON(w, out)
+		if err := printJSON(w, out); err != nil {
+			return err
+		}
+		return o.failure(v)
 	}
 	allow := fmt.Sprint(res.Allow)
 	if res.AllowUndefined {
@@ -568,7 +589,7 @@ func (o *policyEvalOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	if o.explain != "" {
 		writeExplain(w, out.Rules, out.Trace)
 	}
-	return nil
+	return o.failure(v)
 }
 
 func emptyIfNil(s []string) []string {

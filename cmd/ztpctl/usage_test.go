@@ -111,3 +111,31 @@ func TestUsageErrorsExit2(t *testing.T) {
 		t.Error("exitCode of nil / a plain error")
 	}
 }
+
+// TestPolicyEvalFailOn: --fail-on turns a verdict into exit 3 after the
+// verdict is printed; without it the status never depends on the verdict.
+func TestPolicyEvalFailOn(t *testing.T) {
+	dir := writePolicyFiles(t, map[string]string{"p.rego": ctlPolicy})
+	human := `{"principal": {"id": "spiffe://example.org/user/alice", "kind": "human", "groups": ["sre"]}, "method": "/etcdserverpb.KV/Put", "rpc": "Put", "request": {"key": "Zm9v"}, "request_decoded": true}`
+	remove := `{"principal": {"kind": "automation"}, "rpc": "MemberRemove", "request": {"ID": "1"}, "request_decoded": true}`
+	tests := []struct {
+		input string
+		args  []string
+		want  int
+	}{
+		{human, nil, exitOK},
+		{human, []string{"--fail-on", "deny"}, exitIntegrity},
+		{human, []string{"--fail-on", "any", "-o", "json"}, exitIntegrity},
+		{human, []string{"--fail-on", "deny", "--mode", "dryrun"}, exitOK}, // dryrun_deny forwards
+		{human, []string{"--fail-on", "any", "--mode", "dryrun"}, exitIntegrity},
+		{human, []string{"--fail-on", "deny", "--breakglass", "bg-1"}, exitOK},
+		{remove, []string{"--fail-on", "any"}, exitOK},
+	}
+	for _, tc := range tests {
+		args := append([]string{"policy", "eval", "--policy", dir, "--input", "-"}, tc.args...)
+		out, _, err := runCtl(t, tc.input, args...)
+		if exitCode(err) != tc.want || !strings.Contains(out, "verdict") {
+			t.Errorf("ztpctl %v = %q, %v (exit %d), want exit %d after the verdict", args, out, err, exitCode(err), tc.want)
+		}
+	}
+}
