@@ -118,16 +118,16 @@ func (o *auditExportOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	var err error
 	now := o.now()
 	if o.filter.Since, err = parseTimeFlag(o.since, now); err != nil {
-		return fmt.Errorf("--since: %w", err)
+		return usageError(fmt.Errorf("--since: %w", err))
 	}
 	if o.filter.Until, err = parseTimeFlag(o.until, now); err != nil {
-		return fmt.Errorf("--until: %w", err)
+		return usageError(fmt.Errorf("--until: %w", err))
 	}
 	if o.follow && o.db != "" {
-		return errors.New("--follow needs the running proxy: nothing appends to a file opened with --db")
+		return usageError(errors.New("--follow needs the running proxy: nothing appends to a file opened with --db"))
 	}
 	if o.follow && !o.filter.Until.IsZero() {
-		return errors.New("--follow and --until exclude each other")
+		return usageError(errors.New("--follow and --until exclude each other"))
 	}
 	out := newRecordWriter(cmd.OutOrStdout(), o.format)
 	prog := newProgress(cmd.ErrOrStderr())
@@ -417,7 +417,7 @@ func (o *auditVerifyOptions) run(cmd *cobra.Command, g *globalOptions) error {
 		cp = &c
 		rep.Checkpoint = &checkpointReport{Size: c.Size, Hash: c.Hash, Time: c.Time, KeyID: audit.KeyID(pub)}
 	} else if o.pubkey != "" {
-		return errors.New("--pubkey checks a --checkpoint; give one")
+		return usageError(errors.New("--pubkey checks a --checkpoint; give one"))
 	}
 	rep.Scope = "internal_consistency"
 	if cp != nil {
@@ -450,7 +450,7 @@ func (o *auditVerifyOptions) run(cmd *cobra.Command, g *globalOptions) error {
 // openCheckpointFile reads a checkpoint and checks its signature.
 func openCheckpointFile(path, pubkey string) (audit.Checkpoint, ed25519.PublicKey, error) {
 	if pubkey == "" {
-		return audit.Checkpoint{}, nil, errors.New("--checkpoint needs --pubkey: a checkpoint proves nothing until its signature is checked with the key that signed it")
+		return audit.Checkpoint{}, nil, usageError(errors.New("--checkpoint needs --pubkey: a checkpoint proves nothing until its signature is checked with the key that signed it"))
 	}
 	pemBytes, err := os.ReadFile(pubkey)
 	if err != nil {
@@ -673,7 +673,7 @@ func pubKeyPath(priv string) string { return strings.TrimSuffix(priv, ".pem") + 
 
 func (o *auditKeygenOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	if o.out == "" {
-		return errors.New("--out is required")
+		return usageError(errors.New("--out is required"))
 	}
 	privPEM, pubPEM, err := audit.GenerateKey(rand.Reader)
 	if err != nil {

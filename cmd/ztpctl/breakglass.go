@@ -66,10 +66,10 @@ it the grant covers every method.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if strings.TrimSpace(o.reason) == "" {
-				return fmt.Errorf("--reason is required: say what is broken and why you need access")
+				return usageError(fmt.Errorf("--reason is required: say what is broken and why you need access"))
 			}
 			if o.duration < 0 {
-				return fmt.Errorf("--duration must be positive, got %s", o.duration)
+				return usageError(fmt.Errorf("--duration must be positive, got %s", o.duration))
 			}
 			req := &ztpv1.RequestGrantRequest{Reason: o.reason, Ticket: o.ticket, Scope: o.scope}
 			if o.duration > 0 {

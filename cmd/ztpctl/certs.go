@@ -85,7 +85,7 @@ func newCertsIssueCommand(g *globalOptions) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.name = args[0]
 			if !o.server && !o.client {
-				return errors.New("say what the certificate is for: --client, --server or both")
+				return usageError(errors.New("say what the certificate is for: --client, --server or both"))
 			}
 			ca, err := pki.LoadCA(filepath.Join(o.caDir, "ca.pem"), filepath.Join(o.caDir, "ca-key.pem"))
 			if err != nil {
@@ -121,7 +121,7 @@ func issueLeaf(ca *pki.CA, o *certsIssueOptions) ([]string, error) {
 	for _, s := range o.ips {
 		ip := net.ParseIP(s)
 		if ip == nil {
-			return nil, fmt.Errorf("--ip %q: not an IP address", s)
+			return nil, usageError(fmt.Errorf("--ip %q: not an IP address", s))
 		}
 		ips = append(ips, ip)
 	}

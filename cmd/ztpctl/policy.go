@@ -127,7 +127,7 @@ func (o *policyTestOptions) run(cmd *cobra.Command, g *globalOptions, paths []st
 		format = g.output
 	}
 	if o.threshold < 0 || o.threshold > 100 {
-		return fmt.Errorf("--threshold must be a percentage between 0 and 100, got %v", o.threshold)
+		return usageError(fmt.Errorf("--threshold must be a percentage between 0 and 100, got %v", o.threshold))
 	}
 	if len(paths) == 0 {
 		paths = []string{"."}
@@ -696,11 +696,11 @@ direction is found.`,
 
 func (o *policyReplayOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	if (o.db == "") == (o.jsonl == "") {
-		return errors.New("give exactly one of --db and --jsonl")
+		return usageError(errors.New("give exactly one of --db and --jsonl"))
 	}
 	since, err := parseTimeFlag(o.since, o.now())
 	if err != nil {
-		return fmt.Errorf("--since: %w", err)
+		return usageError(fmt.Errorf("--since: %w", err))
 	}
 	sets, err := loadProtosets(o.descriptors)
 	if err != nil {

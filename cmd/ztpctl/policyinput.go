@@ -84,10 +84,10 @@ Pipe the result into 'ztpctl policy eval --input -' to see the decision.`,
 
 func (o *policyInputOptions) run(cmd *cobra.Command, g *globalOptions) error {
 	if (o.request == "") == (o.requestBin == "") {
-		return errors.New("give the request with exactly one of --request and --request-bin")
+		return usageError(errors.New("give the request with exactly one of --request and --request-bin"))
 	}
 	if o.messageIndex < 0 {
-		return fmt.Errorf("--message-index must not be negative, got %d", o.messageIndex)
+		return usageError(fmt.Errorf("--message-index must not be negative, got %d", o.messageIndex))
 	}
 	ps, err := decode.LoadProtoset(o.descriptors)
 	if err != nil {
@@ -187,7 +187,7 @@ func parseMetadata(kvs []string) (map[string][]string, error) {
 	for _, kv := range kvs {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			return nil, fmt.Errorf("--metadata %q: want KEY=VALUE", kv)
+			return nil, usageError(fmt.Errorf("--metadata %q: want KEY=VALUE", kv))
 		}
 		k = strings.ToLower(k)
 		md[k] = append(md[k], v)

@@ -107,10 +107,10 @@ func (g *globalOptions) dial() (*grpc.ClientConn, error) {
 // presented, when not nil, is told of every certificate handed to the proxy.
 func (g *globalOptions) dialOptions(presented func(*tls.Certificate)) ([]grpc.DialOption, error) {
 	if (g.cert == "") != (g.key == "") {
-		return nil, errors.New("--cert and --key must be given together")
+		return nil, usageError(errors.New("--cert and --key must be given together"))
 	}
 	if g.cacert == "" {
-		return nil, errors.New("--cacert (or ZTP_CACERT) is required to verify the proxy")
+		return nil, usageError(errors.New("--cacert (or ZTP_CACERT) is required to verify the proxy"))
 	}
 	pem, err := os.ReadFile(g.cacert)
 	if err != nil {
@@ -150,7 +150,7 @@ func (g *globalOptions) dialOptions(presented func(*tls.Certificate)) ([]grpc.Di
 			return c, err
 		}
 	default:
-		return nil, errors.New("no credentials: give --cert and --key (or ZTP_CERT/ZTP_KEY), or --token-file")
+		return nil, usageError(errors.New("no credentials: give --cert and --key (or ZTP_CERT/ZTP_KEY), or --token-file"))
 	}
 	return append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tc))), nil
 }

@@ -106,14 +106,14 @@ func (o *tunnelOptions) checkListen() error {
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 		return nil
 	}
-	return fmt.Errorf("--listen %s is not a loopback address: whoever reaches it would act as you; listen on 127.0.0.1 or [::1], or add --allow-remote if you mean it", o.listen)
+	return usageError(fmt.Errorf("--listen %s is not a loopback address: whoever reaches it would act as you; listen on 127.0.0.1 or [::1], or add --allow-remote if you mean it", o.listen))
 }
 
 // serverCreds is plaintext, or TLS with --listen-cert/--listen-key read again
 // for every handshake.
 func (o *tunnelOptions) serverCreds() (grpc.ServerOption, error) {
 	if (o.listenCert == "") != (o.listenKey == "") {
-		return nil, errors.New("--listen-cert and --listen-key must be given together")
+		return nil, usageError(errors.New("--listen-cert and --listen-key must be given together"))
 	}
 	if o.listenCert == "" {
 		return nil, nil

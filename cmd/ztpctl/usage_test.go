@@ -96,6 +96,14 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"breakglass", "approve"},
 		{"policy", "eval", "--input", "x.json"},
 		{"policy", "input", "--method", "/a.B/C"},
+		// Flag combinations and values checked by the commands themselves.
+		{"audit", "export", "--since", "yesterday-ish"},
+		{"audit", "export", "--db", "x.db", "--follow"},
+		{"audit", "verify", "--checkpoint", "c.txt"},
+		{"breakglass", "request", "--duration", "1h"},
+		{"policy", "replay", "--policy", "."},
+		{"--cert", "c.pem", "policy", "version"},
+		{"tunnel", "--listen", "0.0.0.0:7444"},
 	} {
 		_, _, err := runCtl(t, "", args...)
 		if exitCode(err) != exitUsage {
