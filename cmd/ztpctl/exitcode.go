@@ -73,6 +73,25 @@ func enumFlag(f *pflag.FlagSet, p *string, name, short, def string, allowed []st
 // root), bad flags and flag values, wrong argument counts, missing required
 // flags.
 func enforceUsageRules(root *cobra.Command) {
+	// cobra's own help command prints "Unknown help topic" and succeeds.
+	root.SetHelpCommand(&cobra.Command{
+		Use:   "help [command]",
+		Short: "Help about any command",
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			cmd, rest, err := c.Root().Find(args)
+			if err != nil {
+				return usageError(err)
+			}
+			if len(rest) > 0 {
+				return runGroup(cmd, rest)
+			}
+			return cmd.Help()
+		},
+	})
+	// cobra adds these at Execute; added now, the walk below covers them.
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 	var walk func(*cobra.Command)
 	walk = func(c *cobra.Command) {

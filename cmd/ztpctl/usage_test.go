@@ -147,3 +147,17 @@ func TestPolicyEvalFailOn(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpAndCompletionRefuseUnknown: cobra's added commands follow the same
+// rules (help on an unknown topic, an unknown shell).
+func TestHelpAndCompletionRefuseUnknown(t *testing.T) {
+	for _, args := range [][]string{{"help", "bogus"}, {"help", "audit", "bogus"}, {"completion", "bogus"}} {
+		_, _, err := runCtl(t, "", args...)
+		if exitCode(err) != exitUsage || !strings.Contains(err.Error(), `unknown command "bogus"`) {
+			t.Errorf("ztpctl %v = %v (exit %d), want unknown command, exit %d", args, err, exitCode(err), exitUsage)
+		}
+	}
+	if out, _, err := runCtl(t, "", "help", "audit", "export"); err != nil || !strings.Contains(out, "--decision") {
+		t.Errorf("ztpctl help audit export = %q, %v", out, err)
+	}
+}
