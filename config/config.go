@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/url"
 	"os"
@@ -19,6 +21,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/ztp-dev/ztp/audit"
 	"github.com/ztp-dev/ztp/decode"
 )
 
@@ -814,6 +817,12 @@ func (p *parser) validate(c *Config) {
 	}
 
 	p.checkFile(c, "audit.signing_key", c.Audit.SigningKey, false)
+	if c.Audit.SigningKey != "" && !p.offline {
+		// The loader start-up uses, so that validate refuses what serve would.
+		if _, err := audit.LoadSigner(c.Resolve(c.Audit.SigningKey)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			p.errorf("audit.signing_key", "%v", err)
+		}
+	}
 	if c.Audit.CheckpointInterval < time.Second {
 		p.errorf("audit.checkpoint_interval", "must be at least 1s")
 	}
@@ -962,9 +971,40 @@ func (p *parser) checkCA(c *Config, key, name string) {
 	if err != nil {
 		return // reported by checkFile
 	}
-	if !x509.NewCertPool().AppendCertsFromPEM(data) {
-		p.errorf(key, "%s holds no PEM certificate", name)
+	if err := checkCABundle(data); err != nil {
+		p.errorf(key, "%s %v", name, err)
 	}
+}
+
+// checkCABundle accepts PEM that holds at least one CA certificate (basic
+// constraints CA:TRUE). A leaf given where a CA belongs is a mistake that
+// verification would only reveal at the first handshake, as "unknown
+// authority": a bundle without any CA is refused up front.
+func checkCABundle(data []byte) error {
+	var certs, leaves int
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return fmt.Errorf("holds a malformed certificate (number %d): %w", certs+1, err)
+		}
+		certs++
+		if cert.BasicConstraintsValid && cert.IsCA {
+			return nil
+		}
+		leaves++
+	}
+	if certs == 0 {
+		return errors.New("holds no PEM certificate")
+	}
+	return fmt.Errorf("holds no CA certificate: %d certificate(s), none with basic constraints CA:TRUE (a leaf where a CA belongs?)", leaves)
 }
 
 // validHeaderName accepts what gRPC allows as a metadata key, in the lower

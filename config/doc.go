@@ -9,5 +9,9 @@
 // together with its certificates and policies.
 //
 // Validation here is static (syntax, ranges, files present and parseable); the
-// proxy package turns a valid Config into running parts.
+// proxy package turns a valid Config into running parts. Both `ztp-proxy
+// validate` and `serve` start with [Load], so what it checks of a file (a key
+// pair that loads, a CA file holding a CA certificate, an audit signing key
+// that audit.LoadSigner accepts) fails both with the same message.
+// [LoadOffline] skips every check that opens a file.
 package config

@@ -63,6 +63,9 @@ type Metrics struct {
 	// HandshakeFailures counts failed TLS handshakes by reason (one of
 	// HandshakeReasons).
 	HandshakeFailures *prometheus.CounterVec
+	// CertificateExpiry is the NotAfter, in Unix seconds, of the proxy's own
+	// certificates by cert (server: the serving certificate, read at start-up).
+	CertificateExpiry *prometheus.GaugeVec
 	// StreamsEndedEarly counts calls that ended before their first request
 	// message, by reason: first_message_timeout (the proxy ended it),
 	// client_cancelled (the client did), max_streams_per_principal (refused),
@@ -144,6 +147,9 @@ func New() *Metrics {
 		HandshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ztp_tls_handshake_failures_total", Help: "Failed TLS handshakes on the gRPC listener by reason.",
 		}, []string{"reason"}),
+		CertificateExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ztp_tls_certificate_expiry_timestamp_seconds", Help: "NotAfter of the proxy's certificates, in Unix seconds, by cert (server: the serving certificate).",
+		}, []string{"cert"}),
 		StreamsEndedEarly: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ztp_streams_ended_early_total", Help: "Calls that ended before their first request message, by reason (first_message_timeout, client_cancelled, max_streams_per_principal, credential_ended).",
 		}, []string{"reason"}),
@@ -158,7 +164,7 @@ func New() *Metrics {
 	}
 	r.MustRegister(m.Decisions, m.Calls, m.PolicySeconds, m.AuditAppendSeconds, m.AuditRecords, m.AuditErrors,
 		m.AuditCommitSeconds, m.AuditCommitRecords, m.RefusalsUnrecorded,
-		m.ForwardSeconds, m.RateLimited, m.PolicyReloads, m.PolicyInfo, m.InflightStreams, m.HandshakeFailures, m.BuildInfo,
+		m.ForwardSeconds, m.RateLimited, m.PolicyReloads, m.PolicyInfo, m.InflightStreams, m.HandshakeFailures, m.CertificateExpiry, m.BuildInfo,
 		m.StreamsEndedEarly, m.StreamsUnrecorded,
 		m.PrincipalRefusalsUnrecorded, m.AuditDiskFreeBytes, m.AuditDiskLow,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

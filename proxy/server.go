@@ -148,7 +148,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 		}
 	}()
 
-	creds, err := serverCredentials(cfg)
+	creds, notAfter, err := serverCredentials(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -218,6 +218,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err 
 	}
 
 	s.metrics = metrics.New()
+	s.metrics.CertificateExpiry.WithLabelValues("server").Set(float64(notAfter.Unix()))
 	handshakes := newHandshakeLog(s.log, s.metrics, opts.Now)
 	handshakes.run(handshakeWindow / 4)
 	s.stops = append(s.stops, func(context.Context) { handshakes.stop() })
@@ -424,14 +425,19 @@ func principalRules(cfg *config.Config) []identity.Rule {
 	return rules
 }
 
-func serverCredentials(cfg *config.Config) (credentials.TransportCredentials, error) {
+// serverCredentials also returns the serving certificate's NotAfter, for
+// ztp_tls_certificate_expiry_timestamp_seconds.
+func serverCredentials(cfg *config.Config) (credentials.TransportCredentials, time.Time, error) {
 	cert, err := tls.LoadX509KeyPair(cfg.Resolve(cfg.TLS.Cert), cfg.Resolve(cfg.TLS.Key))
 	if err != nil {
-		return nil, fmt.Errorf("tls.cert: %w", err)
+		return nil, time.Time{}, fmt.Errorf("tls.cert: %w", err)
+	}
+	if cert.Leaf == nil { // LoadX509KeyPair parses it since Go 1.23
+		return nil, time.Time{}, errors.New("tls.cert: certificate not parsed")
 	}
 	pool, err := loadPool(cfg.Resolve(cfg.TLS.ClientCA))
 	if err != nil {
-		return nil, fmt.Errorf("tls.client_ca: %w", err)
+		return nil, time.Time{}, fmt.Errorf("tls.client_ca: %w", err)
 	}
 	auth := tls.RequireAndVerifyClientCert
 	if cfg.TLS.ClientAuth == "verify_if_given" {
@@ -442,7 +448,7 @@ func serverCredentials(cfg *config.Config) (credentials.TransportCredentials, er
 		ClientCAs:    pool,
 		ClientAuth:   auth,
 		MinVersion:   tls.VersionTLS12,
-	}), nil
+	}), cert.Leaf.NotAfter, nil
 }
 
 func loadPool(file string) (*x509.CertPool, error) {
