@@ -2,8 +2,16 @@ package config
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ztp-dev/ztp/pki"
 )
@@ -32,6 +40,7 @@ func TestCABundle(t *testing.T) {
 		{"leaf then CA", bytes.Join([][]byte{leaf.CertPEM, ca.CertPEM}, nil), ""},
 		{"CA key before the CA", bytes.Join([][]byte{keyPEM, ca.CertPEM}, nil), ""},
 		{"leaf", leaf.CertPEM, "holds no CA certificate: 1 certificate(s)"},
+		{"self-signed leaf, pinned", selfSignedLeaf(t), ""},
 		{"key only", keyPEM, "holds no PEM certificate"},
 		{"empty", nil, "holds no PEM certificate"},
 		{"malformed", []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), "holds a malformed certificate (number 1)"},
@@ -49,6 +58,27 @@ func TestCABundle(t *testing.T) {
 			}
 		})
 	}
+}
+
+// selfSignedLeaf is a server certificate that signs itself (CA:FALSE), as
+// etcd --auto-tls makes one.
+func selfSignedLeaf(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "etcd"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true, IsCA: false, DNSNames: []string{"localhost"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
 func FuzzCABundle(f *testing.F) {

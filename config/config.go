@@ -977,9 +977,11 @@ func (p *parser) checkCA(c *Config, key, name string) {
 }
 
 // checkCABundle accepts PEM that holds at least one CA certificate (basic
-// constraints CA:TRUE). A leaf given where a CA belongs is a mistake that
-// verification would only reveal at the first handshake, as "unknown
-// authority": a bundle without any CA is refused up front.
+// constraints CA:TRUE) or a self-signed certificate, which pins itself (an etcd
+// started with a self-signed server certificate is verified that way). A leaf
+// issued by some CA, given where the CA belongs, is a mistake that verification
+// would only reveal at the first handshake, as "unknown authority": a bundle
+// without any trust anchor is refused up front.
 func checkCABundle(data []byte) error {
 	var certs, leaves int
 	for rest := data; ; {
@@ -996,7 +998,7 @@ func checkCABundle(data []byte) error {
 			return fmt.Errorf("holds a malformed certificate (number %d): %w", certs+1, err)
 		}
 		certs++
-		if cert.BasicConstraintsValid && cert.IsCA {
+		if cert.BasicConstraintsValid && cert.IsCA || selfSigned(cert) {
 			return nil
 		}
 		leaves++
@@ -1004,7 +1006,14 @@ func checkCABundle(data []byte) error {
 	if certs == 0 {
 		return errors.New("holds no PEM certificate")
 	}
-	return fmt.Errorf("holds no CA certificate: %d certificate(s), none with basic constraints CA:TRUE (a leaf where a CA belongs?)", leaves)
+	return fmt.Errorf("holds no CA certificate: %d certificate(s), none with basic constraints CA:TRUE or self-signed (a leaf where a CA belongs?)", leaves)
+}
+
+// selfSigned reports whether cert names itself as its issuer and its own key
+// verifies its signature.
+func selfSigned(cert *x509.Certificate) bool {
+	return bytes.Equal(cert.RawIssuer, cert.RawSubject) &&
+		cert.CheckSignature(cert.SignatureAlgorithm, cert.RawTBSCertificate, cert.Signature) == nil
 }
 
 // validHeaderName accepts what gRPC allows as a metadata key, in the lower
