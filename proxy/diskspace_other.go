@@ -4,8 +4,10 @@ package proxy
 
 import "errors"
 
-// diskFree is not implemented here: readiness shows the watermark as
-// degraded, "free space unknown", rather than pretending there is room.
+// diskFree reports that free space cannot be read: ztp supports unix systems
+// (README, "Requirements"), which have statfs. Elsewhere the watermark fails
+// closed: readiness stays degraded ("free space … unknown") rather than
+// claiming room it cannot see, until audit.min_free_bytes is set to 0.
 func diskFree(string) (uint64, error) {
 	return 0, errors.ErrUnsupported
 }
