@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
@@ -32,6 +31,7 @@ const keptAnswerBytes = 16 << 10
 type effectQuerier struct {
 	upstream string
 	conn     grpc.ClientConnInterface
+	types    decode.Resolver // the upstream's descriptors: requests are encoded with them
 	methods  map[string]protoreflect.MethodDescriptor
 	limits   policy.QueryLimits
 }
@@ -46,6 +46,7 @@ func newEffectQuerier(name string, conn grpc.ClientConnInterface, ps *decode.Pro
 	return &effectQuerier{
 		upstream: name,
 		conn:     conn,
+		types:    ps,
 		methods:  methods,
 		limits:   policy.QueryLimits{Max: qc.MaxPerDecision, Timeout: qc.Timeout},
 	}, nil
@@ -90,13 +91,11 @@ func (q *effectQuerier) Query(ctx context.Context, method string, request []byte
 		return nil, err
 	}
 	md := q.methods[method]
-	in := dynamicpb.NewMessage(md.Input())
-	if err := protojson.Unmarshal(request, in); err != nil {
-		return nil, fmt.Errorf("request is not a %s: %w", md.Input().FullName(), err)
-	}
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(in)
+	// As ztpctl policy input encodes a hand-written request: Any and extensions
+	// resolve against the upstream's descriptors.
+	b, err := decode.EncodeJSON(ctx, q.types, method, request)
 	if err != nil {
-		return nil, fmt.Errorf("request: %w", err)
+		return nil, err
 	}
 	var out frame
 	if err := q.conn.Invoke(ctx, method, &frame{Data: b}, &out, grpc.ForceCodecV2(rawCodec{})); err != nil {
