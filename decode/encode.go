@@ -11,8 +11,9 @@ import (
 
 // EncodeJSON turns a request written in its protojson form (the shape Decode
 // renders) into the wire bytes of the method's input message, resolving
-// google.protobuf.Any and extensions the way Decode does. It is the inverse a
-// tool needs to show what the proxy makes of a request someone wrote by hand;
+// google.protobuf.Any and extensions the way Decode does: what ztpctl policy
+// input makes of a hand-written request, and how the proxy sends a policy's
+// effect query (ztp.query) to the upstream;
 // unknown JSON keys are an error naming them, as protojson reports them.
 func EncodeJSON(ctx context.Context, r Resolver, fullMethod string, js []byte) ([]byte, error) {
 	md, err := r.FindMethod(ctx, fullMethod)
