@@ -293,7 +293,7 @@ func (s *stream) SendMsg(m any) error {
 func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	idx := int(c.in.Add(1) - 1)
 	now := p.now()
-	rec := p.record(c, "request")
+	rec := p.recordAt(c, "request", now)
 	rec.MessageIndex = idx
 	rec.RequestBytes, rec.RequestSHA256 = messageDigest(msg)
 
@@ -589,9 +589,15 @@ func recordedUnknown(paths []string) []string {
 }
 
 func (p *Pipeline) record(c *call, typ string) *audit.Record {
+	return p.recordAt(c, typ, p.now())
+}
+
+// recordAt is record at time now, for a caller that has read the clock
+// already (decide: one clock read per message).
+func (p *Pipeline) recordAt(c *call, typ string, now time.Time) *audit.Record {
 	pr := c.principal
 	rec := &audit.Record{
-		Time:          p.now().UTC(),
+		Time:          now.UTC(),
 		Type:          typ,
 		Principal:     &audit.Principal{ID: pr.ID, Kind: pr.Kind, Groups: pr.Groups, Authn: pr.Authn},
 		Peer:          c.peer,

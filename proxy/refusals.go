@@ -39,7 +39,7 @@ type refusalBudget struct {
 	maxKeys    int  // keys tracked per window
 	principals bool // keys are principal ids (see above)
 	// what the budget counts and what happened to them, for the summaries
-	// of hosts: "unauthenticated calls" "refused" when empty.
+	// of hosts ("unauthenticated calls", "refused" from newRefusalBudget).
 	what, verb string
 
 	mu     sync.Mutex
@@ -84,11 +84,7 @@ func (s refusalSummary) reason() string {
 	if s.host == "" {
 		who = "from other hosts"
 	}
-	what, verb := s.what, s.verb
-	if what == "" {
-		what, verb = "unauthenticated calls", "refused"
-	}
-	return fmt.Sprintf("%d more %s %s %s %s", s.suppressed, what, who, verb, between)
+	return fmt.Sprintf("%d more %s %s %s %s", s.suppressed, s.what, who, s.verb, between)
 }
 
 // record is the summary's audit record.
@@ -110,7 +106,8 @@ func (s refusalSummary) record(now time.Time) *audit.Record {
 // newRefusalBudget bounds unauthenticated refusals: perHost records per
 // host and global in all per window, for at most maxHosts hosts.
 func newRefusalBudget(window time.Duration, perHost, global, maxHosts int) *refusalBudget {
-	return &refusalBudget{window: window, perKey: int64(perHost), global: int64(global), maxKeys: maxHosts, keys: map[string]*keyRefusals{}}
+	return &refusalBudget{window: window, perKey: int64(perHost), global: int64(global), maxKeys: maxHosts, keys: map[string]*keyRefusals{},
+		what: "unauthenticated calls", verb: "refused"}
 }
 
 // newPrincipalRefusalBudget bounds authenticated refusals: records of
