@@ -34,7 +34,7 @@ func (p *Pipeline) controlRateLimit(ctx context.Context, c *call) error {
 	if ok {
 		return nil
 	}
-	return p.ratelimited(ctx, c, p.record(c, "request"), 0, "rate limit "+bucket, wait)
+	return p.ratelimited(ctx, c, p.record(c, "request"), "rate limit "+bucket, wait)
 }
 
 // labels are the upstream and method labels of c's metrics. Control-API

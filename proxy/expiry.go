@@ -244,9 +244,7 @@ func (p *Pipeline) recheck(ctx context.Context, l *liveCall) bool {
 // refuseEnded audits and refuses a message that arrived after the call's
 // credential stopped counting.
 func (p *Pipeline) refuseEnded(ctx context.Context, c *call, rec *audit.Record, reason string) error {
-	rec.Decision = policy.DecisionDeny
-	rec.Reasons = []string{reason}
-	if _, err := p.appendDecision(ctx, c, rec); err != nil {
+	if _, err := p.refuseMessage(ctx, c, rec, policy.DecisionDeny, reason); err != nil {
 		return err
 	}
 	return unauthenticatedStatus(reason)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -314,7 +315,7 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 	// 4. Rate-limit per principal, before any decoding or policy work.
 	if p.limiter != nil {
 		if ok, wait, bucket := p.limiter.Allow(c.principal, c.method, hasGrant, now); !ok {
-			return p.ratelimited(ctx, c, rec, idx, "rate limit "+bucket, wait)
+			return p.ratelimited(ctx, c, rec, "rate limit "+bucket, wait)
 		}
 	}
 
@@ -383,7 +384,7 @@ func (p *Pipeline) decide(ctx context.Context, c *call, msg *frame) error {
 			if wait < 0 { // not retryable: key says why (no budgets prefix, cost above the limit)
 				reason = "change budget " + key
 			}
-			return p.ratelimited(ctx, c, rec, idx, reason, wait)
+			return p.ratelimited(ctx, c, rec, reason, wait)
 		}
 	}
 
@@ -422,16 +423,10 @@ func (p *Pipeline) ambiguous(ctx context.Context, c *call, rec *audit.Record, du
 	} else {
 		reason += " occurs more than once"
 	}
-	rec.Decision = policy.DecisionDeny
-	rec.Reasons = []string{reason}
 	rec.Detail = decode.ReasonAmbiguous
-	p.metrics.Decisions.WithLabelValues(c.upstream.name, c.methodLabel(), policy.DecisionDeny).Inc()
-	seq, err := p.appendDecision(ctx, c, rec)
+	seq, err := p.refuseMessage(ctx, c, rec, policy.DecisionDeny, reason)
 	if err != nil {
 		return err
-	}
-	if rec.MessageIndex == 0 {
-		c.firstSeq = seq
 	}
 	p.log.LogAttrs(ctx, slog.LevelInfo, "decision", slog.Uint64("seq", seq), slog.String("method", c.method),
 		slog.String("principal", c.principal.ID), slog.String("decision", policy.DecisionDeny), slog.Any("reasons", rec.Reasons),
@@ -441,24 +436,37 @@ func (p *Pipeline) ambiguous(ctx context.Context, c *call, rec *audit.Record, du
 
 // ratelimited audits and refuses a message over a rate limit or change budget,
 // telling the client when to retry (gRPC's retry pushback trailer and the message).
-func (p *Pipeline) ratelimited(ctx context.Context, c *call, rec *audit.Record, idx int, reason string, wait time.Duration) error {
-	rec.Decision = audit.DecisionRatelimited
-	rec.Reasons = []string{reason}
+func (p *Pipeline) ratelimited(ctx context.Context, c *call, rec *audit.Record, reason string, wait time.Duration) error {
 	kind := "rate"
 	if strings.HasPrefix(reason, "change budget") {
 		kind = "budget"
 	}
 	p.metrics.RateLimited.WithLabelValues(kind).Inc()
-	up, method := c.labels()
-	p.metrics.Decisions.WithLabelValues(up, method, audit.DecisionRatelimited).Inc()
-	seq, err := p.appendDecision(ctx, c, rec)
-	if err != nil {
+	if _, err := p.refuseMessage(ctx, c, rec, audit.DecisionRatelimited, reason); err != nil {
 		return err
 	}
-	if idx == 0 {
+	return exhausted(ctx, reason, wait)
+}
+
+// refuseMessage audits a message the proxy refuses before, or instead of, the
+// policy's decision (rate limit, change budget, ambiguous encoding, a
+// credential that ended): it records decision and reason, counts it, and makes
+// a first message's record the one the call's outcome record points at. An
+// error is the status for the client when the audit log cannot take the record;
+// otherwise the caller refuses with its own status.
+func (p *Pipeline) refuseMessage(ctx context.Context, c *call, rec *audit.Record, decision, reason string) (uint64, error) {
+	rec.Decision = decision
+	rec.Reasons = []string{reason}
+	up, method := c.labels()
+	p.metrics.Decisions.WithLabelValues(up, method, decision).Inc()
+	seq, err := p.appendDecision(ctx, c, rec)
+	if err != nil {
+		return 0, err
+	}
+	if rec.MessageIndex == 0 {
 		c.firstSeq = seq
 	}
-	return exhausted(ctx, reason, wait)
+	return seq, nil
 }
 
 func firstNonEmpty(a, b string) string {
@@ -570,19 +578,15 @@ const (
 )
 
 // recordedUnknown is request_unknown_fields as records keep it: the first paths,
-// up to maxRecordedUnknown of them and maxRecordedUnknownBytes in all, each cut
-// to maxHeaderBytes, then one entry counting the rest. A replay of a cut list
-// still sees unknown fields where the proxy's policy saw them.
+// up to maxRecordedUnknown of them and maxRecordedUnknownBytes in all, then one
+// entry counting the rest. A replay of a cut list still sees unknown fields
+// where the proxy's policy saw them.
 func recordedUnknown(paths []string) []string {
 	size := 0
 	for i, u := range paths {
 		size += len(u)
 		if i == maxRecordedUnknown || size > maxRecordedUnknownBytes {
-			out := make([]string, 0, i+1)
-			for _, v := range paths[:i] {
-				out = append(out, boundString(v))
-			}
-			return append(out, fmt.Sprintf("… and %d more", len(paths)-i))
+			return append(slices.Clip(paths[:i]), fmt.Sprintf("… and %d more", len(paths)-i))
 		}
 	}
 	return paths
