@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/ztp-dev/ztp/internal/textcut"
 )
 
 // Mode is the policy mode from the configuration (policy.mode).
@@ -133,7 +134,7 @@ func decide(res Result, evalErr error, grantID string) Verdict {
 const (
 	maxReasonBytes = 1024
 	maxReasons     = 32
-	reasonCutMark  = "…[truncated]"
+	reasonCutMark  = textcut.Mark
 )
 
 func boundReasons(rs []string) []string {
@@ -146,14 +147,7 @@ func boundReasons(rs []string) []string {
 			out = append(out, fmt.Sprintf("… and %d more reasons", len(rs)-maxReasons))
 			break
 		}
-		if len(r) > maxReasonBytes {
-			n := maxReasonBytes
-			for n > 0 && !utf8.RuneStart(r[n]) {
-				n--
-			}
-			r = r[:n] + reasonCutMark
-		}
-		out = append(out, r)
+		out = append(out, textcut.Cut(r, maxReasonBytes))
 	}
 	return out
 }

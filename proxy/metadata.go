@@ -3,10 +3,11 @@ package proxy
 import (
 	"context"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/ztp-dev/ztp/internal/textcut"
 )
 
 // maxHeaderBytes bounds what is kept of one allowed header: its values in
@@ -17,7 +18,7 @@ import (
 const maxHeaderBytes = 1024
 
 // truncatedMark ends a header value cut to maxHeaderBytes.
-const truncatedMark = "…[truncated]"
+const truncatedMark = textcut.Mark
 
 // headerAllow is audit.headers: the only request headers the proxy reads for
 // the policy input and the audit record. x-ztp-justification and
@@ -73,7 +74,7 @@ func boundValues(vs []string) []string {
 	for i, v := range vs {
 		if n+len(v) > maxHeaderBytes {
 			out := append(make([]string, 0, i+1), vs[:i]...)
-			return append(out, cut(v, maxHeaderBytes-n))
+			return append(out, textcut.Cut(v, maxHeaderBytes-n))
 		}
 		n += len(v)
 	}
@@ -81,17 +82,4 @@ func boundValues(vs []string) []string {
 }
 
 // boundString cuts s to maxHeaderBytes.
-func boundString(s string) string {
-	if len(s) <= maxHeaderBytes {
-		return s
-	}
-	return cut(s, maxHeaderBytes)
-}
-
-// cut returns s cut to at most n bytes on a UTF-8 boundary, marked.
-func cut(s string, n int) string {
-	for n > 0 && n < len(s) && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + truncatedMark
-}
+func boundString(s string) string { return textcut.Cut(s, maxHeaderBytes) }
